@@ -1,9 +1,10 @@
 """A small CBOR codec for the drive (RFC 8949 subset).
 
 Supported: unsigned and negative integers up to 64 bits, byte strings, text strings,
-arrays, maps, false/true/null. Floats, tags, indefinite lengths and duplicate map keys are
-refused, so a malformed or hostile body is rejected early. Encoding is canonical: shortest
-heads, map keys sorted by length then bytes (what ``cbor2.dumps(..., canonical=True)`` does).
+arrays, maps, false/true/null. Floats, tags, indefinite lengths, invalid UTF-8, map keys
+other than integers and text, and duplicate map keys are refused, so a malformed or hostile
+body is rejected early. Encoding is canonical: shortest heads, map keys sorted by length
+then bytes (what ``cbor2.dumps(..., canonical=True)`` does).
 """
 
 MAX_DEPTH = 8
@@ -64,8 +65,8 @@ def _encode(obj: object, out: bytearray) -> None:
             items.append((len(kb), bytes(kb), value))
         items.sort(key=lambda item: (item[0], item[1]))
         _head(5, len(items), out)
-        for _, kb, value in items:
-            out.extend(kb)
+        for _, key_bytes, value in items:
+            out.extend(key_bytes)
             _encode(value, out)
     else:
         raise CBORError("cannot encode " + type(obj).__name__)
@@ -80,6 +81,44 @@ def encode(obj: object) -> bytes:
 def encode_into(obj: object, out: bytearray) -> None:
     """Append the encoding of obj to out (lets the device reuse one buffer)."""
     _encode(obj, out)
+
+
+def _utf8_ok(raw: bytes) -> bool:
+    """Well-formed UTF-8 (RFC 3629): shortest forms, no surrogates, at most U+10FFFF."""
+    n = len(raw)
+    i = 0
+    while i < n:
+        c = raw[i]
+        if c < 0x80:
+            i += 1
+            continue
+        lo = 0x80
+        hi = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            k = 1
+        elif 0xE0 <= c <= 0xEF:
+            k = 2
+            if c == 0xE0:
+                lo = 0xA0
+            elif c == 0xED:
+                hi = 0x9F
+        elif 0xF0 <= c <= 0xF4:
+            k = 3
+            if c == 0xF0:
+                lo = 0x90
+            elif c == 0xF4:
+                hi = 0x8F
+        else:
+            return False
+        if i + k >= n:
+            return False
+        if not lo <= raw[i + 1] <= hi:
+            return False
+        for j in range(i + 2, i + k + 1):
+            if not 0x80 <= raw[j] <= 0xBF:
+                return False
+        i += k + 1
+    return True
 
 
 class _Decoder:
@@ -139,10 +178,15 @@ class _Decoder:
             return bytes(self.mv[p : p + n])
         if major == 3:
             p = self.need(n)
+            raw = bytes(self.mv[p : p + n])
             try:
-                return str(bytes(self.mv[p : p + n]), "utf-8")
+                text = str(raw, "utf-8")
             except Exception:
+                raise CBORError("invalid UTF-8 in text string") from None
+            # MicroPython's str() lets overlong forms and surrogates through; check non-ASCII.
+            if len(text) != n and not _utf8_ok(raw):
                 raise CBORError("invalid UTF-8 in text string")
+            return text
         if major == 4:
             # Each element takes at least one byte: a count beyond what is left is a lie.
             if n > len(self.mv) - self.pos:
@@ -154,7 +198,7 @@ class _Decoder:
             result = {}
             for _ in range(n):
                 key = self.item(depth + 1)
-                if not isinstance(key, (int, str)):
+                if not isinstance(key, (int, str)) or key is True or key is False:
                     raise CBORError("map keys must be integers or text")
                 if key in result:
                     raise CBORError("duplicate map key")

@@ -118,7 +118,9 @@ class FrameReader:
         self.n = 0
         self.skipping = False
 
-    def push(self, data: "bytes | bytearray", pos: int = 0, end: int = -1) -> tuple:
+    def push(
+        self, data: "bytes | bytearray", pos: int = 0, end: int = -1
+    ) -> "tuple[int, memoryview | int | None]":
         if end < 0:
             end = len(data)
         idx = data.find(b"\x00", pos, end)
@@ -158,7 +160,9 @@ class FrameError(Exception):
         self.text = text
 
 
-def parse_frame(frame: memoryview) -> tuple:
+def parse_frame(
+    frame: memoryview,
+) -> "tuple[int, int, int, memoryview, memoryview | None, memoryview]":
     """Check a decoded frame and split it.
 
     Returns ``(msg_id, flags, seq, body, mac, signed)`` where body, mac and signed are
@@ -174,9 +178,7 @@ def parse_frame(frame: memoryview) -> tuple:
     if binascii.crc32(frame[: n - CRC_LEN]) & 0xFFFFFFFF != crc:
         raise FrameError(errors.CRC, "CRC mismatch")
     if frame[0] != VERSION:
-        raise FrameError(
-            errors.UNSUPPORTED_VERSION, "protocol version %d not supported" % frame[0]
-        )
+        raise FrameError(errors.UNSUPPORTED_VERSION, f"protocol version {frame[0]} not supported")
     flags = frame[2]
     seq = (frame[3] << 8) | frame[4]
     end = n - CRC_LEN
@@ -218,7 +220,7 @@ class FrameWriter:
             frame.extend(mac)
         frame.extend((binascii.crc32(frame) & 0xFFFFFFFF).to_bytes(4, "little"))
         if len(frame) > self.max_frame:
-            raise FrameError(3, "frame of %d bytes exceeds %d" % (len(frame), self.max_frame))
+            raise FrameError(3, f"frame of {len(frame)} bytes exceeds {self.max_frame}")
         n = cobs_encode_into(frame, len(frame), self.wire)
         self.wire[n] = DELIMITER
         return self.wiremv[: n + 1]
@@ -241,4 +243,7 @@ DATA_OVERHEAD = 40
 
 def payload_room(max_frame: int) -> int:
     """Most data bytes one PUT_DATA or DATA frame of max_frame bytes can carry."""
-    return max_frame - DATA_OVERHEAD
+    room = max_frame - DATA_OVERHEAD
+    if room > 0xFFFF:
+        room -= 2  # a byte string of 64 KiB or more has a 5-byte head, not 3
+    return room

@@ -160,7 +160,7 @@ def _kind_ok(kind: str, value: object) -> bool:
     return False
 
 
-def check(schema: dict, body: object) -> "str | None":
+def check(schema: "dict[int, tuple[str, str, bool]]", body: object) -> "str | None":
     """Return None when body fits schema, else a sentence saying what is wrong."""
     if not isinstance(body, dict):
         return "body must be a map"
@@ -168,10 +168,10 @@ def check(schema: dict, body: object) -> "str | None":
         name, kind, required = spec
         if key not in body:
             if required:
-                return "missing field %d (%s)" % (key, name)
+                return f"missing field {key} ({name})"
             continue
         if not _kind_ok(kind, body[key]):
-            return "field %d (%s) has the wrong type" % (key, name)
+            return f"field {key} ({name}) has the wrong type"
     return None
 
 

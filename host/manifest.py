@@ -1,0 +1,416 @@
+"""The backup set: its manifest, and the container a drive stores.
+
+A set is one file on every drive of the domain::
+
+    "SKSET" ‖ format (1 byte) ‖ header length (u32, big-endian) ‖ header ‖ sealed body
+
+- The **header** is canonical CBOR, readable without the HSM so ``sets`` can list a drive:
+  set id, created, label, token, domain id, key count and the wrapped set key (KEK).
+- The **body** is the manifest proper (every object's attributes and wrapped value), sealed
+  with AES-256-GCM under the set's KEK. The KEK lives only in the HSM (unwrapped there with
+  the domain key), so sealing and opening happen inside the HSM; the magic, length and header
+  bytes are the GCM additional data, so a header edited on a drive fails authentication too.
+
+Nothing here talks to an HSM: sealing goes through a :class:`Sealer` (``sealkeep.hsm``'s set
+key is one; :class:`AesGcmSealer` is the same construction with a key held in memory).
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import SealkeepError
+
+MAGIC = b"SKSET"
+FORMAT_VERSION = 1
+PREFIX_LEN = len(MAGIC) + 1 + 4  # magic, format byte, header length
+MAX_HEADER_LEN = 64 * 1024
+SET_ID_LEN = 16
+NONCE_LEN = 12
+TAG_LEN = 16
+
+# PKCS#11 attribute types used to describe entries (numeric, so no PKCS#11 import is needed).
+CKA_CLASS = 0x000
+CKA_LABEL = 0x003
+CKA_ID = 0x102
+CKA_KEY_TYPE = 0x100
+
+AttrValue = bool | int | bytes | str
+"""What an attribute value may be: PKCS#11 enums are plain ints, dates raw ``YYYYMMDD`` bytes."""
+
+Attributes = dict[int, AttrValue]
+"""PKCS#11 attribute type (CKA_*) -> value."""
+
+
+class ManifestError(SealkeepError):
+    """A set container or manifest is malformed, tampered with, or sealed under another key."""
+
+
+class Sealer(Protocol):
+    """Authenticated encryption under a set's key (AES-GCM inside the HSM, normally).
+
+    ``unseal`` raises a :class:`~sealkeep.errors.SealkeepError` when the data does not
+    authenticate.
+    """
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes: ...
+
+    def unseal(self, sealed: bytes, aad: bytes) -> bytes: ...
+
+
+class AesGcmSealer:
+    """The :class:`Sealer` construction (``nonce ‖ ciphertext ‖ tag``) with an in-memory key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_LEN)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def unseal(self, sealed: bytes, aad: bytes) -> bytes:
+        if len(sealed) < NONCE_LEN + TAG_LEN:
+            raise ManifestError("sealed data is truncated")
+        try:
+            return self._aead.decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], aad)
+        except InvalidTag:
+            raise ManifestError("sealed data does not authenticate") from None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """The token a set was taken from."""
+
+    slot_id: int
+    label: str
+    serial: str
+    model: str = ""
+    manufacturer: str = ""
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot_id,
+            "label": self.label,
+            "serial": self.serial,
+            "model": self.model,
+            "manufacturer": self.manufacturer,
+        }
+
+    @classmethod
+    def from_cbor(cls, obj: object) -> TokenInfo:
+        m = _map(obj, "token")
+        return cls(
+            slot_id=_int(m, "slot"),
+            label=_str(m, "label"),
+            serial=_str(m, "serial"),
+            model=_str(m, "model", ""),
+            manufacturer=_str(m, "manufacturer", ""),
+        )
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One object of the set: every attribute that matters, and its wrapped value.
+
+    ``wrapped`` is the value wrapped under the set's KEK for secret and private keys, and
+    None for public keys and certificates (their attributes carry everything).
+    """
+
+    attributes: Attributes
+    wrapped: bytes | None = field(default=None, repr=False)
+
+    @property
+    def object_class(self) -> int:
+        value = self.attributes.get(CKA_CLASS)
+        return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+    @property
+    def key_type(self) -> int | None:
+        value = self.attributes.get(CKA_KEY_TYPE)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def label(self) -> str:
+        value = self.attributes.get(CKA_LABEL)
+        return value if isinstance(value, str) else ""
+
+    @property
+    def id(self) -> bytes:
+        value = self.attributes.get(CKA_ID)
+        return value if isinstance(value, bytes) else b""
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {"attrs": dict(self.attributes), "wrapped": self.wrapped}
+
+    @classmethod
+    def from_cbor(cls, obj: object) -> KeyEntry:
+        m = _map(obj, "key entry")
+        attrs = m.get("attrs")
+        if not isinstance(attrs, dict):
+            raise ManifestError("key entry lacks its attributes")
+        checked: Attributes = {}
+        for key, value in attrs.items():
+            if not isinstance(key, int) or isinstance(key, bool) or key < 0:
+                raise ManifestError(f"key entry has a bad attribute type {key!r}")
+            if not isinstance(value, bool | int | bytes | str):
+                raise ManifestError(f"key entry attribute 0x{key:x} has a bad value")
+            checked[key] = value
+        wrapped = m.get("wrapped")
+        if wrapped is not None and not isinstance(wrapped, bytes):
+            raise ManifestError("key entry has a bad wrapped value")
+        return cls(checked, wrapped)
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    """An object of the slot that is not in the set, and why (e.g. not extractable)."""
+
+    object_class: int
+    label: str
+    id: bytes
+    reason: str
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {"class": self.object_class, "label": self.label, "id": self.id, "why": self.reason}
+
+    @classmethod
+    def from_cbor(cls, obj: object) -> SkippedEntry:
+        m = _map(obj, "skipped entry")
+        return cls(_int(m, "class"), _str(m, "label"), _bytes(m, "id"), _str(m, "why"))
+
+
+@dataclass(frozen=True)
+class SetHeader:
+    """What anyone can read of a set without the HSM."""
+
+    set_id: bytes
+    created: int
+    label: str
+    token: TokenInfo
+    domain_id: bytes
+    key_count: int
+    wrapped_kek: bytes = field(repr=False)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def set_id_hex(self) -> str:
+        return self.set_id.hex()
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "set_id": self.set_id,
+            "created": self.created,
+            "label": self.label,
+            "token": self.token.to_cbor(),
+            "domain_id": self.domain_id,
+            "keys": self.key_count,
+            "wrapped_kek": self.wrapped_kek,
+        }
+
+    def encode(self) -> bytes:
+        return bytes(cbor2.dumps(self.to_cbor(), canonical=True))
+
+    @classmethod
+    def from_cbor(cls, obj: object, format_version: int = FORMAT_VERSION) -> SetHeader:
+        m = _map(obj, "set header")
+        set_id = _bytes(m, "set_id")
+        if len(set_id) != SET_ID_LEN:
+            raise ManifestError(f"set id has {len(set_id)} bytes, not {SET_ID_LEN}")
+        return cls(
+            set_id=set_id,
+            created=_int(m, "created"),
+            label=_str(m, "label"),
+            token=TokenInfo.from_cbor(m.get("token")),
+            domain_id=_bytes(m, "domain_id"),
+            key_count=_int(m, "keys"),
+            wrapped_kek=_bytes(m, "wrapped_kek"),
+            format_version=format_version,
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A backup set: where it came from, its wrapped KEK, and every object in it."""
+
+    set_id: bytes
+    created: int
+    label: str
+    token: TokenInfo
+    domain_id: bytes
+    wrapped_kek: bytes = field(repr=False)
+    entries: tuple[KeyEntry, ...] = ()
+    skipped: tuple[SkippedEntry, ...] = ()
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        label: str,
+        token: TokenInfo,
+        domain_id: bytes,
+        wrapped_kek: bytes,
+        entries: Sequence[KeyEntry] = (),
+        skipped: Sequence[SkippedEntry] = (),
+        created: int | None = None,
+    ) -> Manifest:
+        """A manifest with a fresh random set id, created now unless told otherwise."""
+        return cls(
+            set_id=secrets.token_bytes(SET_ID_LEN),
+            created=int(time.time()) if created is None else created,
+            label=label,
+            token=token,
+            domain_id=domain_id,
+            wrapped_kek=wrapped_kek,
+            entries=tuple(entries),
+            skipped=tuple(skipped),
+        )
+
+    @property
+    def set_id_hex(self) -> str:
+        return self.set_id.hex()
+
+    @property
+    def header(self) -> SetHeader:
+        return SetHeader(
+            set_id=self.set_id,
+            created=self.created,
+            label=self.label,
+            token=self.token,
+            domain_id=self.domain_id,
+            key_count=len(self.entries),
+            wrapped_kek=self.wrapped_kek,
+        )
+
+    def body(self) -> bytes:
+        """The canonical CBOR of what gets sealed."""
+        return bytes(
+            cbor2.dumps(
+                {
+                    "set_id": self.set_id,
+                    "entries": [entry.to_cbor() for entry in self.entries],
+                    "skipped": [entry.to_cbor() for entry in self.skipped],
+                },
+                canonical=True,
+            )
+        )
+
+
+# --- container ----------------------------------------------------------------------------
+
+
+def _prefix(header_bytes: bytes) -> bytes:
+    return MAGIC + bytes([FORMAT_VERSION]) + struct.pack(">I", len(header_bytes)) + header_bytes
+
+
+def seal(manifest: Manifest, sealer: Sealer) -> bytes:
+    """The container for ``manifest``, its body sealed by ``sealer`` (the set's KEK)."""
+    prefix = _prefix(manifest.header.encode())
+    return prefix + sealer.seal(manifest.body(), prefix)
+
+
+def header_length(data: bytes) -> int:
+    """How many leading bytes of a container hold its header (needs :data:`PREFIX_LEN`)."""
+    if len(data) < PREFIX_LEN:
+        raise ManifestError(f"set data is truncated ({len(data)} bytes)")
+    if data[: len(MAGIC)] != MAGIC:
+        raise ManifestError("not a sealkeep backup set (bad magic)")
+    version = data[len(MAGIC)]
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"backup set format {version} is not supported")
+    length = int.from_bytes(data[len(MAGIC) + 1 : PREFIX_LEN], "big")
+    if length > MAX_HEADER_LEN:
+        raise ManifestError(f"backup set header claims {length} bytes")
+    return PREFIX_LEN + length
+
+
+def read_header(data: bytes) -> SetHeader:
+    """The unsealed header of a container (the whole container or just its first bytes).
+
+    Not authenticated on its own: :func:`unseal` checks it along with the body.
+    """
+    end = header_length(data)
+    if len(data) < end:
+        raise ManifestError("backup set header is truncated")
+    try:
+        obj = cbor2.loads(data[PREFIX_LEN:end])
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise ManifestError(f"backup set header is not valid CBOR ({exc})") from None
+    return SetHeader.from_cbor(obj)
+
+
+def unseal(data: bytes, sealer: Sealer) -> Manifest:
+    """Authenticate and decode a container; raises :class:`ManifestError` when tampered."""
+    header = read_header(data)
+    end = header_length(data)
+    try:
+        body = sealer.unseal(data[end:], data[:end])
+    except SealkeepError as exc:
+        raise ManifestError(
+            f"backup set {header.set_id_hex} does not authenticate: it was altered, is "
+            "corrupt, or was sealed under another key"
+        ) from exc
+    try:
+        obj = cbor2.loads(body)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise ManifestError(f"backup set body is not valid CBOR ({exc})") from None
+    m = _map(obj, "manifest body")
+    if _bytes(m, "set_id") != header.set_id:
+        raise ManifestError("backup set body belongs to another set")
+    entries = m.get("entries")
+    skipped = m.get("skipped", [])
+    if not isinstance(entries, list) or not isinstance(skipped, list):
+        raise ManifestError("backup set body lacks its entry lists")
+    manifest = Manifest(
+        set_id=header.set_id,
+        created=header.created,
+        label=header.label,
+        token=header.token,
+        domain_id=header.domain_id,
+        wrapped_kek=header.wrapped_kek,
+        entries=tuple(KeyEntry.from_cbor(e) for e in entries),
+        skipped=tuple(SkippedEntry.from_cbor(e) for e in skipped),
+    )
+    if len(manifest.entries) != header.key_count:
+        raise ManifestError(
+            f"backup set header says {header.key_count} keys, body holds {len(manifest.entries)}"
+        )
+    return manifest
+
+
+# --- CBOR field helpers -------------------------------------------------------------------
+
+
+def _map(obj: object, what: str) -> Mapping[Any, Any]:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{what} is not a CBOR map")
+    return obj
+
+
+def _int(m: Mapping[Any, Any], key: str) -> int:
+    value = m.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ManifestError(f"field {key!r} is missing or not an integer")
+    return value
+
+
+def _str(m: Mapping[Any, Any], key: str, default: str | None = None) -> str:
+    value = m.get(key, default)
+    if not isinstance(value, str):
+        raise ManifestError(f"field {key!r} is missing or not text")
+    return value
+
+
+def _bytes(m: Mapping[Any, Any], key: str) -> bytes:
+    value = m.get(key)
+    if not isinstance(value, bytes):
+        raise ManifestError(f"field {key!r} is missing or not bytes")
+    return value

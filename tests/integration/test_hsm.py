@@ -1,0 +1,341 @@
+"""The HSM layer against real SoftHSM2 tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pkcs11
+import pytest
+from pkcs11 import Attribute, KeyType, ObjectClass
+from sealkeep import manifest
+from sealkeep.hsm import (
+    DOMAIN_SECRET_LEN,
+    DomainError,
+    Hsm,
+    HsmSession,
+    ModuleError,
+    PinError,
+    SetKeyError,
+    SlotError,
+    domain_id_from_secret,
+    new_domain_secret,
+    owner_credential_from_secret,
+    replay_template,
+)
+from sealkeep.manifest import KeyEntry, Manifest, ManifestError
+
+if TYPE_CHECKING:
+    from hsm_fixtures import SoftHsmFarm, SoftHsmToken
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["hsm_fixtures"]  # softhsm, hsm, tokens, make_sample_keys
+
+Samples = Callable[[HsmSession], dict[str, Any]]
+
+SECRET = bytes(range(DOMAIN_SECRET_LEN))
+
+
+def open_token(hsm: Hsm, token: SoftHsmToken) -> HsmSession:
+    return hsm.open(token.slot_id, token.pin)
+
+
+# --- slots and sessions ---------------------------------------------------------------------
+
+
+def test_slots_list_the_tokens(hsm: Hsm, tokens: dict[str, SoftHsmToken]) -> None:
+    slots = {s.slot_id: s for s in hsm.slots()}
+    for token in tokens.values():
+        info = slots[token.slot_id]
+        assert info.label == token.label
+        assert info.serial == token.serial
+        assert info.model == "SoftHSM v2"
+        assert info.initialized and info.token_present
+        assert not info.holds_domain
+    # SoftHSM2 always offers one free slot with an uninitialised token.
+    assert any(not s.initialized for s in slots.values())
+
+
+def test_wrong_pin_is_named(hsm: Hsm, tokens: dict[str, SoftHsmToken]) -> None:
+    token = tokens["spare"]
+    with pytest.raises(PinError, match=rf"wrong PIN for slot {token.slot_id} \(token 'spare'\)"):
+        hsm.open(token.slot_id, "not-the-pin")
+    # Also while another session of this process is logged in to the token.
+    with open_token(hsm, token):
+        with pytest.raises(PinError, match="wrong PIN"):
+            hsm.open(token.slot_id, "not-the-pin")
+        with open_token(hsm, token) as second:
+            assert second.objects() == []
+
+
+def test_bad_slot_and_module(hsm: Hsm, tokens: dict[str, SoftHsmToken]) -> None:
+    with pytest.raises(SlotError, match="there is no slot 4242"):
+        hsm.open(4242, "1234")
+    free = next(s for s in hsm.slots() if not s.initialized)
+    with pytest.raises(SlotError, match="not initialised"):
+        hsm.open(free.slot_id, "1234")
+    with pytest.raises(ModuleError, match="does not exist"):
+        Hsm("/nonexistent/libpkcs11.so")
+
+
+# --- objects --------------------------------------------------------------------------------
+
+
+def test_objects_are_listed_with_what_can_be_backed_up(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as session:
+        make_sample_keys(session)
+        listed = {(o.label, o.class_name): o for o in session.objects()}
+    rows = {
+        key: (o.type_name, o.bits, o.id_hex, o.exportable, o.reason) for key, o in listed.items()
+    }
+    assert rows == {
+        ("aes-data", "secret key"): ("AES", 256, "01", True, None),
+        ("aes-local", "secret key"): ("AES", 256, "02", False, "not extractable"),
+        ("rsa-sign", "private key"): ("RSA", 2048, "03", True, None),
+        ("rsa-sign", "public key"): ("RSA", 2048, "03", True, None),
+        ("ec-sign", "private key"): ("EC P-256", 256, "04", True, None),
+        ("ec-sign", "public key"): ("EC P-256", 256, "04", True, None),
+        ("ec-sign", "certificate"): ("X.509", None, "04", True, None),
+    }
+    aes = listed[("aes-data", "secret key")].attributes
+    assert aes[Attribute.SENSITIVE] is True and aes[Attribute.EXTRACTABLE] is True
+    assert aes[Attribute.CLASS] == ObjectClass.SECRET_KEY and aes[Attribute.KEY_TYPE] == KeyType.AES
+    assert Attribute.VALUE not in aes  # never key material
+    rsa = listed[("rsa-sign", "private key")].attributes
+    modulus = rsa[Attribute.MODULUS]
+    assert Attribute.PRIVATE_EXPONENT not in rsa and isinstance(modulus, bytes)
+    assert len(modulus) == 256
+    # Plain values only (CBOR-ready).
+    for obj in listed.values():
+        assert all(type(v) in (bool, int, bytes, str) for v in obj.attributes.values())
+        assert obj.to_json()["label"] == obj.label
+
+
+# --- backup domain --------------------------------------------------------------------------
+
+
+def test_domain_import_and_owner_credentials(hsm: Hsm, tokens: dict[str, SoftHsmToken]) -> None:
+    expected_id = domain_id_from_secret(SECRET)
+    for label in ("source", "target"):
+        with open_token(hsm, tokens[label]) as session:
+            assert session.domain_id() is None
+            with pytest.raises(DomainError, match="holds no backup domain key"):
+                session.owner_credential("DRIVE-1")
+            assert session.import_domain(SECRET) == expected_id
+            assert session.domain_id() == expected_id
+            with pytest.raises(DomainError, match="already holds backup domain"):
+                session.import_domain(SECRET)
+            one = session.owner_credential("DRIVE-1")
+            assert one == session.owner_credential("DRIVE-1")
+            assert one == owner_credential_from_secret(SECRET, "DRIVE-1")
+            assert one != session.owner_credential("DRIVE-2")
+            # The domain keys are in the slot, never exportable.
+            domain_objects = [o for o in session.objects() if o.label.startswith("sealkeep-")]
+            assert len(domain_objects) == 2
+            assert all(not o.exportable and "domain" in (o.reason or "") for o in domain_objects)
+            for obj in domain_objects:
+                assert obj.attributes[Attribute.EXTRACTABLE] is False
+                with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+                    obj.handle[Attribute.VALUE]
+    slots = {s.slot_id: s for s in hsm.slots()}
+    assert slots[tokens["source"].slot_id].domain_id == expected_id
+    assert not slots[tokens["spare"].slot_id].holds_domain
+    # Another secret, another domain and other credentials.
+    other = new_domain_secret()
+    with open_token(hsm, tokens["spare"]) as session:
+        assert session.import_domain(other) == domain_id_from_secret(other) != expected_id
+        assert session.owner_credential("DRIVE-1") != owner_credential_from_secret(
+            SECRET, "DRIVE-1"
+        )
+        session.remove_domain()
+        assert session.domain_id() is None
+
+
+def test_domain_secret_must_have_the_right_length(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken]
+) -> None:
+    with open_token(hsm, tokens["spare"]) as session:
+        with pytest.raises(DomainError, match="64 bytes"):
+            session.import_domain(b"short")
+        assert session.domain_id() is None
+
+
+# --- backup and restore ---------------------------------------------------------------------
+
+
+def back_up(session: HsmSession) -> bytes:
+    kek = session.new_set_key()
+    entries, skipped = session.backup_entries(kek)
+    m = Manifest.new(
+        label="nightly",
+        token=session.token_info(),
+        domain_id=session.require_domain(),
+        wrapped_kek=kek.wrapped,
+        entries=entries,
+        skipped=skipped,
+    )
+    blob = manifest.seal(m, kek)
+    kek.destroy()
+    return blob
+
+
+def test_backup_and_restore_into_another_token(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as source:
+        source.import_domain(SECRET)
+        made = make_sample_keys(source)
+        before = {(o.label, o.class_name): o.attributes for o in source.objects()}
+        blob = back_up(source)
+        aes_ciphertext = made["aes"].encrypt(b"x" * 16, mechanism=pkcs11.Mechanism.AES_ECB)
+
+    header = manifest.read_header(blob)
+    assert header.key_count == 6 and header.label == "nightly"
+    assert header.token.label == "source"
+
+    with open_token(hsm, tokens["target"]) as target:
+        target.import_domain(SECRET)
+        kek = target.open_set_key(header.wrapped_kek)
+        opened = manifest.unseal(blob, kek)
+        assert [(s.label, s.reason) for s in opened.skipped] == [("aes-local", "not extractable")]
+        outcomes = target.restore(kek, opened.entries)
+        assert all(o.ok for o in outcomes), [o.to_json() for o in outcomes]
+        proofs = {(o.label, o.object_class): o.proof.method for o in outcomes if o.proof}
+        assert proofs == {
+            ("aes-data", ObjectClass.SECRET_KEY): "encrypt/decrypt + check value + value check",
+            ("rsa-sign", ObjectClass.PRIVATE_KEY): "sign/verify + value check",
+            ("ec-sign", ObjectClass.PRIVATE_KEY): "sign/verify + value check",
+            ("rsa-sign", ObjectClass.PUBLIC_KEY): "read back",
+            ("ec-sign", ObjectClass.PUBLIC_KEY): "read back",
+            ("ec-sign", ObjectClass.CERTIFICATE): "read back",
+        }
+        after = {(o.label, o.class_name): o.attributes for o in target.objects()}
+        # The same key: it decrypts what the source key encrypted.
+        restored_aes = target.session.get_key(label="aes-data", object_class=ObjectClass.SECRET_KEY)
+        assert restored_aes.decrypt(aes_ciphertext, mechanism=pkcs11.Mechanism.AES_ECB) == b"x" * 16
+        # Everything replayed is as it was.
+        for key, attrs in before.items():
+            if key[0] in ("aes-local", "sealkeep-domain-wrap", "sealkeep-domain-owner"):
+                continue
+            expected = replay_template(attrs)
+            got = after[key]
+            for attribute, value in expected.items():
+                assert got.get(int(attribute)) == value, (key, attribute)
+
+        # A second restore finds everything present and duplicates nothing.
+        again = target.restore(kek, opened.entries)
+        assert {o.status for o in again} == {"present"}
+        assert len(target.objects()) == len(after)
+
+
+def test_restore_selected_keys_only(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as source:
+        source.import_domain(SECRET)
+        make_sample_keys(source)
+        blob = back_up(source)
+        # Delete the RSA pair, then restore it alone into the same slot.
+        for obj in source.objects():
+            if obj.label == "rsa-sign":
+                obj.handle.destroy()
+        kek = source.open_set_key(manifest.read_header(blob).wrapped_kek)
+        outcomes = source.restore(kek, manifest.unseal(blob, kek).entries, labels={"rsa-sign"})
+    assert sorted((o.label, o.status) for o in outcomes) == [
+        ("rsa-sign", "restored"),
+        ("rsa-sign", "restored"),
+    ]
+    assert all(o.ok for o in outcomes)
+
+
+def test_a_set_of_another_domain_does_not_open(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as source:
+        source.import_domain(SECRET)
+        make_sample_keys(source)
+        blob = back_up(source)
+    with open_token(hsm, tokens["target"]) as target:
+        with pytest.raises(DomainError, match="holds no backup domain key"):
+            target.open_set_key(manifest.read_header(blob).wrapped_kek)
+        target.import_domain(new_domain_secret())
+        with pytest.raises(SetKeyError, match="another backup domain"):
+            target.open_set_key(manifest.read_header(blob).wrapped_kek)
+
+
+def test_tampered_set_is_refused_in_the_hsm(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as source:
+        source.import_domain(SECRET)
+        make_sample_keys(source)
+        blob = back_up(source)
+        kek = source.open_set_key(manifest.read_header(blob).wrapped_kek)
+        assert manifest.unseal(blob, kek).label == "nightly"
+        body_flip = bytearray(blob)
+        body_flip[-40] ^= 0x01
+        with pytest.raises(ManifestError, match="does not authenticate"):
+            manifest.unseal(bytes(body_flip), kek)
+        header_edit = blob.replace(b"nightly", b"nightlY", 1)
+        with pytest.raises(ManifestError, match="does not authenticate"):
+            manifest.unseal(header_edit, kek)
+
+
+def test_a_wrong_key_fails_its_proof(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as source:
+        source.import_domain(SECRET)
+        made = make_sample_keys(source)
+        kek = source.new_set_key()
+        entries, _ = source.backup_entries(kek)
+        aes = next(e for e in entries if e.label == "aes-data")
+        rsa = next(
+            e
+            for e in entries
+            if e.label == "rsa-sign" and e.object_class == ObjectClass.PRIVATE_KEY
+        )
+        other_aes = source.session.generate_key(
+            KeyType.AES, 256, store=False, template={Attribute.EXTRACTABLE: True}
+        )
+        proof = source.prove(other_aes, aes, kek)
+        assert not proof.ok and proof.method == "check value"
+        # Without a check value, the re-wrap still tells the keys apart.
+        no_check = KeyEntry(
+            {k: v for k, v in aes.attributes.items() if k != Attribute.CHECK_VALUE}, aes.wrapped
+        )
+        proof = source.prove(other_aes, no_check, kek)
+        assert not proof.ok and proof.method == "value check"
+        # An RSA key that is not the set's fails sign/verify against the set's public half.
+        _, other_rsa = source.session.generate_keypair(
+            KeyType.RSA, 2048, store=False, private_template={Attribute.EXTRACTABLE: True}
+        )
+        proof = source.prove(other_rsa, rsa, kek)
+        assert not proof.ok and proof.method == "sign/verify"
+        assert source.prove(made["rsa"], rsa, kek).ok
+
+
+def test_unwrap_failure_is_reported_not_raised(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as source:
+        source.import_domain(SECRET)
+        make_sample_keys(source)
+        kek = source.new_set_key()
+        entries, _ = source.backup_entries(kek)
+    aes = next(e for e in entries if e.label == "aes-data")
+    broken = dataclasses.replace(aes, wrapped=bytes(len(aes.wrapped or b"")))
+    with open_token(hsm, tokens["target"]) as target:
+        target.import_domain(SECRET)
+        kek2 = target.open_set_key(kek.wrapped)
+        (outcome,) = target.restore(kek2, [broken])
+    assert outcome.status == "failed" and not outcome.ok
+    assert "refused" in outcome.detail
+
+
+def test_softhsm_farm_env_for_subprocesses(softhsm: SoftHsmFarm) -> None:
+    assert softhsm.env["SOFTHSM2_CONF"] == str(softhsm.conf)
+    assert set(softhsm.tokens) == {"source", "target", "spare"}
