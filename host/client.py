@@ -1,0 +1,1048 @@
+"""The drive client: one request/reply primitive and a method for every drive command.
+
+Everything goes through :meth:`DriveClient.call` (or, for the pipelined transfers, the
+same send and wait halves it is made of): build the frame (CBOR body, session MAC once a
+session is open, CRC, COBS), send it, read frames until the reply with the same sequence
+number arrives, check it (CRC, MAC and counter, schema) and return its body as a dict, or
+raise the typed error it carries.
+
+Rules the client keeps:
+
+- A reply whose sequence number belongs to no outstanding request is stale (a duplicate, or
+  the late answer to a request that timed out) and is skipped; if it carries a valid MAC
+  for the current counter it is consumed so the counters stay in step.
+- ``ERROR CRC``/``MALFORMED_FRAME``/``FRAME_TOO_LARGE`` (sequence 0, no MAC) mean the drive
+  could not read the request: the same frame is sent again, up to three times.
+- In a session every reply must carry a valid MAC. An unMACed ``ERROR SESSION_MAC`` or
+  ``NOT_AUTHENTICATED`` means the drive has no session any more (:class:`SessionLost`);
+  a reply whose MAC fails is rejected (:class:`ForgedReply`) and ends the session.
+- Transfers (:meth:`DriveClient.put`, :meth:`DriveClient.get`) keep up to ``window``
+  requests in flight. When the session is lost mid-transfer, the drive stops answering
+  for a while, or it reports a bad offset, the client authenticates again with the
+  credential it was given and resumes where the drive stands, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import io
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+import cbor2
+
+from .errors import (
+    AuthenticationFailed,
+    BadName,
+    BadOffset,
+    DigestMismatch,
+    DriveError,
+    ForgedReply,
+    LinkError,
+    NoPutOpen,
+    ProtocolError,
+    SealkeepError,
+    SessionLost,
+    drive_error,
+    where,
+)
+from .protocol import errors as codes
+from .protocol import framing, messages, transcript
+from .transport import Transport
+
+__all__ = [
+    "DriveClient",
+    "Hello",
+    "ObjectInfo",
+    "Progress",
+    "PutResult",
+    "Role",
+    "Space",
+    "VerifyResult",
+]
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` in bytes while an object moves."""
+
+MAX_RESENDS = 3
+MAX_RECOVERIES = 3
+DEFAULT_WINDOW = 4
+# Extra seconds to allow per byte when the drive hashes a whole object (commit, verify).
+HASH_SECONDS_PER_BYTE = 1 / (256 * 1024)
+# Extra seconds for AUTH_PROVE when failures are on record: the drive delays its answer.
+BACKOFF_ALLOWANCE = 31.0
+MIN_MAX_FRAME = 128
+_LINE_CODES = frozenset({codes.MALFORMED_FRAME, codes.CRC, codes.FRAME_TOO_LARGE})
+_HASH_BLOCK = 1 << 20
+
+
+class Role(IntEnum):
+    """Who a session speaks for."""
+
+    OWNER = transcript.ROLE_OWNER
+    CUSTODIAN = transcript.ROLE_CUSTODIAN
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A drive's HELLO: who it is and what it holds, given to anyone who asks."""
+
+    protocol: int
+    firmware: str
+    serial: str
+    state: str
+    domain: bytes | None
+    max_frame: int
+    capabilities: tuple[str, ...]
+    salt: bytes | None
+    kdf: dict[Any, Any] | None
+    capacity: int
+    free: int
+    owner_failures: int
+    custodian_failures: int
+
+    @property
+    def blank(self) -> bool:
+        return self.state == messages.STATE_BLANK
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object on a drive; ``digest`` (SHA-256) is None in listings."""
+
+    name: str
+    size: int
+    digest: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """A committed put: the drive's digest and size; where it started and how often it
+    recovered from a lost session or a silent drive."""
+
+    name: str
+    size: int
+    digest: bytes
+    resumed_from: int
+    recoveries: int
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The drive rehashed what it stores: ``intact`` when that matches the recorded digest."""
+
+    digest: bytes
+    size: int
+    intact: bool
+
+
+@dataclass(frozen=True)
+class Space:
+    capacity: int
+    free: int
+
+
+class _Session:
+    """MAC state of an open session (one SessionMac per direction) and its role."""
+
+    __slots__ = ("d2h", "h2d", "role")
+
+    def __init__(self, role: int, key_h2d: bytes, key_d2h: bytes) -> None:
+        self.role = role
+        self.h2d = transcript.SessionMac(key_h2d)
+        self.d2h = transcript.SessionMac(key_d2h)
+
+
+class _Pending:
+    """A request on its way: what to resend, what reply it wants, when to give up."""
+
+    __slots__ = ("deadline", "end", "expect", "msg_id", "resends", "seq", "session", "timeout")
+
+    def __init__(
+        self, seq: int, msg_id: int, expect: int, timeout: float, session: _Session | None
+    ) -> None:
+        self.seq = seq
+        self.msg_id = msg_id
+        self.expect = expect
+        self.timeout = timeout
+        self.session = session
+        self.deadline = 0.0
+        self.resends = 0
+        self.end = 0  # for transfers: the offset just past this request's data
+
+
+class _Source:
+    """Random access to the bytes of a put: a buffer, or a seekable file from its position."""
+
+    def __init__(self, data: bytes | bytearray | memoryview | IO[bytes]) -> None:
+        self._view: memoryview | None = None
+        self._file: IO[bytes] | None = None
+        self._base = 0
+        self._pos = 0
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self._view = memoryview(data).cast("B")
+            self.size = len(self._view)
+            self.digest = hashlib.sha256(self._view).digest()
+            return
+        seekable = False
+        try:
+            seekable = data.seekable()
+        except (AttributeError, OSError, ValueError):
+            seekable = False
+        if not seekable:
+            self._view = memoryview(data.read())
+            self.size = len(self._view)
+            self.digest = hashlib.sha256(self._view).digest()
+            return
+        self._file = data
+        self._base = data.tell()
+        sha = hashlib.sha256()
+        size = 0
+        while True:
+            block = data.read(_HASH_BLOCK)
+            if not block:
+                break
+            sha.update(block)
+            size += len(block)
+        self.size = size
+        self.digest = sha.digest()
+        data.seek(self._base)
+        self._pos = 0
+
+    def chunk(self, offset: int, length: int) -> bytes:
+        if self._view is not None:
+            return bytes(self._view[offset : offset + length])
+        assert self._file is not None
+        if offset != self._pos:
+            self._file.seek(self._base + offset)
+        block = self._file.read(length)
+        if len(block) != length:
+            raise SealkeepError(
+                f"the file being stored shrank while it was read (at byte {offset}). "
+                "To fix: keep it unchanged during the transfer and try again."
+            )
+        self._pos = offset + length
+        return block
+
+
+class _GetState:
+    """Progress of a get, kept across recoveries."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self.sink = sink
+        self.offset = 0
+        self.sha = hashlib.sha256()
+
+
+class DriveClient:
+    """Talks to one drive over a transport.
+
+    ``timeout`` is how long to wait for each reply. ``serial_hint`` names the drive in
+    messages until it has said who it is. Use it as a context manager (connects and, on
+    exit, ends the session and closes the transport) or call :meth:`connect` and
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        timeout: float = 5.0,
+        serial_hint: str | None = None,
+        *,
+        max_recoveries: int = MAX_RECOVERIES,
+    ) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.serial_hint = serial_hint
+        self.max_recoveries = max_recoveries
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.info: Hello | None = None
+        self._max_frame = framing.MAX_FRAME
+        self._reader = framing.FrameReader(self._max_frame)
+        self._writer = framing.FrameWriter(self._max_frame)
+        self._rx: bytes = b""
+        self._rx_pos = 0
+        self._damaged = 0
+        self._seq = secrets.randbelow(0xFFFF) + 1
+        self._session: _Session | None = None
+        self._auth: tuple[int, bytes] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> DriveClient:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DriveClient({where(self.serial, self.port)})"
+
+    def connect(self) -> None:
+        self.transport.connect()
+
+    def close(self) -> None:
+        """End the session (best effort, briefly) and close the transport."""
+        if self._session is not None:
+            try:
+                self.call(messages.SESSION_END, {}, messages.OK, timeout=min(self.timeout, 1.0))
+            except SealkeepError:
+                pass
+        self._session = None
+        self._auth = None
+        self.transport.close()
+
+    # -- what the client knows -----------------------------------------------------------
+
+    @property
+    def port(self) -> str:
+        return self.transport.url
+
+    @property
+    def serial(self) -> str | None:
+        """The drive's serial once it answered HELLO, else the hint."""
+        return self.info.serial if self.info is not None else self.serial_hint
+
+    @property
+    def max_frame(self) -> int:
+        """Largest frame the drive takes (its HELLO), the protocol default before that."""
+        return self._max_frame
+
+    @property
+    def session_role(self) -> int | None:
+        """The role of the open session, None without one."""
+        return self._session.role if self._session is not None else None
+
+    def _where(self) -> str:
+        return where(self.serial, self.port)
+
+    def _error(self, code: int, text: str, **extra: Any) -> DriveError:
+        return drive_error(code, text, serial=self.serial, port=self.port, **extra)
+
+    def _protocol(self, what: str) -> ProtocolError:
+        return ProtocolError(
+            f"{self._where()}: {what}. To fix: check that this is a sealkeep drive with "
+            "matching firmware; update the firmware or sealkeep if they differ.",
+            port=self.port,
+            serial=self.serial,
+        )
+
+    def _forged(self, what: str) -> ForgedReply:
+        return ForgedReply(
+            f"{self._where()}: {what}; the secure session is over and the reply was not "
+            "used. Something on the link altered, replayed or injected a frame: check the "
+            "connection, then authenticate again.",
+            port=self.port,
+            serial=self.serial,
+        )
+
+    # -- frames out ----------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = seq + 1 if seq < 0xFFFF else 1
+        return seq
+
+    def _prepare(
+        self, msg_id: int, body: dict[int, Any], expect: int, timeout: float | None
+    ) -> tuple[_Pending, bytes]:
+        """Build the frame for a request (tagging it in the session) without sending it."""
+        payload = cbor2.dumps(body, canonical=True)
+        # HELLO never touches a session; AUTH_BEGIN ends it.
+        session = None if msg_id in (messages.HELLO, messages.AUTH_BEGIN) else self._session
+        size = framing.HEADER_LEN + len(payload) + framing.CRC_LEN
+        if session is not None:
+            size += framing.MAC_LEN
+        if size > self._max_frame:
+            raise SealkeepError(
+                f"{self._where()}: a {messages.NAMES.get(msg_id, msg_id)} request of "
+                f"{size} bytes exceeds the drive's frame size of {self._max_frame} bytes. "
+                "To fix: use shorter names or values."
+            )
+        seq = self._next_seq()
+        writer = self._writer
+        frame = writer.begin(msg_id, seq, framing.FLAG_MAC if session is not None else 0)
+        frame += payload
+        mac = session.h2d.tag(frame) if session is not None else None
+        wire = bytes(writer.finish(frame, mac))
+        pending = _Pending(
+            seq, msg_id, expect, self.timeout if timeout is None else timeout, session
+        )
+        return pending, wire
+
+    def _transmit(self, wire: bytes) -> None:
+        self.transport.send(wire)
+        self.bytes_sent += len(wire)
+
+    def _send(
+        self, msg_id: int, body: dict[int, Any], expect: int, timeout: float | None = None
+    ) -> tuple[_Pending, bytes]:
+        pending, wire = self._prepare(msg_id, body, expect, timeout)
+        self._transmit(wire)
+        pending.deadline = time.monotonic() + pending.timeout
+        return pending, wire
+
+    # -- frames in -----------------------------------------------------------------------
+
+    def _next_frame(
+        self, head: _Pending
+    ) -> tuple[int, int, memoryview, memoryview | None, memoryview]:
+        """The next intact frame, parsed; its views are valid until the next call."""
+        while True:
+            if self._rx_pos < len(self._rx):
+                self._rx_pos, result = self._reader.push(self._rx, self._rx_pos)
+                if result is None:
+                    continue
+                if isinstance(result, int):
+                    self._damaged += 1
+                    continue
+                try:
+                    msg_id, _flags, seq, body, mac, signed = framing.parse_frame(result)
+                except framing.FrameError as exc:
+                    if exc.code == codes.UNSUPPORTED_VERSION:
+                        raise self._protocol(
+                            f"it speaks another protocol ({exc.text}); this sealkeep speaks "
+                            f"version {framing.VERSION}"
+                        ) from None
+                    self._damaged += 1
+                    continue
+                return msg_id, seq, body, mac, signed
+            remaining = head.deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timed_out(head)
+            data = self.transport.receive(remaining)
+            if data:
+                self.bytes_received += len(data)
+                self._rx = data
+                self._rx_pos = 0
+
+    def _timed_out(self, head: _Pending) -> LinkError:
+        name = messages.NAMES.get(head.msg_id, str(head.msg_id))
+        damaged = ""
+        if self._damaged:
+            damaged = f" ({self._damaged} damaged frames arrived meanwhile)"
+            self._damaged = 0
+        return LinkError(
+            f"no reply from {self._where()} within {head.timeout:g} s to {name}{damaged}. "
+            "To fix: check that the drive is connected and running (for emulated drives, "
+            "that the emulator is up), then try again.",
+            port=self.port,
+            timed_out=True,
+        )
+
+    def _decode(self, body: memoryview, what: str) -> dict[int, Any]:
+        try:
+            value = cbor2.loads(body)
+        except Exception as exc:  # cbor2 raises several types for bad input
+            raise self._protocol(f"its {what} reply has a malformed CBOR body ({exc})") from None
+        if not isinstance(value, dict):
+            raise self._protocol(f"its {what} reply body is not a map")
+        return value
+
+    def _raise_error_reply(self, fields: dict[int, Any], session_gone: bool = False) -> None:
+        """Raise the typed error of an ERROR reply body.
+
+        ``session_gone``: the drive answered a session request without MAC, so it holds no
+        session; SESSION_MAC and NOT_AUTHENTICATED then both mean the session was lost.
+        """
+        problem = messages.check(messages.REPLIES[messages.ERROR], fields)
+        if problem is not None:
+            raise self._protocol(f"its ERROR reply is malformed: {problem}")
+        code: int = fields[1]
+        text: str = fields[2]
+        expected = fields.get(3)
+        retry_ms = fields.get(4)
+        if code == codes.SESSION_MAC:
+            self._session = None
+        if session_gone and code in (codes.SESSION_MAC, codes.NOT_AUTHENTICATED):
+            raise SessionLost(
+                code,
+                text,
+                serial=self.serial,
+                port=self.port,
+                summary="the drive no longer has the secure session",
+            )
+        raise self._error(code, text, expected=expected, retry_ms=retry_ms)
+
+    def _drop_session(self, session: _Session | None) -> None:
+        if session is not None and self._session is session:
+            self._session = None
+
+    def _await(self, pending: deque[_Pending], wires: dict[int, bytes]) -> dict[int, Any]:
+        """Wait for the reply to pending[0], pop it and return its checked body.
+
+        ``wires`` maps a sequence number to the frame to send again after a line error.
+        """
+        head = pending[0]
+        while True:
+            msg_id, seq, body, mac, signed = self._next_frame(head)
+            if seq == head.seq:
+                pending.popleft()
+                wires.pop(head.seq, None)
+                return self._accept(head, msg_id, body, mac, signed)
+            if seq == 0 and msg_id == messages.ERROR and mac is None:
+                self._line_error(pending, wires, body)
+                continue
+            if any(p.seq == seq for p in pending):
+                # The reply to an earlier request in flight went missing on the line.
+                self._drop_session(head.session)
+                raise self._error(
+                    codes.SESSION_MAC,
+                    "a reply was lost on the link while several requests were in flight",
+                    summary="the secure session cannot continue",
+                )
+            self._skip_stale(mac, signed)
+
+    def _skip_stale(self, mac: memoryview | None, signed: memoryview) -> None:
+        """A frame for no outstanding request: consume its MAC if it is the next one."""
+        session = self._session
+        if mac is not None and session is not None:
+            if hmac.compare_digest(mac, session.d2h.peek(signed)):
+                session.d2h.counter += 1
+
+    def _line_error(
+        self, pending: deque[_Pending], wires: dict[int, bytes], body: memoryview
+    ) -> None:
+        """An unMACed sequence-0 ERROR: the drive could not read a frame."""
+        try:
+            fields = cbor2.loads(body)
+        except Exception:
+            self._damaged += 1
+            return
+        if not isinstance(fields, dict) or messages.check(messages.REPLIES[messages.ERROR], fields):
+            self._damaged += 1
+            return
+        code: int = fields[1]
+        text: str = fields[2]
+        head = pending[0]
+        if code not in _LINE_CODES:
+            self._raise_error_reply(fields)
+        if len(pending) > 1 and head.session is not None:
+            # The frames behind it carry later MAC counters: the drive will refuse them.
+            self._drop_session(head.session)
+            raise self._error(
+                codes.SESSION_MAC,
+                f"a frame was damaged on the link while several were in flight ({text})",
+                summary="the secure session cannot continue",
+            )
+        wire = wires.get(head.seq)
+        if wire is None or head.resends >= MAX_RESENDS:
+            raise self._error(code, f"{text} (after {head.resends} resends)")
+        head.resends += 1
+        self._transmit(wire)
+        head.deadline = time.monotonic() + head.timeout
+
+    def _accept(
+        self,
+        head: _Pending,
+        msg_id: int,
+        body: memoryview,
+        mac: memoryview | None,
+        signed: memoryview,
+    ) -> dict[int, Any]:
+        name = messages.NAMES.get(head.msg_id, str(head.msg_id))
+        session = head.session
+        if session is not None:
+            if mac is None:
+                if msg_id == messages.ERROR:
+                    # The drive answers without MAC only when it holds no session (any more).
+                    self._drop_session(session)
+                    self._raise_error_reply(self._decode(body, "ERROR"), session_gone=True)
+                self._drop_session(session)
+                raise self._forged(f"its reply to {name} carries no session MAC")
+            if not hmac.compare_digest(mac, session.d2h.peek(signed)):
+                self._drop_session(session)
+                raise self._forged(f"its reply to {name} failed the session MAC check")
+            session.d2h.counter += 1
+        elif mac is not None:
+            raise self._protocol(f"it sent a MAC on its reply to {name} outside a session")
+        fields = self._decode(body, messages.NAMES.get(msg_id, "unknown"))
+        if msg_id == messages.ERROR:
+            self._raise_error_reply(fields)
+        if msg_id != head.expect:
+            got = messages.NAMES.get(msg_id, f"message 0x{msg_id:02x}")
+            want = messages.NAMES.get(head.expect, str(head.expect))
+            raise self._protocol(f"it answered {name} with {got} instead of {want}")
+        problem = messages.check(messages.REPLIES[head.expect], fields)
+        if problem is not None:
+            raise self._protocol(f"its {messages.NAMES[head.expect]} reply is malformed: {problem}")
+        return fields
+
+    # -- the primitive -------------------------------------------------------------------
+
+    def call(
+        self,
+        msg_id: int,
+        body: dict[int, Any],
+        expect: int,
+        *,
+        timeout: float | None = None,
+    ) -> dict[int, Any]:
+        """Send one request and return the body of its reply, which must be ``expect``.
+
+        Raises the typed :class:`DriveError` of an ERROR reply, :class:`ProtocolError` for
+        any other unexpected reply, :class:`LinkError` when no reply comes in time.
+        """
+        pending, wire = self._send(msg_id, body, expect, timeout)
+        try:
+            return self._await(deque((pending,)), {pending.seq: wire})
+        except SessionLost as exc:
+            if pending.session is not None or exc.code != codes.SESSION_MAC:
+                raise
+        # A request sent without MAC met a session left open on the drive (by a client that
+        # went away); the drive has ended that session without acting on it: ask again.
+        pending, wire = self._send(msg_id, body, expect, timeout)
+        return self._await(deque((pending,)), {pending.seq: wire})
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _can_recover(self, exc: SealkeepError) -> bool:
+        if isinstance(exc, (BadOffset, NoPutOpen)):
+            return True
+        if isinstance(exc, (SessionLost, LinkError)):
+            return self._auth is not None
+        return False
+
+    def _recover(self, exc: SealkeepError) -> None:
+        """Bring back a session after exc: reopen the link if it broke, HELLO, authenticate."""
+        if isinstance(exc, (BadOffset, NoPutOpen)) and self._session is not None:
+            return  # the session is fine; the caller reopens the put
+        if self._auth is None:
+            raise exc
+        if isinstance(exc, LinkError) and not exc.timed_out:
+            self.transport.close()
+            self.transport.connect()
+            self._reader.reset()
+            self._rx = b""
+            self._rx_pos = 0
+        self.hello()
+        role, credential = self._auth
+        self.authenticate(role, credential)
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """Run an idempotent action, recovering the session a bounded number of times."""
+        recoveries = 0
+        while True:
+            try:
+                return action()
+            except (SessionLost, LinkError) as exc:
+                if recoveries >= self.max_recoveries or not self._can_recover(exc):
+                    raise
+                recoveries += 1
+                self._recover(exc)
+
+    # -- commands: drive and session -----------------------------------------------------
+
+    def hello(self) -> Hello:
+        """Ask the drive who it is (no session needed, none disturbed)."""
+        r = self.call(messages.HELLO, {}, messages.HELLO_R)
+        caps = r[7]
+        kdf = r[9]
+        info = Hello(
+            protocol=r[1],
+            firmware=r[2],
+            serial=r[3],
+            state=r[4],
+            domain=bytes(r[5]) if r[5] is not None else None,
+            max_frame=r[6],
+            capabilities=tuple(c for c in caps if isinstance(c, str)),
+            salt=bytes(r[8]) if r[8] is not None else None,
+            kdf=dict(kdf) if isinstance(kdf, dict) else None,
+            capacity=r[10],
+            free=r[11],
+            owner_failures=r.get(12, 0),
+            custodian_failures=r.get(13, 0),
+        )
+        if info.max_frame < MIN_MAX_FRAME:
+            raise self._protocol(f"it announces a maximum frame of {info.max_frame} bytes")
+        self.info = info
+        if info.max_frame != self._max_frame:
+            self._max_frame = info.max_frame
+            self._reader = framing.FrameReader(info.max_frame)
+            self._writer = framing.FrameWriter(info.max_frame)
+        return info
+
+    def _hello_once(self) -> Hello:
+        return self.info if self.info is not None else self.hello()
+
+    def claim(
+        self,
+        owner_credential: bytes,
+        custodian_credential: bytes,
+        salt: bytes,
+        kdf: dict[Any, Any],
+        domain: bytes,
+    ) -> None:
+        """Register a blank drive: its owner and custodian credentials, KDF salt and
+        parameters, and domain id. Refused (WrongState) once claimed."""
+        for label, cred in (("owner", owner_credential), ("custodian", custodian_credential)):
+            if len(cred) != transcript.CREDENTIAL_LEN:
+                raise ValueError(f"the {label} credential must be 32 bytes")
+        body = {
+            1: bytes(owner_credential),
+            2: bytes(custodian_credential),
+            3: bytes(salt),
+            4: kdf,
+            5: bytes(domain),
+        }
+        self.call(messages.CLAIM, body, messages.OK)
+        self.info = None
+
+    def factory_reset(self) -> None:
+        """Wipe the drive back to blank (needs an owner session or the presence button)."""
+        try:
+            self.call(messages.FACTORY_RESET, {}, messages.OK)
+        except LinkError:
+            self._session = None  # it may or may not have happened: no session either way
+            raise
+        self._session = None
+        self._auth = None
+        self.info = None
+
+    def authenticate(self, role: int, credential: bytes) -> None:
+        """Open a secure session as owner (0) or custodian (1): mutual challenge-response.
+
+        The drive checks our proof first (counting failures); then the client checks the
+        drive's, so a drive that does not hold the credential is never trusted.
+        """
+        if role not in (Role.OWNER, Role.CUSTODIAN):
+            raise ValueError("role must be 0 (owner) or 1 (custodian)")
+        if len(credential) != transcript.CREDENTIAL_LEN:
+            raise ValueError(f"the credential must be {transcript.CREDENTIAL_LEN} bytes")
+        info = self._hello_once()
+        credential = bytes(credential)
+        self._session = None
+        host_nonce = secrets.token_bytes(transcript.NONCE_LEN)
+        r = self.call(messages.AUTH_BEGIN, {1: int(role), 2: host_nonce}, messages.AUTH_CHALLENGE)
+        drive_nonce = bytes(r[1])
+        if len(drive_nonce) != transcript.NONCE_LEN:
+            raise self._protocol(f"its challenge nonce is {len(drive_nonce)} bytes, not 32")
+        tr = transcript.transcript(info.serial, int(role), host_nonce, drive_nonce)
+        proof = transcript.derive(credential, transcript.HOST_PROOF, tr)
+        # After failures the drive delays its answer (up to 30 s): wait for it.
+        wait = self.timeout + BACKOFF_ALLOWANCE
+        r = self.call(messages.AUTH_PROVE, {1: proof}, messages.AUTH_OK, timeout=wait)
+        expected = transcript.derive(credential, transcript.DRIVE_PROOF, tr)
+        if not hmac.compare_digest(bytes(r[1]), expected):
+            who = "owner" if role == Role.OWNER else "custodian"
+            raise AuthenticationFailed(
+                codes.AUTH_FAILED,
+                "the drive's proof does not match",
+                serial=self.serial,
+                port=self.port,
+                summary=f"the drive could not prove that it holds the {who} credential",
+                advice=(
+                    "It is not the drive that was claimed with this credential, or an "
+                    "impostor: nothing was sent to it. Check which drive is on this port."
+                ),
+            )
+        self._session = _Session(
+            int(role),
+            transcript.derive(credential, transcript.SESSION_H2D, tr),
+            transcript.derive(credential, transcript.SESSION_D2H, tr),
+        )
+        self._auth = (int(role), credential)
+
+    def end_session(self) -> None:
+        """Close the secure session on the drive and forget the credential."""
+        try:
+            if self._session is not None:
+                self.call(messages.SESSION_END, {}, messages.OK)
+        finally:
+            self._session = None
+            self._auth = None
+
+    # -- commands: storage ---------------------------------------------------------------
+
+    def _check_name(self, name: str) -> None:
+        if not messages.name_ok(name):
+            raise BadName(
+                codes.BAD_NAME,
+                f"{name!r} is not a valid object name",
+                serial=self.serial,
+                port=self.port,
+            )
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose name starts with prefix, sorted by name (follows pages)."""
+        return self._retrying(lambda: list(self._list_pages(prefix)))
+
+    def _list_pages(self, prefix: str) -> Iterator[ObjectInfo]:
+        after = ""
+        while True:
+            body: dict[int, Any] = {2: prefix} if prefix else {}
+            if after:
+                body[1] = after
+            r = self.call(messages.LIST, body, messages.LIST_R)
+            entries = r[1]
+            for entry in entries:
+                if (
+                    not isinstance(entry, list)
+                    or len(entry) < 2
+                    or not isinstance(entry[0], str)
+                    or not isinstance(entry[1], int)
+                    or entry[0] <= after
+                ):
+                    raise self._protocol(f"its LIST reply has a malformed entry {entry!r}")
+                after = entry[0]
+                yield ObjectInfo(entry[0], entry[1])
+            if not r[2]:
+                return
+            if not entries:
+                raise self._protocol("its LIST reply says more follow but lists nothing")
+
+    def stat(self, name: str) -> ObjectInfo:
+        """Size and SHA-256 of an object (ObjectNotFound when there is none)."""
+        self._check_name(name)
+
+        def once() -> ObjectInfo:
+            r = self.call(messages.STAT, {1: name}, messages.STAT_R)
+            return ObjectInfo(r[1], r[2], bytes(r[3]))
+
+        return self._retrying(once)
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        """Up to length bytes of an object from offset; shorter only at its end."""
+        self._check_name(name)
+        room = framing.payload_room(self._hello_once().max_frame)
+        out = bytearray()
+        while len(out) < length:
+            ask = min(room, length - len(out))
+            at = offset + len(out)
+
+            def once(at: int = at, ask: int = ask) -> bytes:
+                r = self.call(messages.READ, {1: name, 2: at, 3: ask}, messages.DATA)
+                return bytes(r[1])
+
+            data = self._retrying(once)
+            out += data
+            if len(data) < ask:
+                break
+        return bytes(out)
+
+    def get(
+        self, name: str, progress: Progress | None = None, window: int = DEFAULT_WINDOW
+    ) -> bytes:
+        """The whole object, checked against the SHA-256 the drive recorded for it."""
+        buf = io.BytesIO()
+        self.get_into(name, buf, progress, window)
+        return buf.getvalue()
+
+    def get_into(
+        self,
+        name: str,
+        fileobj: IO[bytes],
+        progress: Progress | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> ObjectInfo:
+        """Stream an object into fileobj with up to window reads in flight; check its digest.
+
+        Returns what the drive holds (name, size, digest). On DigestMismatch the data
+        written to fileobj must not be trusted.
+        """
+        self._hello_once()
+        info = self.stat(name)
+        assert info.digest is not None
+        state = _GetState(fileobj)
+        if progress is not None:
+            progress(0, info.size)
+        recoveries = 0
+        while True:
+            try:
+                self._get_stream(name, info.size, state, max(1, window), progress)
+                break
+            except (SessionLost, LinkError) as exc:
+                if recoveries >= self.max_recoveries or not self._can_recover(exc):
+                    raise
+                recoveries += 1
+                self._recover(exc)
+        if state.offset != info.size or not hmac.compare_digest(state.sha.digest(), info.digest):
+            raise DigestMismatch(
+                codes.DIGEST_MISMATCH,
+                f"{name}: read back {state.offset} bytes that do not hash to the recorded digest",
+                serial=self.serial,
+                port=self.port,
+                summary="the data read back does not match the digest recorded at commit",
+                advice=(
+                    "The object on this drive is damaged or was replaced while it was read: "
+                    "run verify on it, and restore from the other drives of the set."
+                ),
+            )
+        return info
+
+    def _get_stream(
+        self, name: str, size: int, state: _GetState, window: int, progress: Progress | None
+    ) -> None:
+        room = framing.payload_room(self._max_frame)
+        pending: deque[_Pending] = deque()
+        wires: dict[int, bytes] = {}
+        asked = state.offset
+        while state.offset < size:
+            fresh: builtins.list[tuple[_Pending, bytes]] = []
+            while len(pending) < window and asked < size:
+                ask = min(room, size - asked)
+                p, wire = self._prepare(
+                    messages.READ, {1: name, 2: asked, 3: ask}, messages.DATA, None
+                )
+                p.end = asked + ask
+                pending.append(p)
+                wires[p.seq] = wire
+                fresh.append((p, wire))
+                asked += ask
+            if fresh:
+                self._flush(fresh)
+            head = pending[0]
+            data = self._await(pending, wires)[1]
+            start = state.offset
+            if len(data) != head.end - start:
+                raise self._protocol(
+                    f"it returned {len(data)} bytes of {name} at offset {start}, expected "
+                    f"{head.end - start} (did the object change while it was read?)"
+                )
+            state.sink.write(data)
+            state.sha.update(data)
+            state.offset = head.end
+            if progress is not None:
+                progress(state.offset, size)
+
+    def put(
+        self,
+        name: str,
+        data: bytes | bytearray | memoryview | IO[bytes],
+        progress: Progress | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> PutResult:
+        """Store an object (bytes, or a binary file from its current position).
+
+        Resumable and pipelined: the drive says where to start (a previous interrupted put
+        of the same object continues), then up to window data frames are in flight; the
+        commit checks the SHA-256 on the drive, and the result is compared here too.
+        """
+        self._check_name(name)
+        self._hello_once()
+        src = _Source(data)
+        size, digest = src.size, src.digest
+        recoveries = 0
+        resumed_from: int | None = None
+        while True:
+            try:
+                r = self.call(messages.PUT_OPEN, {1: name, 2: size, 3: digest}, messages.PUT_READY)
+                offset: int = r[1]
+                if offset > size:
+                    raise self._protocol(f"it offers to resume {name} at {offset} of {size} bytes")
+                if resumed_from is None:
+                    resumed_from = offset
+                if progress is not None:
+                    progress(offset, size)
+                self._put_stream(src, offset, size, max(1, window), progress)
+                wait = self.timeout + size * HASH_SECONDS_PER_BYTE
+                done = self.call(messages.PUT_COMMIT, {1: name}, messages.PUT_DONE, timeout=wait)
+                break
+            except (SessionLost, LinkError, BadOffset, NoPutOpen) as exc:
+                if recoveries >= self.max_recoveries or not self._can_recover(exc):
+                    raise
+                recoveries += 1
+                self._recover(exc)
+        if done[2] != size or not hmac.compare_digest(bytes(done[1]), digest):
+            raise DigestMismatch(
+                codes.DIGEST_MISMATCH,
+                f"{name}: the drive committed {done[2]} bytes with another digest",
+                serial=self.serial,
+                port=self.port,
+                summary="the drive committed data that does not match what was sent",
+                advice="Do not rely on this copy: delete it and put it again.",
+            )
+        return PutResult(name, size, bytes(done[1]), resumed_from or 0, recoveries)
+
+    def _put_stream(
+        self, src: _Source, offset: int, size: int, window: int, progress: Progress | None
+    ) -> None:
+        room = framing.payload_room(self._max_frame)
+        pending: deque[_Pending] = deque()
+        wires: dict[int, bytes] = {}
+        sent = offset
+        while True:
+            fresh: builtins.list[tuple[_Pending, bytes]] = []
+            while len(pending) < window and sent < size:
+                n = min(room, size - sent)
+                p, wire = self._prepare(
+                    messages.PUT_DATA, {1: sent, 2: src.chunk(sent, n)}, messages.PUT_ACK, None
+                )
+                p.end = sent + n
+                pending.append(p)
+                wires[p.seq] = wire
+                fresh.append((p, wire))
+                sent += n
+            if fresh:
+                self._flush(fresh)
+            if not pending:
+                return
+            head = pending[0]
+            nxt = self._await(pending, wires)[1]
+            if nxt != head.end:
+                raise self._protocol(f"it acknowledged data up to {nxt}, expected {head.end}")
+            if progress is not None:
+                progress(nxt, size)
+
+    def _flush(self, frames: builtins.list[tuple[_Pending, bytes]]) -> None:
+        """Send prepared frames, as few writes as the link's MTU allows; start their clocks."""
+        mtu = max(1, self.transport.mtu)
+        group: list[bytes] = []
+        grouped = 0
+        for _, wire in frames:
+            if group and grouped + len(wire) > mtu:
+                self._transmit(b"".join(group))
+                group, grouped = [], 0
+            group.append(wire)
+            grouped += len(wire)
+        if group:
+            self._transmit(group[0] if len(group) == 1 else b"".join(group))
+        now = time.monotonic()
+        for p, _ in frames:
+            p.deadline = now + p.timeout
+
+    def delete(self, name: str) -> None:
+        """Remove an object (ObjectNotFound when there is none)."""
+        self._check_name(name)
+        self.call(messages.DELETE, {1: name}, messages.OK)
+
+    def verify(self, name: str) -> VerifyResult:
+        """Have the drive rehash an object; ``intact`` says whether it matches its digest."""
+        self._check_name(name)
+        size = 0
+        try:
+            size = self.stat(name).size
+        except DriveError:
+            pass  # VERIFY reports the problem itself
+
+        def once() -> VerifyResult:
+            wait = self.timeout + size * HASH_SECONDS_PER_BYTE
+            r = self.call(messages.VERIFY, {1: name}, messages.VERIFY_R, timeout=wait)
+            return VerifyResult(bytes(r[1]), r[2], r[3])
+
+        return self._retrying(once)
+
+    def space(self) -> Space:
+        """Capacity and free bytes."""
+
+        def once() -> Space:
+            r = self.call(messages.SPACE, {}, messages.SPACE_R)
+            return Space(r[1], r[2])
+
+        return self._retrying(once)
