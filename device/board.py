@@ -1,0 +1,132 @@
+"""Everything that differs between a real board and the MicroPython unix port.
+
+The binary stdio channel, serial number, flash root, the user-presence button and reboot
+live here; nothing else in the firmware looks at the platform. On the unix port (the
+emulator) the environment sets ``SEALKEEP_FLASH`` (flash root), ``SEALKEEP_SERIAL``,
+``SEALKEEP_CAPACITY`` (bytes; else the filesystem's figures), ``SEALKEEP_BACKOFF_MS`` and
+``SEALKEEP_MAX_FRAME``; the button is a file named ``button`` in the flash root, consumed
+when used.
+"""
+
+import binascii
+import os
+import select
+import sys
+
+try:
+    import machine
+except ImportError:
+    machine = None  # type: ignore[assignment]
+
+UNIX = sys.platform in ("linux", "darwin")
+# The user-presence button: the emulator's is a file; a board with one sets its pin id
+# here (pressed pulls it low) and init() makes it a machine.Pin. None: no button.
+BUTTON: object = True if UNIX else None
+
+stdin = sys.stdin.buffer
+stdout = sys.stdout.buffer
+poll = select.poll()
+poll.register(stdin, select.POLLIN)
+
+
+def env(name: str, n: int = 0) -> int:
+    """An integer setting from the environment (unix port), else n."""
+    try:
+        return int(os.getenv(name) or n)
+    except (AttributeError, ValueError):
+        return n
+
+
+def init() -> None:
+    global BUTTON
+    if not UNIX:
+        import micropython
+
+        micropython.kbd_intr(-1)  # Ctrl-C is data on this channel
+        if BUTTON is not None:
+            BUTTON = machine.Pin(BUTTON, machine.Pin.IN, machine.Pin.PULL_UP)  # type: ignore[call-arg, attr-defined]
+
+
+def log(text: str) -> None:
+    """A line on stderr, never on the data channel."""
+    sys.stderr.write("sealkeep drive: " + text + "\n")
+
+
+def root() -> str:
+    """The flash root (created if missing); "" is the board's "/"."""
+    if not UNIX:
+        return ""
+    path = (os.getenv("SEALKEEP_FLASH") or "flash").rstrip("/")
+    p = ""
+    for part in path.split("/"):
+        p += part
+        if part:
+            try:
+                os.stat(p)
+            except OSError:
+                os.mkdir(p)
+        p += "/"
+    return path
+
+
+def serial() -> str:
+    """SEALKEEP_SERIAL, else the flash's ``serial`` file, else from the chip's unique id
+    (the emulator makes one up once and keeps it in that file)."""
+    s = os.getenv("SEALKEEP_SERIAL") if UNIX else None
+    path = root() + "/serial"
+    try:
+        with open(path) as f:
+            s = s or f.read().strip()
+    except OSError:
+        pass
+    if not s:
+        uid = machine.unique_id() if hasattr(machine, "unique_id") else os.urandom(5)
+        s = "SK-" + binascii.hexlify(uid).decode().upper()
+        with open(path, "w") as f:
+            f.write(s)
+    return s
+
+
+def presence() -> bool:
+    """Whether the user-presence button is pressed (the emulator's file is consumed)."""
+    if UNIX:
+        try:
+            os.remove(root() + "/button")
+            return True
+        except OSError:
+            return False
+    return BUTTON is not None and BUTTON.value() == 0  # type: ignore[attr-defined]
+
+
+def read_into(data: bytearray, n: int) -> "int | None":
+    """Bytes from the host into data: a count, None if none came within n ms, 0 at the end."""
+    if not poll.poll(n):
+        return None
+    if UNIX:
+        return stdin.readinto(data)  # non-blocking: what is there
+    # A board's readinto waits for the whole buffer: take bytes while they last.
+    n = 0
+    one = bytearray(1)
+    while n < len(data) and poll.poll(0) and stdin.readinto(one):
+        data[n] = one[0]
+        n += 1
+    return n or None  # USB stdio does not end
+
+
+def write_all(data: memoryview) -> None:
+    """Write every byte to the host, waiting while the channel is full."""
+    while len(data):
+        n = stdout.write(data)
+        if n:
+            data = data[n:]
+        else:  # a non-blocking channel that is full
+            p = select.poll()
+            p.register(stdout, select.POLLOUT)
+            p.poll(100)
+
+
+def reboot() -> None:
+    """Restart the firmware: the unix port exits 75 and the emulator starts it again."""
+    if UNIX:
+        sys.exit(75)
+    machine.reset()  # type: ignore[attr-defined]

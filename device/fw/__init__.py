@@ -1,0 +1,1 @@
+"""sealkeep drive firmware."""

@@ -1,0 +1,99 @@
+"""Storage commands: LIST, STAT, READ, PUT_OPEN/DATA/COMMIT, DELETE, VERIFY, SPACE.
+
+The store logic is in ``fw.store``; here requests are checked, store errors mapped to
+protocol errors and replies shaped. Any session may read; only the owner may write.
+"""
+
+from fw.ids import (
+    BAD_BODY,
+    BAD_NAME,
+    BAD_OFFSET,
+    DATA,
+    DIGEST_MISMATCH,
+    FULL,
+    LIST,
+    LIST_R,
+    NO_PUT_OPEN,
+    NOT_FOUND,
+    OK,
+    PUT_ACK,
+    PUT_COMMIT,
+    PUT_DATA,
+    PUT_DONE,
+    PUT_OPEN,
+    PUT_READY,
+    READ,
+    SPACE,
+    SPACE_R,
+    STAT,
+    STAT_R,
+    VERIFY,
+    VERIFY_R,
+)
+from fw.store import StoreError, name_ok
+from fw.wire import WireError
+from protocol import cbor, framing
+
+CODES = {
+    "BAD_NAME": BAD_NAME,
+    "NOT_FOUND": NOT_FOUND,
+    "FULL": FULL,
+    "BAD_OFFSET": BAD_OFFSET,
+    "BAD_SIZE": BAD_BODY,
+    "DIGEST_MISMATCH": DIGEST_MISMATCH,
+    "NO_PUT_OPEN": NO_PUT_OPEN,
+}
+
+
+def call(link, msg_id: int, body: dict) -> tuple:
+    try:
+        return handle(link, msg_id, body)
+    except StoreError as exc:
+        if exc.expected is None:
+            raise WireError(CODES[exc.kind], exc.text) from None
+        raise WireError(CODES[exc.kind], exc.text, expected=exc.expected) from None
+
+
+def handle(link, msg_id: int, body: dict) -> tuple:
+    store = link.store
+    if msg_id == PUT_DATA:  # the hot path first
+        return PUT_ACK, {1: store.put_write(body[1], body[2])}
+    if msg_id == SPACE:
+        cap, free, _ = store.space()
+        return SPACE_R, {1: cap, 2: free}
+    out = link.body_area()  # replies built in place: no copies, no large allocations
+    if msg_id == LIST:
+        # An entry takes at most 80 bytes (a 64-byte name, a 9-byte size, CBOR heads);
+        # a page holds at most 16.
+        limit = max(1, min(16, (link.max_frame - 64) // 80))
+        entries, more = store.list(body.get(1) or "", body.get(2) or "", limit)
+        out[0] = 0xA2  # {1: [entries], 2: more}
+        out[1] = 1
+        out[2] = 0x80 | len(entries)
+        n = 3
+        for entry in entries:
+            raw = cbor.encode(entry)
+            out[n : n + len(raw)] = raw
+            n += len(raw)
+        out[n] = 2
+        out[n + 1] = 0xF5 if more else 0xF4
+        return LIST_R, n + 2
+    name = body[1]
+    if not name_ok(name):  # the rule of protocol.messages.name_ok
+        raise StoreError("BAD_NAME", "names are 1-64 of A-Za-z0-9._- not starting with .")
+    if msg_id == READ:
+        n = min(body[3], framing.payload_room(link.max_frame))
+        return DATA, link.data_reply(store.read(name, body[2], out[5 : 5 + n]))
+    if msg_id == PUT_OPEN:
+        return PUT_READY, {1: store.put_open(name, body[2], body[3])}
+    if msg_id == PUT_COMMIT:
+        digest, size = store.put_commit(name)
+        return PUT_DONE, {1: digest, 2: size}
+    if msg_id == STAT:
+        size, digest = store.stat(name)
+        return STAT_R, {1: name, 2: size, 3: digest}
+    if msg_id == VERIFY:
+        digest, size, intact = store.verify(name)
+        return VERIFY_R, {1: digest, 2: size, 3: intact}
+    store.delete(name)
+    return OK, {}

@@ -1,0 +1,3 @@
+"""Firmware version, announced in HELLO."""
+
+VERSION = "1.0.0"
