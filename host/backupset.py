@@ -1,0 +1,564 @@
+"""Backup sets on the domain's drives: back up a slot, list the sets, verify their copies.
+
+A set is one object, ``set-<set id hex>``, stored whole on every drive of the domain (see
+:mod:`sealkeep.manifest` for its format). Backup follows the order the product promises:
+check the slot, list what will and will not be backed up, wrap every key under a fresh set
+key inside the HSM, seal the manifest, check that the set's drives are present, of this
+domain and have room, write to every drive in parallel (each drive checks the digest at
+commit), then have every drive rehash its copy and compare with the local digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from . import manifest
+from .domain import (
+    OBJECT_OVERHEAD,
+    SET_PREFIX,
+    Drive,
+    DriveProblems,
+    Note,
+    Problem,
+    drive_problems,
+    error_code,
+    explain,
+    login_domain_drives,
+    short,
+)
+from .errors import (
+    EXIT_INTEGRITY,
+    EXIT_STORAGE,
+    EXIT_UNREACHABLE,
+    DigestMismatch,
+    ObjectNotFound,
+    SealkeepError,
+)
+from .hsm import HsmError, HsmSession, ObjectInfo
+from .manifest import ManifestError, SetHeader, SkippedEntry
+from .pins import InputError
+
+HEADER_PROBE = 4096
+
+Progress = Callable[[str, int, int], None]
+"""``progress(serial, done, total)``: bytes of the set written to one drive."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class BackupError(SealkeepError):
+    """The backup could not be made; nothing was left on the drives."""
+
+
+class NothingToBackUp(BackupError):
+    pass
+
+
+def set_object_name(set_id: bytes) -> str:
+    return SET_PREFIX + set_id.hex()
+
+
+def set_id_of(name: str) -> str:
+    return name.removeprefix(SET_PREFIX)
+
+
+def resolve_set(reference: str, names: Sequence[str]) -> str:
+    """The object name of the set ``reference`` names (its id, a unique prefix, or the name)."""
+    wanted = reference.strip().lower().removeprefix(SET_PREFIX)
+    if len(wanted) < 4 or any(c not in "0123456789abcdef" for c in wanted):
+        raise InputError(
+            f"{reference!r} is not a set id: give the hex id `sealkeep sets` shows "
+            "(at least its first 4 characters)"
+        )
+    matches = sorted({n for n in names if set_id_of(n).startswith(wanted)})
+    if not matches:
+        raise InputError(f"no set {reference} on the drives given (see `sealkeep sets`)")
+    if len(matches) > 1:
+        raise InputError(
+            f"set id {reference} is ambiguous: it starts "
+            + ", ".join(set_id_of(m) for m in matches)
+            + "; give more of it"
+        )
+    return matches[0]
+
+
+def read_set_header(drive: Drive, name: str) -> SetHeader:
+    """The header of a set on a drive, read without fetching the whole set."""
+    client, _ = drive.use()
+    head = client.read(name, 0, HEADER_PROBE)
+    end = manifest.header_length(head)
+    if end > len(head):
+        head += client.read(name, len(head), end - len(head))
+    return manifest.read_header(head)
+
+
+# --- backup -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DriveWrite:
+    serial: str
+    address: str
+    size: int
+    digest: bytes
+    verified: bool
+    resumed_from: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "serial": self.serial,
+            "address": self.address,
+            "bytes": self.size,
+            "sha256": self.digest.hex(),
+            "verified": self.verified,
+        }
+
+
+@dataclass
+class BackupResult:
+    set_id: bytes
+    label: str
+    slot_id: int
+    token: str
+    keys: int
+    objects: list[ObjectInfo] = field(repr=False)
+    skipped: list[SkippedEntry]
+    size: int
+    digest: bytes
+    drives: list[DriveWrite]
+    seconds: float
+    timings: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return set_object_name(self.set_id)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "set_id": self.set_id.hex(),
+            "label": self.label,
+            "slot": self.slot_id,
+            "token": self.token,
+            "keys": self.keys,
+            "skipped": [
+                {"label": s.label, "id": s.id.hex(), "reason": s.reason} for s in self.skipped
+            ],
+            "bytes": self.size,
+            "sha256": self.digest.hex(),
+            "drives": [d.to_json() for d in self.drives],
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def check_drives(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    domain_id: bytes,
+    size: int,
+    *,
+    allow_missing: bool = False,
+) -> tuple[list[Drive], list[str]]:
+    """The set's drives: present, of this domain, owner sessions open, room for ``size``.
+
+    Raises naming every problem. Returns the drives, and the serials of members of the
+    domain that are absent (only when ``allow_missing``).
+    """
+    logged, problems, record = login_domain_drives(session, drives, domain_id)
+    missing: list[str] = []
+    if record is not None:
+        present = {d.use()[1].serial for d in logged}
+        missing = [s for s in record.members if s not in present]
+        if missing and not allow_missing:
+            problems += [
+                Problem(
+                    f"drive {s}",
+                    "missing: a drive of this domain is not connected",
+                    EXIT_UNREACHABLE,
+                )
+                for s in missing
+            ]
+    need = size + OBJECT_OVERHEAD
+    for drive in list(logged):
+        client, _ = drive.use()
+        try:
+            space = client.space()
+        except SealkeepError as exc:
+            problems.append(Problem(drive.name, explain(exc), error_code(exc)))
+            continue
+        if space.free < need:
+            problems.append(
+                Problem(
+                    drive.name,
+                    f"full: {space.free} bytes free, the set needs {need}",
+                    EXIT_STORAGE,
+                )
+            )
+    if problems:
+        raise drive_problems(
+            "the set cannot be written to every drive of the domain",
+            problems,
+            "Nothing was written.",
+        )
+    if not logged:
+        raise drive_problems(
+            f"no drive of domain {short(domain_id.hex())} is connected",
+            [],
+            "Connect the domain's drives and give them with --drives.",
+        )
+    return logged, missing
+
+
+def _write_one(
+    drive: Drive, name: str, data: bytes, digest: bytes, progress: Progress | None
+) -> DriveWrite:
+    client, hello = drive.use()
+    serial = hello.serial
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(serial, done, total)
+
+    result = client.put(name, data, progress=report)
+    check = client.verify(name)
+    if not check.intact or check.digest != digest or check.size != len(data):
+        raise DigestMismatch(
+            0,
+            f"{name} reads back with another digest",
+            serial=serial,
+            port=drive.address,
+            summary="the copy written does not read back intact",
+        )
+    return DriveWrite(serial, drive.address, len(data), check.digest, True, result.resumed_from)
+
+
+def write_everywhere(
+    drives: Sequence[Drive],
+    name: str,
+    data: bytes,
+    progress: Progress | None = None,
+) -> list[DriveWrite]:
+    """Write ``data`` as ``name`` to every drive in parallel, then read back each digest.
+
+    If any drive fails, the copies already committed are deleted, and the error names
+    every drive that failed.
+    """
+    digest = hashlib.sha256(data).digest()
+    results: dict[int, DriveWrite] = {}
+    failures: list[Problem] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        drive = drives[index]
+        try:
+            outcome = _write_one(drive, name, data, digest, progress)
+        except SealkeepError as exc:
+            with lock:
+                failures.append(Problem(drive.name, explain(exc), error_code(exc)))
+            return
+        with lock:
+            results[index] = outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
+        list(pool.map(one, range(len(drives))))
+    if failures:
+        for index in results:
+            with suppress(SealkeepError):
+                drives[index].use()[0].delete(name)
+        raise drive_problems(
+            f"writing the set failed on {len(failures)} drive(s)",
+            failures,
+            "The copies already written were removed again; fix the problem and run the "
+            "backup again.",
+        )
+    return [results[i] for i in range(len(drives))]
+
+
+def backup(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    *,
+    label: str = "",
+    allow_missing: bool = False,
+    on_plan: Callable[[list[ObjectInfo]], None] | None = None,
+    progress: Progress | None = None,
+    note: Note = _quiet,
+) -> BackupResult:
+    """Back up every key of ``session``'s slot to the domain's ``drives``."""
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    domain_id = session.require_domain()
+    objects = session.objects()
+    if on_plan is not None:
+        on_plan(objects)
+    candidates = [o for o in objects if o.exportable and not o.is_domain_key]
+    if not candidates:
+        raise NothingToBackUp(f"{session.where} holds no key or certificate that can be backed up")
+    timings["list"] = time.monotonic() - started
+
+    mark = time.monotonic()
+    kek = session.new_set_key()
+    try:
+        entries, skipped = session.backup_entries(kek, objects)
+        timings["wrap"] = time.monotonic() - mark
+        mark = time.monotonic()
+        sealed_manifest = manifest.Manifest.new(
+            label=label,
+            token=session.token_info(),
+            domain_id=domain_id,
+            wrapped_kek=kek.wrapped,
+            entries=entries,
+            skipped=skipped,
+        )
+        data = manifest.seal(sealed_manifest, kek)
+    finally:
+        kek.destroy()
+    timings["seal"] = time.monotonic() - mark
+    digest = hashlib.sha256(data).digest()
+    name = set_object_name(sealed_manifest.set_id)
+
+    mark = time.monotonic()
+    targets, missing = check_drives(
+        session, drives, domain_id, len(data), allow_missing=allow_missing
+    )
+    if missing:
+        note(f"warning: drive(s) {', '.join(missing)} of the domain are missing and get no copy")
+    timings["check"] = time.monotonic() - mark
+    mark = time.monotonic()
+    writes = write_everywhere(targets, name, data, progress)
+    timings["write"] = time.monotonic() - mark
+    return BackupResult(
+        set_id=sealed_manifest.set_id,
+        label=label,
+        slot_id=session.slot_id,
+        token=session.info.label,
+        keys=len(entries),
+        objects=objects,
+        skipped=list(skipped),
+        size=len(data),
+        digest=digest,
+        drives=writes,
+        seconds=time.monotonic() - started,
+        timings=timings,
+    )
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SetListing:
+    """One set as found on the connected drives."""
+
+    header: SetHeader
+    present: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        h = self.header
+        return {
+            "set_id": h.set_id.hex(),
+            "created": h.created,
+            "label": h.label,
+            "slot": h.token.slot_id,
+            "token": h.token.label,
+            "token_serial": h.token.serial,
+            "domain_id": h.domain_id.hex(),
+            "keys": h.key_count,
+            "present": self.present,
+            "verified": self.verified,
+            "damaged": self.damaged,
+        }
+
+
+def list_sets(
+    session: HsmSession, drives: Sequence[Drive], domain_id: bytes
+) -> tuple[list[SetListing], list[Problem]]:
+    """The sets on the drives of ``domain_id`` (owner sessions from ``session``)."""
+    logged, problems, _ = login_domain_drives(session, drives, domain_id)
+    found: dict[str, SetListing] = {}
+    for drive in logged:
+        client, hello = drive.use()
+        try:
+            names = [o.name for o in client.list(SET_PREFIX)]
+        except SealkeepError as exc:
+            problems.append(Problem(drive.name, explain(exc), error_code(exc)))
+            continue
+        for name in names:
+            try:
+                header = read_set_header(drive, name)
+            except SealkeepError as exc:
+                listing = found.get(name)
+                if listing is not None:
+                    listing.present.append(hello.serial)
+                    listing.damaged.append(hello.serial)
+                else:
+                    problems.append(Problem(drive.name, f"{name}: {explain(exc)}", error_code(exc)))
+                continue
+            listing = found.setdefault(name, SetListing(header))
+            listing.present.append(hello.serial)
+            try:
+                check = client.verify(name)
+            except SealkeepError:
+                listing.damaged.append(hello.serial)
+                continue
+            if check.intact:
+                listing.verified.append(hello.serial)
+            else:
+                listing.damaged.append(hello.serial)
+    listings = sorted(found.values(), key=lambda s: (s.header.created, s.header.set_id))
+    return listings, problems
+
+
+def find_set(drives: Sequence[Drive], reference: str) -> str:
+    """The object name of the set ``reference`` among the sets on the (logged-in) drives."""
+    names: set[str] = set()
+    for drive in drives:
+        with suppress(SealkeepError):
+            names.update(o.name for o in drive.use()[0].list(SET_PREFIX))
+    return resolve_set(reference, sorted(names))
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+
+@dataclass
+class CopyCheck:
+    """What verify found about one drive's copy of a set."""
+
+    serial: str
+    address: str
+    status: str  # "good", "bad", "absent"
+    detail: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "serial": self.serial,
+            "address": self.address,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class VerifyResult:
+    set_id: str
+    header: SetHeader | None
+    copies: list[CopyCheck]
+    problems: list[Problem]
+
+    @property
+    def good(self) -> list[CopyCheck]:
+        return [c for c in self.copies if c.status == "good"]
+
+    @property
+    def bad(self) -> list[CopyCheck]:
+        return [c for c in self.copies if c.status == "bad"]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.good) and not self.bad
+
+    def to_json(self) -> dict[str, object]:
+        h = self.header
+        return {
+            "set_id": self.set_id,
+            "label": h.label if h else None,
+            "keys": h.key_count if h else None,
+            "ok": self.ok,
+            "copies": [c.to_json() for c in self.copies],
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+def authenticate_copy(session: HsmSession, data: bytes) -> manifest.Manifest:
+    """Open a set in the HSM: unwrap its KEK with the domain key, authenticate and decode it."""
+    header = manifest.read_header(data)
+    kek = session.open_set_key(header.wrapped_kek)
+    try:
+        return manifest.unseal(data, kek)
+    finally:
+        kek.destroy()
+
+
+def check_copy(
+    session: HsmSession, drive: Drive, name: str, proven: dict[bytes, str]
+) -> tuple[CopyCheck, SetHeader | None]:
+    """Check one drive's copy: digest on the drive, then authenticity in the HSM.
+
+    ``proven`` caches digests already authenticated in the HSM (identical copies are
+    opened once).
+    """
+    client, hello = drive.use()
+
+    def result(status: str, detail: str = "") -> CopyCheck:
+        return CopyCheck(hello.serial, drive.address, status, detail)
+
+    try:
+        stat = client.stat(name)
+    except ObjectNotFound:
+        return result("absent", "the drive does not hold this set"), None
+    except SealkeepError as exc:
+        return result("bad", explain(exc)), None
+    try:
+        check = client.verify(name)
+    except SealkeepError as exc:
+        return result("bad", explain(exc)), None
+    if not check.intact or check.digest != stat.digest:
+        return result("bad", "damaged on the drive: it no longer matches its digest"), None
+    try:
+        data = client.get(name)
+    except SealkeepError as exc:
+        return result("bad", explain(exc)), None
+    digest = hashlib.sha256(data).digest()
+    header: SetHeader | None = None
+    try:
+        header = manifest.read_header(data)
+        if set_object_name(header.set_id) != name:
+            return result("bad", f"it holds set {header.set_id_hex}, not {set_id_of(name)}"), None
+        if digest not in proven:
+            authenticate_copy(session, data)
+            proven[digest] = hello.serial
+    except (ManifestError, HsmError) as exc:
+        return result("bad", f"does not authenticate in the HSM: {exc}"), header
+    return result("good", "digest on the drive and manifest authenticity in the HSM"), header
+
+
+def verify_set(
+    session: HsmSession, drives: Sequence[Drive], domain_id: bytes, reference: str
+) -> VerifyResult:
+    """Check every drive's copy of a set without restoring anything."""
+    logged, problems, _ = login_domain_drives(session, drives, domain_id)
+    if not logged:
+        raise drive_problems(f"no drive of domain {short(domain_id.hex())} can be read", problems)
+    name = find_set(logged, reference)
+    proven: dict[bytes, str] = {}
+    copies: list[CopyCheck] = []
+    header: SetHeader | None = None
+    for drive in logged:
+        copy, found = check_copy(session, drive, name, proven)
+        copies.append(copy)
+        if header is None and copy.status == "good":
+            header = found
+    return VerifyResult(set_id_of(name), header, copies, problems)
+
+
+def verify_failure(result: VerifyResult) -> DriveProblems:
+    """The error for a set with bad copies (or none good)."""
+    bad = [Problem(f"drive {c.serial}", c.detail, EXIT_INTEGRITY) for c in result.bad]
+    if not result.good:
+        return drive_problems(f"no good copy of set {result.set_id}", bad + result.problems)
+    return drive_problems(
+        f"set {result.set_id}: {len(bad)} bad cop{'y' if len(bad) == 1 else 'ies'}",
+        bad,
+        "Restore works from the good copies; run a new backup to replace the bad ones.",
+    )

@@ -1,0 +1,60 @@
+"""The subcommands of the ``sealkeep`` command line, one module each.
+
+Every module in this package that defines ``register(subparsers)`` is a subcommand:
+``register`` adds its parser with ``subparsers.add_parser(NAME, ...)`` and sets the function
+that runs it with ``parser.set_defaults(run=FUNCTION)``, where ``FUNCTION(args) -> int``
+returns the exit code. A module may set ``ORDER`` (an int, default 100) to place its
+command in the help. Errors are raised as :class:`sealkeep.errors.SealkeepError`; the
+command line turns them into a one-line ``error: ...`` and their exit code.
+
+Options several commands share are added with the helpers below, so they read the same
+everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from collections.abc import Callable
+from types import ModuleType
+
+__all__ = ["Runner", "add_drives_option", "add_json_option", "command_modules"]
+
+Runner = Callable[[argparse.Namespace], int]
+DEFAULT_ORDER = 100
+
+
+def command_modules() -> list[ModuleType]:
+    """The modules of this package that define a command, in help order."""
+    modules = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if callable(getattr(module, "register", None)):
+            modules.append(module)
+    modules.sort(key=lambda m: (getattr(m, "ORDER", DEFAULT_ORDER), m.__name__))
+    return modules
+
+
+def register_all(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for module in command_modules():
+        module.register(subparsers)
+
+
+def add_drives_option(parser: argparse.ArgumentParser) -> None:
+    """``--drives SPEC`` (see :mod:`sealkeep.drivespec`)."""
+    parser.add_argument(
+        "--drives",
+        metavar="SPEC",
+        help=(
+            "the drives: comma-separated ports or URLs (/dev/ttyACM0, serial:///dev/pts/7), "
+            "or @PATH to a drives.json; default: $SEALKEEP_DRIVES, else every USB serial port"
+        ),
+    )
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json``: print the result as JSON for programs."""
+    parser.add_argument("--json", action="store_true", help="print JSON for programs")

@@ -1,0 +1,233 @@
+"""``sealkeep domain create | recover | reshare``: the backup domain ceremonies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import ui
+from ..domain import (
+    KDF_HELP,
+    CreateResult,
+    DriveGroup,
+    Problem,
+    RecoverResult,
+    ReshareResult,
+    create_domain,
+    recover_domain,
+    reshare_domain,
+)
+from ..pins import Passphrases
+from . import add_drives_option, add_json_option
+from .slots import add_slot_options, load_module, open_slot
+
+ORDER = 30
+DEFAULT_TIMEOUT = 5.0
+
+
+def note(text: str) -> None:
+    """A progress or warning line for the person at the terminal (stderr)."""
+    print(ui.one_line(text), file=sys.stderr, flush=True)
+
+
+def add_drive_options(parser: argparse.ArgumentParser) -> None:
+    """``--drives SPEC`` and ``--timeout SECONDS``."""
+    add_drives_option(parser)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for each drive's answer (default {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def open_drives(args: argparse.Namespace) -> DriveGroup:
+    return DriveGroup.from_spec(args.drives, args.timeout)
+
+
+def add_passphrases_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passphrases",
+        metavar="FILE",
+        help=(
+            "custodians' passphrases for automation: `SERIAL PASSPHRASE` lines (keep the file "
+            "private); without it each custodian is asked at the terminal"
+        ),
+    )
+
+
+def show_problems(title: str, problems: list[Problem]) -> None:
+    for problem in problems:
+        note(f"{title}: {problem.drive}: {problem.reason}")
+
+
+def _threshold(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the threshold is a whole number, not {text!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "domain",
+        help="create, recover or re-share the backup domain (custodian ceremonies)",
+        description=(
+            "The backup domain key lives non-extractable in an HSM slot and is split k-of-n "
+            "among 3, 5 or 7 drives, each share sealed under its custodian's passphrase."
+        ),
+    )
+    sub = p.add_subparsers(title="ceremonies", dest="ceremony", metavar="CEREMONY")
+    p.set_defaults(run=lambda args: _no_ceremony(p))
+
+    create = sub.add_parser(
+        "create",
+        help="claim 3, 5 or 7 blank drives and give the slot a new backup domain key",
+        description=(
+            "Generate a backup domain key, split it k-of-n with a check value per share, seal "
+            "each share under its custodian's passphrase (asked per drive serial, twice, with "
+            "a strength check) and write it to its drive, claim the drives (owner key derived "
+            "from the domain key, custodian key from the passphrase), and store the domain key "
+            "non-extractable in the slot. The drives must be blank. " + KDF_HELP
+        ),
+    )
+    add_slot_options(create)
+    add_drive_options(create)
+    create.add_argument(
+        "--threshold",
+        type=_threshold,
+        metavar="K",
+        help="drives needed to rebuild the domain (default: a majority: 2/3, 3/5, 4/7)",
+    )
+    add_passphrases_option(create)
+    add_json_option(create)
+    create.set_defaults(run=run_create)
+
+    recover = sub.add_parser(
+        "recover",
+        help="rebuild the backup domain key into a slot from k drives and their custodians",
+        description=(
+            "Each custodian unlocks their drive with their passphrase; the shares are checked "
+            "(a wrong passphrase, a corrupt or forged share and a drive of another domain are "
+            "named), combined, and the domain key is stored in the slot (a fresh token of any "
+            "HSM). With fewer than k good shares nothing is stored and the message says how "
+            "many more drives are needed."
+        ),
+    )
+    add_slot_options(recover)
+    add_drive_options(recover)
+    add_passphrases_option(recover)
+    add_json_option(recover)
+    recover.set_defaults(run=run_recover)
+
+    reshare = sub.add_parser(
+        "reshare",
+        help="move the domain to a new set of drives (replace a lost one, change k or n)",
+        description=(
+            "SPEC is the new set (3, 5 or 7 drives): drives of the current domain, at least k "
+            "of them opened by their custodians, and blank drives. A new domain key replaces "
+            "the slot's; every backup set found on the current drives is re-wrapped for it "
+            "inside the HSM and written to every drive of the new set. Old shares, and drives "
+            "left out, no longer open anything. " + KDF_HELP
+        ),
+    )
+    add_slot_options(reshare)
+    add_drive_options(reshare)
+    reshare.add_argument(
+        "--threshold",
+        type=_threshold,
+        metavar="K",
+        help="drives needed to rebuild the new domain (default: a majority of the new set)",
+    )
+    add_passphrases_option(reshare)
+    add_json_option(reshare)
+    reshare.set_defaults(run=run_reshare)
+
+
+def _no_ceremony(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def drive_rows(drives: list[tuple[str, str]]) -> list[list[str]]:
+    return [[serial, address, str(i)] for i, (serial, address) in enumerate(drives, 1)]
+
+
+def print_created(result: CreateResult) -> None:
+    n = len(result.drives)
+    print(
+        f"backup domain {result.domain_id.hex()} created: any {result.threshold} of these "
+        f"{n} drives, with their custodians' passphrases, rebuild it"
+    )
+    print(
+        f"slot {result.slot_id} (token {result.token!r}) holds the domain key "
+        f"(not extractable); {result.seconds:.2f} s"
+    )
+    ui.print_table(["SERIAL", "PORT", "SHARE"], drive_rows(result.drives))
+    print("Give each drive to its custodian; the passphrases are not stored anywhere.")
+
+
+def run_create(args: argparse.Namespace) -> int:
+    passphrases = Passphrases(args.passphrases)
+    hsm = load_module(args)
+    with open_drives(args) as group, open_slot(hsm, args.slot, args) as session:
+        result = create_domain(session, group.drives, passphrases, args.threshold, note)
+    if args.json:
+        ui.print_json(result.to_json())
+    else:
+        print_created(result)
+    return 0
+
+
+def print_recovered(result: RecoverResult) -> None:
+    if result.already:
+        print(
+            f"slot {result.slot_id} (token {result.token!r}) already holds backup domain "
+            f"{result.domain_id.hex()}: nothing to do"
+        )
+        return
+    print(
+        f"backup domain {result.domain_id.hex()} rebuilt into slot {result.slot_id} "
+        f"(token {result.token!r}) from drives {', '.join(result.used)} "
+        f"({result.threshold} of {result.count} needed); {result.seconds:.2f} s"
+    )
+    if result.problems:
+        print(f"{len(result.problems)} drive(s) gave no usable share (see above)")
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    passphrases = Passphrases(args.passphrases)
+    hsm = load_module(args)
+    with open_drives(args) as group, open_slot(hsm, args.slot, args) as session:
+        result = recover_domain(session, group.drives, passphrases, note)
+    show_problems("warning", result.problems)
+    if args.json:
+        ui.print_json(result.to_json())
+    else:
+        print_recovered(result)
+    return 0
+
+
+def print_reshared(result: ReshareResult) -> None:
+    print(
+        f"backup domain moved to {result.domain_id.hex()} (was {result.old_domain_id.hex()}): "
+        f"any {result.threshold} of these {len(result.drives)} drives rebuild it; "
+        f"{result.seconds:.2f} s"
+    )
+    print(f"custodians who opened the current domain: {', '.join(result.proven_by)}")
+    rows = [[s, a, str(i), role] for i, (s, a, role) in enumerate(result.drives, 1)]
+    ui.print_table(["SERIAL", "PORT", "SHARE", "DRIVE"], rows)
+    print(f"{len(result.sets)} backup set(s) re-wrapped and written to every drive")
+
+
+def run_reshare(args: argparse.Namespace) -> int:
+    passphrases = Passphrases(args.passphrases)
+    hsm = load_module(args)
+    with open_drives(args) as group, open_slot(hsm, args.slot, args) as session:
+        result = reshare_domain(session, group.drives, passphrases, args.threshold, note)
+    if args.json:
+        ui.print_json(result.to_json())
+    else:
+        print_reshared(result)
+    return 0

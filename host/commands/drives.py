@@ -1,0 +1,141 @@
+"""``sealkeep drives``: who each drive is, what state it is in and how much room it has."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .. import ui
+from ..client import DriveClient, Hello
+from ..drivespec import DriveAddress, parse_drives
+from ..errors import EXIT_UNREACHABLE, SealkeepError
+from ..transport import open_transport
+from . import add_drives_option, add_json_option
+
+ORDER = 10
+DEFAULT_TIMEOUT = 3.0
+DOMAIN_SHOWN = 12  # hex digits of the domain id in the table
+
+
+@dataclass(frozen=True)
+class DriveStatus:
+    """What one drive answered (``hello``), or why it could not be reached (``error``)."""
+
+    address: DriveAddress
+    hello: Hello | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def serial(self) -> str | None:
+        return self.hello.serial if self.hello is not None else self.address.serial
+
+    def as_json(self) -> dict[str, Any]:
+        h = self.hello
+        doc: dict[str, Any] = {
+            "serial": self.serial,
+            "port": self.address.port,
+            "firmware": h.firmware if h else None,
+            "state": h.state if h else None,
+            "domain": h.domain.hex() if h and h.domain is not None else None,
+            "capacity": h.capacity if h else None,
+            "free": h.free if h else None,
+        }
+        if self.error is not None:
+            doc["error"] = self.error
+        return doc
+
+    def as_row(self) -> list[str]:
+        h = self.hello
+        head = [self.serial or "?", self.address.port]
+        if h is None:
+            return [*head, f"unreachable: {self.error}"]
+        domain = h.domain.hex()[:DOMAIN_SHOWN] if h.domain is not None else "-"
+        row = [
+            *head,
+            h.firmware,
+            h.state,
+            domain,
+            ui.human_size(h.capacity),
+            ui.human_size(h.free),
+        ]
+        if self.error is not None:
+            row.append(self.error)
+        return row
+
+
+def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatus:
+    """Ask one drive HELLO; never raises for a drive that cannot be reached."""
+    try:
+        transport = open_transport(address.port)
+        with DriveClient(transport, timeout=timeout, serial_hint=address.serial) as client:
+            hello = client.hello()
+    except SealkeepError as exc:
+        return DriveStatus(address, error=ui.one_line(str(exc)))
+    if address.serial is not None and hello.serial != address.serial:
+        return DriveStatus(
+            address,
+            hello,
+            error=(
+                f"the drive at {address.port} is {hello.serial}, not {address.serial} as "
+                "its drives file says: check which drive is on this port"
+            ),
+        )
+    return DriveStatus(address, hello)
+
+
+def survey(addresses: list[DriveAddress], timeout: float = DEFAULT_TIMEOUT) -> list[DriveStatus]:
+    """Every drive's status, asked in parallel, in the order given."""
+    if not addresses:
+        return []
+    with ThreadPoolExecutor(max_workers=min(32, len(addresses))) as pool:
+        return list(pool.map(lambda a: probe(a, timeout), addresses))
+
+
+HEADERS = ["SERIAL", "PORT", "FIRMWARE", "STATE", "DOMAIN", "CAPACITY", "FREE"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "drives",
+        help="list the drives: serial, firmware, state, domain, capacity and free space",
+        description=(
+            "Ask every drive who it is (HELLO, no credential needed) and show one row per "
+            "drive. A drive that cannot be reached shows the reason, and the exit code is "
+            f"{EXIT_UNREACHABLE}."
+        ),
+    )
+    add_drives_option(p)
+    add_json_option(p)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for each drive's answer (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    addresses = parse_drives(args.drives)
+    statuses = survey(addresses, args.timeout)
+    if args.json:
+        ui.print_json([s.as_json() for s in statuses])
+    else:
+        ui.print_table(HEADERS, [s.as_row() for s in statuses])
+    bad = [s for s in statuses if not s.ok]
+    if bad:
+        if not args.json:
+            print(
+                f"{len(bad)} of {len(statuses)} drive(s) unreachable or not as expected",
+                file=sys.stderr,
+            )
+        return EXIT_UNREACHABLE
+    return 0

@@ -1,0 +1,85 @@
+"""``sealkeep restore --set ID --slot M``: restore a backup set into a slot."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import ui
+from ..hsm import class_name, key_type_name
+from ..restore import RestoreResult, restore_failure, restore_set, why
+from . import add_json_option
+from .domain import add_drive_options, note, open_drives
+from .slots import add_slot_options, load_module, open_slot
+
+ORDER = 43
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "restore",
+        help="restore a backup set (or some of its keys) into a slot holding the domain key",
+        description=(
+            "Read the set from the first healthy drive (falling back to the next on any "
+            "error), open it in the HSM with the domain key, and recreate every key (or those "
+            "with the labels given) with its attributes in the slot. Keys already present "
+            "(same class, label and id) are reported and left alone. Every restored key is "
+            "proven by use. The slot must hold the backup domain key: on a new HSM, run "
+            "`sealkeep domain recover` first."
+        ),
+    )
+    p.add_argument(
+        "--set", required=True, metavar="ID", help="the set id (a unique prefix will do)"
+    )
+    add_slot_options(p)
+    p.add_argument(
+        "--key",
+        action="append",
+        metavar="LABEL",
+        help="restore only the objects with this label (repeat for several)",
+    )
+    add_drive_options(p)
+    add_json_option(p)
+    p.set_defaults(run=run)
+
+
+def print_result(result: RestoreResult) -> None:
+    rows = []
+    for o in result.outcomes:
+        proof = o.proof.method if o.proof is not None else "-"
+        status = o.status if o.ok else f"{o.status}: {why(o)}"
+        rows.append(
+            [
+                class_name(o.object_class),
+                key_type_name(o.key_type) if o.key_type is not None else "-",
+                o.label or "-",
+                o.id.hex() or "-",
+                proof if o.status == "restored" else "-",
+                status,
+            ]
+        )
+    ui.print_table(["CLASS", "TYPE", "LABEL", "ID", "PROOF", "STATUS"], rows)
+    label = f" {result.label!r}" if result.label else ""
+    print(
+        f"set {result.set_id}{label} from drive {result.source} into slot {result.slot_id} "
+        f"(token {result.token!r}): {result.count('restored')} restored and proven, "
+        f"{result.count('present')} already present, {len(result.failed)} failed; "
+        f"{result.seconds:.2f} s"
+    )
+    if result.skipped_at_backup:
+        names = ", ".join(f"{s.label or s.id.hex()} ({s.reason})" for s in result.skipped_at_backup)
+        print(f"not in the set (left out at backup): {names}")
+
+
+def run(args: argparse.Namespace) -> int:
+    hsm = load_module(args)
+    with open_slot(hsm, args.slot, args) as session, open_drives(args) as group:
+        result = restore_set(session, group.drives, args.set, args.key, note=note)
+    for attempt in result.attempts:
+        note(f"warning: {attempt.drive}: {attempt.reason}")
+    if args.json:
+        ui.print_json(result.to_json())
+    else:
+        print_result(result)
+    if not result.ok:
+        raise restore_failure(result)
+    return 0

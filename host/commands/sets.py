@@ -1,0 +1,144 @@
+"""``sealkeep sets``: the backup sets on the connected drives.
+
+Listing a drive needs an owner session, whose credential the HSM derives from the domain
+key: the slot holding the drives' domain is found by itself (``--slot`` picks one), and
+its PIN is asked as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .. import ui
+from ..backupset import SetListing, list_sets
+from ..domain import DriveGroup, Problem, drive_problems, short
+from ..hsm import DomainError, Hsm, HsmSession
+from . import add_json_option
+from .domain import add_drive_options, note, open_drives
+from .slots import add_slot_options, find_slot_of, load_module, open_slot
+
+ORDER = 41
+SET_SHOWN = 16  # hex digits of a set id in the table (any unique prefix is accepted)
+
+
+def when(created: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(created))
+
+
+def session_for(hsm: Hsm, args: argparse.Namespace, domain_id: bytes) -> HsmSession | None:
+    """A session on the slot that holds ``domain_id`` (``--slot`` if given), or None."""
+    slot_id = args.slot if args.slot is not None else find_slot_of(hsm, domain_id)
+    if slot_id is None:
+        return None
+    return open_slot(hsm, slot_id, args)
+
+
+def domains_of(group: DriveGroup, args: argparse.Namespace, hsm: Hsm) -> list[bytes]:
+    """The domains to look at: the given slot's, or every domain of the drives."""
+    if args.slot is not None:
+        marker = hsm.slot(args.slot).domain_id
+        if marker is None:
+            raise DomainError(
+                f"slot {args.slot} holds no backup domain key: give the slot that holds the "
+                "drives' domain, or recover the domain into it first"
+            )
+        return [marker]
+    return [domain for domain, _ in group.domains().most_common()]
+
+
+def listing_row(listing: SetListing, total: int) -> list[str]:
+    h = listing.header
+    notes = []
+    if listing.damaged:
+        notes.append(f"damaged on {', '.join(listing.damaged)}")
+    return [
+        h.set_id.hex()[:SET_SHOWN],
+        when(h.created),
+        h.label or "-",
+        f"{h.token.label} (slot {h.token.slot_id})",
+        str(h.key_count),
+        f"{len(listing.present)}/{total}",
+        f"{len(listing.verified)}/{total}",
+        "; ".join(notes),
+    ]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "sets",
+        help="list the backup sets on the connected drives",
+        description=(
+            "List the backup sets on the drives: date, label, source slot, key count, and on "
+            "how many drives each is present and verified (the drive rehashes its copy). The "
+            "slot holding the drives' domain is found automatically; --slot picks one."
+        ),
+    )
+    add_drive_options(p)
+    add_slot_options(p, required=False)
+    add_json_option(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    hsm = load_module(args)
+    found: list[tuple[bytes, list[SetListing], int]] = []
+    problems: list[Problem] = []
+    with open_drives(args) as group:
+        problems += [d.problem() for d in group.unreachable]
+        blank = [d for d in group.reachable if d.blank]
+        domains = domains_of(group, args, hsm)
+        if not domains and not blank:
+            raise drive_problems("none of the drives can be read", problems)
+        for domain_id in domains:
+            members = group.of_domain(domain_id)
+            session = session_for(hsm, args, domain_id)
+            if session is None:
+                problems += [
+                    Problem(
+                        d.name,
+                        f"no slot holds its domain {short(domain_id.hex())}: recover the "
+                        "domain into a slot to list its sets",
+                    )
+                    for d in members
+                ]
+                continue
+            with session:
+                listings, trouble = list_sets(session, members, domain_id)
+            problems += trouble
+            found.append((domain_id, listings, len(members)))
+        problems += [
+            Problem(d.name, f"belongs to another backup domain ({short(d.domain.hex())})")
+            for d in group.reachable
+            if d.domain is not None and d.domain not in domains
+        ]
+    if domains and not found:
+        raise drive_problems(
+            "no slot of this HSM holds the drives' backup domain, so their sets cannot be read",
+            problems,
+            "Recover the domain into a slot first (`sealkeep domain recover`).",
+        )
+    for problem in problems:
+        note(f"warning: {problem.drive}: {problem.reason}")
+    if args.json:
+        ui.print_json(
+            {
+                "domains": [
+                    {
+                        "domain_id": domain_id.hex(),
+                        "drives": total,
+                        "sets": [s.to_json() for s in listings],
+                    }
+                    for domain_id, listings, total in found
+                ],
+                "problems": [p.to_json() for p in problems],
+            }
+        )
+        return 0
+    for domain_id, listings, total in found:
+        print(f"backup domain {domain_id.hex()}: {len(listings)} set(s) on {total} drive(s)")
+        headers = ["SET", "CREATED", "LABEL", "FROM", "KEYS", "PRESENT", "VERIFIED", ""]
+        ui.print_table(headers, [listing_row(s, total) for s in listings])
+    if blank:
+        print(f"{len(blank)} blank drive(s): {', '.join(d.name for d in blank)}")
+    return 0

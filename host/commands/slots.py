@@ -1,0 +1,117 @@
+"""``sealkeep slots``: the HSM's slots, and the HSM options every slot command shares.
+
+``--module PATH`` (or ``$SEALKEEP_PKCS11_MODULE``, else SoftHSM2) picks the PKCS#11 module;
+``--slot N`` a slot id as ``sealkeep slots`` lists it; the slot PIN comes from
+``--pin-file FILE``, ``$SEALKEEP_PIN`` or a prompt, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import ui
+from ..errors import EXIT_AUTH
+from ..hsm import ENV_MODULE, Hsm, HsmSession, PinError, PinLockedError, SlotError
+from ..pins import ENV_PIN, slot_pin
+from . import add_json_option
+
+ORDER = 20
+DOMAIN_SHOWN = 16  # hex digits of a domain id in tables
+
+
+class PinRefused(PinError):
+    """The token refused the PIN (or has locked it)."""
+
+    exit_code = EXIT_AUTH
+
+
+def add_module_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--module",
+        metavar="PATH",
+        help=f"the PKCS#11 module (default: ${ENV_MODULE}, else SoftHSM2)",
+    )
+
+
+def add_slot_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--slot N``, ``--pin-file FILE`` and ``--module PATH``."""
+    parser.add_argument(
+        "--slot",
+        type=int,
+        required=required,
+        metavar="N",
+        help="the slot id, as `sealkeep slots` lists it",
+    )
+    parser.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help=f"read the slot PIN from the first line of FILE (else ${ENV_PIN}, else a prompt)",
+    )
+    add_module_option(parser)
+
+
+def load_module(args: argparse.Namespace) -> Hsm:
+    return Hsm(getattr(args, "module", None))
+
+
+def open_slot(hsm: Hsm, slot_id: int, args: argparse.Namespace) -> HsmSession:
+    """A logged-in session on ``slot_id``; the PIN from ``--pin-file``, the environment or a
+    prompt. A refused PIN exits with the authentication code."""
+    info = hsm.slot(slot_id)
+    where = f"slot {slot_id} (token {info.label!r})" if info.label else f"slot {slot_id}"
+    if not info.token_present or not info.initialized:
+        # Let the HSM layer say what is wrong before anyone types a PIN.
+        raise SlotError(
+            f"{where} has no initialised token: see `sealkeep slots` for the usable slots"
+        )
+    pin = slot_pin(where, getattr(args, "pin_file", None))
+    try:
+        return hsm.open(slot_id, pin)
+    except PinLockedError as exc:
+        raise PinRefused(f"{exc}: the security officer must unlock it") from None
+    except PinError as exc:
+        raise PinRefused(f"{exc}. Nothing was changed.") from None
+
+
+def find_slot_of(hsm: Hsm, domain_id: bytes) -> int | None:
+    """The first slot whose token holds ``domain_id`` (by its public marker; no PIN)."""
+    for info in hsm.slots():
+        if info.domain_id == domain_id:
+            return info.slot_id
+    return None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "slots",
+        help="list the HSM's slots and which of them hold a backup domain key",
+        description=(
+            "List every slot of the PKCS#11 module with its token's label, serial and model, "
+            "and whether the slot holds a backup domain key (read from a public marker "
+            "object: no PIN needed)."
+        ),
+    )
+    add_module_option(p)
+    add_json_option(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    hsm = load_module(args)
+    slots = hsm.slots()
+    if args.json:
+        ui.print_json({"module": hsm.module, "slots": [s.to_json() for s in slots]})
+        return 0
+    rows = []
+    for info in slots:
+        if not info.token_present:
+            rows.append([str(info.slot_id), "(no token)"])
+            continue
+        if not info.initialized:
+            rows.append([str(info.slot_id), "(token not initialised)"])
+            continue
+        domain = info.domain_id.hex()[:DOMAIN_SHOWN] if info.domain_id else "-"
+        rows.append([str(info.slot_id), info.label, info.serial, info.model, domain])
+    print(f"module: {hsm.module}")
+    ui.print_table(["SLOT", "TOKEN", "SERIAL", "MODEL", "BACKUP DOMAIN"], rows)
+    return 0

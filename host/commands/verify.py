@@ -1,0 +1,68 @@
+"""``sealkeep verify --set ID``: check every drive's copy of a set without restoring it."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import ui
+from ..backupset import verify_failure, verify_set
+from ..domain import choose_domain, short
+from ..hsm import DomainError
+from . import add_json_option
+from .domain import add_drive_options, note, open_drives
+from .sets import session_for
+from .slots import add_slot_options, load_module
+
+ORDER = 42
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="check every drive's copy of a set: digest on the drive, authenticity in the HSM",
+        description=(
+            "For every drive of the domain: the drive rehashes its copy of the set and the "
+            "digest must match the one recorded at commit; then the copy is read and opened "
+            "in the HSM (set key unwrapped with the domain key, manifest authenticated). "
+            "Nothing is restored. Bad copies are named and the exit code is 6."
+        ),
+    )
+    p.add_argument(
+        "--set", required=True, metavar="ID", help="the set id (a unique prefix will do)"
+    )
+    add_drive_options(p)
+    add_slot_options(p, required=False)
+    add_json_option(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    hsm = load_module(args)
+    with open_drives(args) as group:
+        if args.slot is not None:
+            domain_id = hsm.slot(args.slot).domain_id
+            if domain_id is None:
+                raise DomainError(f"slot {args.slot} holds no backup domain key")
+        else:
+            domain_id = choose_domain(group.drives)
+        session = session_for(hsm, args, domain_id)
+        if session is None:
+            raise DomainError(
+                f"no slot holds backup domain {short(domain_id.hex())}: verifying needs the "
+                "domain key; recover it into a slot with `sealkeep domain recover` first"
+            )
+        with session:
+            result = verify_set(session, group.drives, domain_id, args.set)
+    for problem in result.problems:
+        note(f"warning: {problem.drive}: {problem.reason}")
+    if args.json:
+        ui.print_json(result.to_json())
+    else:
+        header = result.header
+        what = f" {header.label!r}, {header.key_count} object(s)" if header else ""
+        print(f"set {result.set_id}{what}")
+        rows = [[c.serial, c.address, c.status, c.detail] for c in result.copies]
+        ui.print_table(["SERIAL", "PORT", "COPY", "DETAIL"], rows)
+    if not result.ok:
+        raise verify_failure(result)
+    return 0

@@ -1,0 +1,1494 @@
+"""The backup domain: its drives, and the ceremonies that create, recover and re-share it.
+
+A backup domain is a 64-byte secret (an AES wrap key and an HMAC root for the drives' owner
+credentials, see :mod:`sealkeep.hsm`) held non-extractable by an HSM slot and split k-of-n
+among the domain's drives. Each drive of the domain holds:
+
+- its claim: the owner credential (derived from the domain secret and the drive's serial,
+  recomputed by the HSM whenever the host needs an owner session), the custodian credential
+  and the Argon2id salt and parameters (from its custodian's passphrase), and the domain id;
+- ``share``: its Shamir share, sealed (AES-GCM) under the key derived from the passphrase,
+  with the domain id and serial as additional data;
+- ``domain``: a small CBOR record (domain id, k, serials of the set, created), so later
+  commands know which drives make the set;
+- ``set-<id>``: the backup sets (see :mod:`sealkeep.backupset`).
+
+The secret is in host memory only during a ceremony (create, recover, re-share), in a
+``bytearray`` overwritten before the ceremony returns, whatever happens.
+
+Argon2id costs: production defaults (64 MiB, 3 passes); ``SEALKEEP_KDF_MEMORY_KIB`` and
+``SEALKEEP_KDF_TIME`` override them for new claims (tests use tiny values). A drive always
+says which parameters its own claim used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import cbor2
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.exceptions import PKCS11Error
+
+from . import manifest, shamir
+from .client import DriveClient, Hello, Role
+from .drivespec import DriveAddress, parse_drives
+from .errors import (
+    EXIT_AUTH,
+    EXIT_GENERIC,
+    EXIT_INTEGRITY,
+    EXIT_STORAGE,
+    EXIT_UNREACHABLE,
+    AuthenticationFailed,
+    Backoff,
+    DigestMismatch,
+    DriveError,
+    LinkError,
+    LockedOut,
+    ObjectNotFound,
+    ProtocolError,
+    SealkeepError,
+    where,
+)
+from .hsm import (
+    DOMAIN_OWNER_LABEL,
+    DOMAIN_WRAP_LABEL,
+    OWNER_KEY_INFO,
+    WRAP_MECHANISM,
+    DomainError,
+    HsmSession,
+    SetKey,
+    domain_id_from_secret,
+    new_domain_secret,
+    owner_credential_from_secret,
+    split_domain_secret,
+)
+from .kdf import (
+    DEFAULT_M_COST_KIB,
+    DEFAULT_T_COST,
+    CustodianKeys,
+    KdfError,
+    KdfParams,
+    ShareSealError,
+    derive_custodian_keys,
+    seal_share,
+    unseal_share,
+)
+from .pins import InputError, Passphrases
+from .transport import open_transport
+
+SET_SIZES = (3, 5, 7)
+SHARE_OBJECT = "share"
+DOMAIN_OBJECT = "domain"
+SET_PREFIX = "set-"
+RECORD_FORMAT = 1
+OBJECT_OVERHEAD = 40  # what a drive stores per object besides its data (digest and size)
+
+ENV_KDF_MEMORY = "SEALKEEP_KDF_MEMORY_KIB"
+ENV_KDF_TIME = "SEALKEEP_KDF_TIME"
+KDF_HELP = (
+    f"Argon2id costs for new passphrases: {DEFAULT_M_COST_KIB} KiB and {DEFAULT_T_COST} passes "
+    f"unless ${ENV_KDF_MEMORY} / ${ENV_KDF_TIME} say otherwise (lower them only for tests)."
+)
+
+Note = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class CeremonyError(SealkeepError):
+    """A domain ceremony cannot go on (or could not finish); the message says what to do."""
+
+
+class DriveProblems(SealkeepError):
+    """Several drives (or one) cannot be used; every one is named with its reason."""
+
+    def __init__(
+        self, headline: str, problems: Sequence[tuple[str, str]], advice: str = ""
+    ) -> None:
+        self.headline = headline
+        self.problems = tuple(problems)
+        text = headline
+        if self.problems:
+            text += ": " + "; ".join(f"{name}: {reason}" for name, reason in self.problems)
+        if advice:
+            text += f". {advice}"
+        super().__init__(text)
+
+
+class DrivesUnreachable(DriveProblems):
+    exit_code = EXIT_UNREACHABLE
+
+
+class DrivesRefused(DriveProblems):
+    exit_code = EXIT_AUTH
+
+
+class DrivesFull(DriveProblems):
+    exit_code = EXIT_STORAGE
+
+
+class DrivesCorrupt(DriveProblems):
+    exit_code = EXIT_INTEGRITY
+
+
+_BY_CODE: dict[int, type[DriveProblems]] = {
+    EXIT_UNREACHABLE: DrivesUnreachable,
+    EXIT_AUTH: DrivesRefused,
+    EXIT_STORAGE: DrivesFull,
+    EXIT_INTEGRITY: DrivesCorrupt,
+}
+# Which family an error made of several problems belongs to: the most serious one.
+_PRIORITY = (EXIT_INTEGRITY, EXIT_AUTH, EXIT_STORAGE, EXIT_UNREACHABLE)
+
+
+def drive_problems(headline: str, problems: Sequence[Problem], advice: str = "") -> DriveProblems:
+    """One error naming every problem; its exit code is the most serious problem's."""
+    codes = {p.code for p in problems}
+    cls: type[DriveProblems] = DriveProblems
+    for code in _PRIORITY:
+        if code in codes:
+            cls = _BY_CODE[code]
+            break
+    return cls(headline, [(p.drive, p.reason) for p in problems], advice)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one drive cannot be used: its name, the reason, the exit-code family."""
+
+    drive: str
+    reason: str
+    code: int = EXIT_GENERIC
+
+    def to_json(self) -> dict[str, object]:
+        return {"drive": self.drive, "problem": self.reason}
+
+
+def explain(exc: BaseException) -> str:
+    """A short reason for an error, without the drive's name (the caller gives it)."""
+    if isinstance(exc, DriveError):
+        text = exc.describe()
+        if exc.text:
+            text += f" ({exc.text})"
+        return text
+    if isinstance(exc, LinkError | ProtocolError):
+        message = str(exc)
+        return message.split(". To fix:")[0]
+    return str(exc) or type(exc).__name__
+
+
+def error_code(exc: BaseException) -> int:
+    return exc.exit_code if isinstance(exc, SealkeepError) else EXIT_GENERIC
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"${name} must be a whole number, not {raw!r}") from None
+
+
+def new_kdf_params() -> KdfParams:
+    """Argon2id parameters with a fresh salt, for one new claim."""
+    t_cost = _env_int(ENV_KDF_TIME, DEFAULT_T_COST)
+    m_cost = _env_int(ENV_KDF_MEMORY, DEFAULT_M_COST_KIB)
+    try:
+        return KdfParams.new(t_cost=t_cost, m_cost_kib=m_cost)
+    except KdfError as exc:
+        raise InputError(f"{exc} (check ${ENV_KDF_TIME} and ${ENV_KDF_MEMORY})") from None
+
+
+def default_threshold(count: int) -> int:
+    """A majority: 2 of 3, 3 of 5, 4 of 7."""
+    return count // 2 + 1
+
+
+def check_set_size(count: int) -> None:
+    if count not in SET_SIZES:
+        raise InputError(
+            f"a backup domain has 3, 5 or 7 drives, and {count} "
+            f"{'was' if count == 1 else 'were'} given: list 3, 5 or 7 drives with --drives"
+        )
+
+
+def check_threshold(threshold: int | None, count: int) -> tuple[int, list[str]]:
+    """The threshold to use, and warnings about it."""
+    k = default_threshold(count) if threshold is None else threshold
+    if not 1 <= k <= count:
+        raise InputError(
+            f"the threshold must be between 1 and the number of drives ({count}), not {k}"
+        )
+    warnings = []
+    if k == 1:
+        warnings.append(
+            "warning: with a threshold of 1 any single drive and its passphrase rebuild the "
+            "domain key: a lost drive plus a guessed passphrase exposes every backup"
+        )
+    return k, warnings
+
+
+def share_aad(domain_id: bytes, serial: str) -> bytes:
+    """What a sealed share is bound to: the domain and the drive."""
+    return bytes(domain_id) + serial.encode()
+
+
+def wipe(buffer: bytearray) -> None:
+    for i in range(len(buffer)):
+        buffer[i] = 0
+
+
+# --- the domain record on every drive ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    """The ``domain`` object: which drives make the domain's set, and its threshold."""
+
+    domain_id: bytes
+    threshold: int
+    members: tuple[str, ...]
+    created: int
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+    def encode(self) -> bytes:
+        return bytes(
+            cbor2.dumps(
+                {
+                    "format": RECORD_FORMAT,
+                    "domain_id": self.domain_id,
+                    "threshold": self.threshold,
+                    "drives": list(self.members),
+                    "created": self.created,
+                },
+                canonical=True,
+            )
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> DomainRecord:
+        try:
+            obj = cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several types on garbage
+            raise CeremonyError(f"the domain record is not valid CBOR ({exc})") from None
+        if not isinstance(obj, dict) or obj.get("format") != RECORD_FORMAT:
+            raise CeremonyError("the domain record has an unknown format")
+        domain_id = obj.get("domain_id")
+        threshold = obj.get("threshold")
+        members = obj.get("drives")
+        created = obj.get("created")
+        if (
+            not isinstance(domain_id, bytes)
+            or not isinstance(threshold, int)
+            or not isinstance(created, int)
+            or not isinstance(members, list)
+            or not all(isinstance(m, str) for m in members)
+            or not 1 <= threshold <= len(members)
+        ):
+            raise CeremonyError("the domain record is malformed")
+        return cls(domain_id, threshold, tuple(members), created)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain_id": self.domain_id.hex(),
+            "threshold": self.threshold,
+            "count": self.count,
+            "drives": list(self.members),
+            "created": self.created,
+        }
+
+
+# --- drives -----------------------------------------------------------------------------------
+
+
+Opener = Callable[[str, float], DriveClient]
+
+
+def open_drive(address: str, timeout: float) -> DriveClient:
+    """A connected client for the drive at ``address``."""
+    return DriveClient(open_transport(address), timeout=timeout)
+
+
+@dataclass
+class Drive:
+    """One drive given on the command line: its client and HELLO, or why it is unreachable.
+
+    ``expected`` is the serial a drives file says is at this address (None if unknown).
+    """
+
+    address: str
+    client: DriveClient | None = None
+    hello: Hello | None = None
+    error: SealkeepError | None = None
+    expected: str | None = None
+
+    @property
+    def serial(self) -> str | None:
+        return self.hello.serial if self.hello is not None else self.expected
+
+    @property
+    def name(self) -> str:
+        return where(self.serial, self.address)
+
+    @property
+    def reachable(self) -> bool:
+        return self.client is not None and self.hello is not None
+
+    @property
+    def domain(self) -> bytes | None:
+        return self.hello.domain if self.hello is not None else None
+
+    @property
+    def blank(self) -> bool:
+        return self.hello is not None and self.hello.blank
+
+    def use(self) -> tuple[DriveClient, Hello]:
+        if self.client is None or self.hello is None:
+            raise self.error or LinkError(f"{self.name} is not connected", port=self.address)
+        return self.client, self.hello
+
+    def problem(self) -> Problem:
+        """Why this drive is unreachable."""
+        error = self.error or LinkError("not connected")
+        return Problem(self.name, explain(error), error_code(error))
+
+    def refresh(self) -> Hello:
+        client, _ = self.use()
+        self.hello = client.hello()
+        return self.hello
+
+    def close(self) -> None:
+        if self.client is not None:
+            with suppress(Exception):
+                self.client.close()
+            self.client = None
+
+
+class DriveGroup:
+    """The drives of a command, connected and asked HELLO in parallel; closed on exit."""
+
+    def __init__(
+        self,
+        addresses: Iterable[str | DriveAddress],
+        timeout: float = 5.0,
+        opener: Opener | None = None,
+    ) -> None:
+        self.drives: list[Drive] = []
+        for item in addresses:
+            port, serial = (item, None) if isinstance(item, str) else (item.port, item.serial)
+            if all(d.address != port for d in self.drives):
+                self.drives.append(Drive(port, expected=serial))
+        self.timeout = timeout
+        self._opener = opener or open_drive
+
+    @classmethod
+    def from_spec(cls, spec: str | None, timeout: float = 5.0) -> DriveGroup:
+        """The drives ``--drives SPEC`` names (see :mod:`sealkeep.drivespec`)."""
+        return cls(parse_drives(spec), timeout)
+
+    def __enter__(self) -> DriveGroup:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Drive]:
+        return iter(self.drives)
+
+    def __len__(self) -> int:
+        return len(self.drives)
+
+    def _connect_one(self, drive: Drive) -> None:
+        try:
+            drive.client = self._opener(drive.address, self.timeout)
+        except SealkeepError as exc:
+            drive.error = exc
+            return
+        try:
+            hello = drive.client.hello()
+        except SealkeepError as exc:
+            drive.error = exc
+            drive.close()
+            return
+        if drive.expected is not None and hello.serial != drive.expected:
+            drive.error = InputError(
+                f"the drive at {drive.address} is {hello.serial}, not {drive.expected} as the "
+                "drives file says: check which drive is on this port"
+            )
+            drive.close()
+            return
+        drive.hello = hello
+
+    def connect(self) -> None:
+        pending = [d for d in self.drives if d.client is None]
+        if len(pending) <= 1:
+            for drive in pending:
+                self._connect_one(drive)
+            return
+        with ThreadPoolExecutor(max_workers=min(len(pending), 8)) as pool:
+            list(pool.map(self._connect_one, pending))
+        serials = Counter(d.serial for d in self.drives if d.serial is not None)
+        for serial, count in serials.items():
+            if count > 1:
+                raise InputError(f"drive {serial} is listed {count} times under two addresses")
+
+    def close(self) -> None:
+        for drive in self.drives:
+            drive.close()
+
+    @property
+    def reachable(self) -> list[Drive]:
+        return [d for d in self.drives if d.reachable]
+
+    @property
+    def unreachable(self) -> list[Drive]:
+        return [d for d in self.drives if not d.reachable]
+
+    def of_domain(self, domain_id: bytes) -> list[Drive]:
+        return [d for d in self.reachable if d.domain == domain_id]
+
+    def domains(self) -> Counter[bytes]:
+        return Counter(d.domain for d in self.reachable if d.domain is not None)
+
+
+def classify(drives: Sequence[Drive], domain_id: bytes) -> tuple[list[Drive], list[Problem]]:
+    """The drives of ``domain_id``, and a named problem for each other drive given."""
+    members: list[Drive] = []
+    problems: list[Problem] = []
+    for drive in drives:
+        if not drive.reachable:
+            problems.append(drive.problem())
+        elif drive.blank:
+            problems.append(Problem(drive.name, "blank: it belongs to no backup domain"))
+        elif drive.domain != domain_id:
+            other = drive.domain.hex() if drive.domain else "?"
+            problems.append(
+                Problem(drive.name, f"belongs to another backup domain ({short(other)})")
+            )
+        else:
+            members.append(drive)
+    return members, problems
+
+
+def short(hex_id: str) -> str:
+    return hex_id[:16]
+
+
+class OwnerKeys:
+    """Drives' owner credentials, computed in the HSM with the domain's owner key.
+
+    The same value as :meth:`HsmSession.owner_credential`, with the owner key looked up
+    once for all drives (finding an object by label scans the whole token, which costs
+    ~0.2 s per lookup in a SoftHSM2 token of 10,000 objects).
+    """
+
+    def __init__(self, session: HsmSession) -> None:
+        self.session = session
+        self._key: object | None = None
+        self._cache: dict[str, bytes] = {}
+
+    def _owner_key(self) -> object:
+        if self._key is None:
+            found = list(
+                self.session.session.get_objects(
+                    {
+                        Attribute.CLASS: ObjectClass.SECRET_KEY,
+                        Attribute.LABEL: DOMAIN_OWNER_LABEL,
+                        Attribute.TOKEN: True,
+                    }
+                )
+            )
+            if len(found) != 1:
+                self.session.require_domain()
+                raise DomainError(
+                    f"{self.session.where} holds {len(found)} domain owner keys, not one"
+                )
+            self._key = found[0]
+        return self._key
+
+    def __call__(self, serial: str) -> bytes:
+        credential = self._cache.get(serial)
+        if credential is None:
+            key: Any = self._owner_key()
+            try:
+                credential = bytes(
+                    key.sign(OWNER_KEY_INFO + serial.encode(), mechanism=Mechanism.SHA256_HMAC)
+                )
+            except PKCS11Error as exc:
+                raise DomainError(
+                    f"the domain owner key of {self.session.where} cannot compute an HMAC: {exc!r}"
+                ) from None
+            self._cache[serial] = credential
+        return credential
+
+
+def owner_login(session: HsmSession, drive: Drive, owners: OwnerKeys | None = None) -> DriveClient:
+    """An owner session on ``drive`` with the credential the HSM computes for its serial."""
+    client, hello = drive.use()
+    credential = (owners or OwnerKeys(session))(hello.serial)
+    client.authenticate(Role.OWNER, credential)
+    return client
+
+
+def read_record(client: DriveClient) -> DomainRecord:
+    return DomainRecord.decode(client.get(DOMAIN_OBJECT))
+
+
+def login_domain_drives(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    domain_id: bytes,
+) -> tuple[list[Drive], list[Problem], DomainRecord | None]:
+    """Owner sessions on the drives of ``domain_id``; the others named; the domain record."""
+    members, problems = classify(drives, domain_id)
+    logged: list[Drive] = []
+    record: DomainRecord | None = None
+    owners = OwnerKeys(session)
+    for drive in members:
+        try:
+            client = owner_login(session, drive, owners)
+        except SealkeepError as exc:
+            problems.append(Problem(drive.name, explain(exc), error_code(exc)))
+            continue
+        logged.append(drive)
+        if record is None:
+            try:
+                record = read_record(client)
+            except (ObjectNotFound, CeremonyError):
+                record = None
+            except SealkeepError as exc:
+                problems.append(Problem(drive.name, explain(exc), error_code(exc)))
+                logged.remove(drive)
+    return logged, problems, record
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CreateResult:
+    domain_id: bytes
+    threshold: int
+    drives: list[tuple[str, str]]  # (serial, address)
+    slot_id: int
+    token: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain_id": self.domain_id.hex(),
+            "threshold": self.threshold,
+            "count": len(self.drives),
+            "drives": [{"serial": s, "address": a} for s, a in self.drives],
+            "slot": self.slot_id,
+            "token": self.token,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
+
+
+def _derive_all(passphrases: Sequence[str], params: Sequence[KdfParams]) -> list[CustodianKeys]:
+    """Argon2id for every drive, on as many cores as it makes sense to use."""
+    workers = max(1, min(len(passphrases), os.cpu_count() or 1, 4))
+    if workers == 1:
+        return [derive_custodian_keys(p, k) for p, k in zip(passphrases, params, strict=True)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(derive_custodian_keys, passphrases, params))
+
+
+def require_drives(drives: Sequence[Drive], what: str) -> None:
+    unreachable = [d.problem() for d in drives if not d.reachable]
+    if unreachable:
+        raise drive_problems(
+            f"cannot {what}: some drives cannot be reached",
+            unreachable,
+            "Check that they are plugged in (or that the emulator runs) and try again.",
+        )
+
+
+@dataclass
+class _Claim:
+    """What one drive gets in a ceremony."""
+
+    drive: Drive
+    serial: str
+    keys: CustodianKeys = field(repr=False)
+    params: KdfParams
+    share: shamir.Share = field(repr=False)
+    extra: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
+
+
+def _install(
+    claim: _Claim,
+    secret: bytearray,
+    domain_id: bytes,
+    record: DomainRecord,
+    claimed: list[_Claim],
+) -> None:
+    """Claim a blank drive for the domain and store its share, the record and ``extra``.
+
+    The drive is added to ``claimed`` once it may hold the claim (also when the link broke
+    while claiming), so a failure later can undo it.
+    """
+    client, _ = claim.drive.use()
+    owner = owner_credential_from_secret(secret, claim.serial)
+    try:
+        client.claim(
+            owner, claim.keys.credential, claim.params.salt, claim.params.to_map(), domain_id
+        )
+    except LinkError:
+        claimed.append(claim)
+        raise
+    claimed.append(claim)
+    client.authenticate(Role.OWNER, owner)
+    sealed = seal_share(claim.keys, claim.share.encode(), share_aad(domain_id, claim.serial))
+    objects = [(SHARE_OBJECT, sealed), (DOMAIN_OBJECT, record.encode()), *claim.extra]
+    for name, data in objects:
+        client.put(name, data)
+    # Read back what the drive holds: every digest, rehashed on the drive.
+    for name, data in objects:
+        check = client.verify(name)
+        if not check.intact or check.size != len(data):
+            raise DigestMismatch(
+                0,
+                f"{name} does not read back intact",
+                serial=claim.serial,
+                port=claim.drive.address,
+                summary="what was written does not read back intact",
+            )
+
+
+def _undo(claims: Iterable[_Claim], secret: bytearray) -> tuple[list[str], list[Problem]]:
+    """Factory reset drives claimed by this ceremony; (undone, could not)."""
+    undone: list[str] = []
+    failed: list[Problem] = []
+    for claim in claims:
+        try:
+            client, _ = claim.drive.use()
+            if client.session_role != Role.OWNER:
+                if client.hello().blank:
+                    undone.append(claim.serial)  # the claim never took hold
+                    continue
+                client.authenticate(Role.OWNER, owner_credential_from_secret(secret, claim.serial))
+            client.factory_reset()
+            undone.append(claim.serial)
+        except SealkeepError as exc:
+            failed.append(Problem(claim.drive.name, explain(exc), error_code(exc)))
+    return undone, failed
+
+
+def _undo_message(what: str, exc: BaseException, undone: list[str], failed: list[Problem]) -> str:
+    text = f"{what}: {exc}"
+    if undone:
+        text += f" Undone: drive(s) {', '.join(undone)} are blank again."
+    if failed:
+        text += (
+            " Could not undo "
+            + "; ".join(f"{p.drive} ({p.reason})" for p in failed)
+            + ": factory reset those with their presence button before retrying."
+        )
+    return text + " Nothing was stored in the slot; fix the problem and run the command again."
+
+
+def create_domain(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    passphrases: Passphrases,
+    threshold: int | None = None,
+    note: Note = _quiet,
+) -> CreateResult:
+    """Create a backup domain over ``drives`` (3, 5 or 7 blank drives) and slot ``session``.
+
+    Nothing changes until every check has passed; if a drive fails midway, the drives
+    already claimed are factory reset (their owner credentials derive from the secret,
+    still in memory then) and the slot is left untouched.
+    """
+    started = time.monotonic()
+    check_set_size(len(drives))
+    k, warnings = check_threshold(threshold, len(drives))
+    for text in warnings:
+        note(text)
+    require_drives(drives, "create the domain")
+    not_blank = [
+        Problem(d.name, f"not blank: it belongs to backup domain {short((d.domain or b'').hex())}")
+        for d in drives
+        if not d.blank
+    ]
+    if not_blank:
+        raise drive_problems(
+            "the drives of a new domain must be blank",
+            not_blank,
+            "Choose blank drives, or factory reset these first (which erases them).",
+        )
+    existing = session.domain_id()
+    if existing is not None:
+        raise DomainError(
+            f"{session.where} already holds backup domain {existing.hex()}: a slot holds one "
+            "domain; use another slot, or `sealkeep domain reshare` to change this one"
+        )
+
+    serials = [d.use()[1].serial for d in drives]
+    chosen = [passphrases.new(serial) for serial in serials]
+    params = [new_kdf_params() for _ in serials]
+    note(f"deriving custodian keys for {len(serials)} drives (Argon2id)")
+    keys = _derive_all(chosen, params)
+
+    secret = new_domain_secret()
+    claimed: list[_Claim] = []
+    try:
+        domain_id = domain_id_from_secret(secret)
+        shares = shamir.split(secret, k, len(drives))
+        record = DomainRecord(domain_id, k, tuple(serials), int(time.time()))
+        claims = [
+            _Claim(d, s, key, p, share)
+            for d, s, key, p, share in zip(drives, serials, keys, params, shares, strict=True)
+        ]
+        for claim in claims:
+            try:
+                _install(claim, secret, domain_id, record, claimed)
+                claim.drive.refresh()
+                note(f"drive {claim.serial}: claimed, share {claim.share.index} stored")
+            except BaseException as exc:
+                undone, failed = _undo(claimed, secret)
+                if not isinstance(exc, SealkeepError):
+                    raise
+                raise CeremonyError(
+                    _undo_message(
+                        f"creating the domain failed at {claim.drive.name}", exc, undone, failed
+                    )
+                ) from exc
+        try:
+            session.import_domain(secret)
+        except BaseException as exc:
+            undone, failed = _undo(claimed, secret)
+            if not isinstance(exc, SealkeepError):
+                raise
+            raise CeremonyError(
+                _undo_message(
+                    f"the domain key could not be stored in {session.where}", exc, undone, failed
+                )
+            ) from exc
+        return CreateResult(
+            domain_id,
+            k,
+            [(c.serial, c.drive.address) for c in claims],
+            session.slot_id,
+            session.info.label,
+            time.monotonic() - started,
+            warnings,
+        )
+    finally:
+        wipe(secret)
+
+
+# --- shares from custodians -------------------------------------------------------------------
+
+
+@dataclass
+class Unlocked:
+    """A drive whose custodian's passphrase opened it, and what it gave."""
+
+    drive: Drive
+    serial: str
+    passphrase: str = field(repr=False)
+    keys: CustodianKeys = field(repr=False)
+    share: shamir.Share = field(repr=False)
+    sealed: bytes = field(repr=False)
+
+
+@dataclass
+class Gathered:
+    """The shares custodians unlocked, and every drive that gave none (named)."""
+
+    domain_id: bytes
+    unlocked: list[Unlocked]
+    problems: list[Problem]
+
+    def shares(self) -> dict[str, shamir.Share]:
+        return {f"drive {u.serial}": u.share for u in self.unlocked}
+
+
+def choose_domain(group: Sequence[Drive]) -> bytes:
+    """The domain most of the given drives belong to."""
+    counts = Counter(d.domain for d in group if d.reachable and d.domain is not None)
+    if not counts:
+        problems = [
+            d.problem() if not d.reachable else Problem(d.name, "blank: it holds no share")
+            for d in group
+        ]
+        raise drive_problems("none of the drives belongs to a backup domain", problems)
+    ranked = counts.most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        names = ", ".join(f"{short(d.hex())} ({n} drives)" for d, n in ranked)
+        raise InputError(
+            f"the drives belong to several backup domains equally ({names}): give only the "
+            "drives of the domain to rebuild"
+        )
+    return ranked[0][0]
+
+
+def _kdf_params(hello: Hello) -> KdfParams | None:
+    if hello.salt is None or hello.kdf is None:
+        return None
+    try:
+        return KdfParams.from_map(hello.salt, hello.kdf)
+    except KdfError:
+        return None
+
+
+def _unlock(
+    drive: Drive,
+    passphrases: Passphrases,
+    domain_id: bytes,
+    note: Note,
+    prepared: CustodianKeys | None = None,
+) -> Unlocked | Problem:
+    client, hello = drive.use()
+    serial = hello.serial
+    name = drive.name
+    if hello.salt is None or hello.kdf is None:
+        return Problem(name, "its claim lacks the KDF salt or parameters", EXIT_INTEGRITY)
+    try:
+        params = KdfParams.from_map(hello.salt, hello.kdf)
+    except KdfError as exc:
+        return Problem(name, f"its KDF parameters are unusable ({exc})", EXIT_INTEGRITY)
+    keys: CustodianKeys | None = None
+    passphrase = ""
+    tries = 0
+    while keys is None:
+        tries += 1
+        try:
+            passphrase = passphrases.existing(serial)
+        except InputError as exc:
+            return Problem(name, str(exc), exc.exit_code)
+        if prepared is not None and tries == 1:
+            candidate = prepared
+        else:
+            candidate = derive_custodian_keys(passphrase, params)
+        try:
+            client.authenticate(Role.CUSTODIAN, candidate.credential)
+        except AuthenticationFailed as exc:
+            if exc.text == "the drive's proof does not match":
+                # The drive accepted the passphrase but could not prove it holds it.
+                return Problem(name, explain(exc), EXIT_AUTH)
+            if passphrases.retry() and tries < 3:
+                note(f"drive {serial}: wrong passphrase, try again")
+                continue
+            return Problem(name, "wrong passphrase (the drive refused it)", EXIT_AUTH)
+        except LockedOut:
+            return Problem(
+                name,
+                "locked out after too many wrong passphrases (only a factory reset, which "
+                "erases it, unlocks it)",
+                EXIT_AUTH,
+            )
+        except Backoff as exc:
+            return Problem(name, f"slowing down attempts: {exc.hint()}", EXIT_AUTH)
+        except SealkeepError as exc:
+            return Problem(name, explain(exc), error_code(exc))
+        keys = candidate
+    try:
+        sealed = client.get(SHARE_OBJECT)
+    except ObjectNotFound:
+        return Problem(name, "holds no share", EXIT_INTEGRITY)
+    except DigestMismatch:
+        return Problem(
+            name, "corrupt share: it does not match its digest on the drive", EXIT_INTEGRITY
+        )
+    except SealkeepError as exc:
+        return Problem(name, explain(exc), error_code(exc))
+    finally:
+        with suppress(SealkeepError):
+            client.end_session()
+    try:
+        raw = unseal_share(keys, sealed, share_aad(domain_id, serial))
+        share = shamir.Share.decode(raw)
+    except ShareSealError:
+        return Problem(
+            name,
+            "corrupt share: its sealed share does not open although the passphrase is right",
+            EXIT_INTEGRITY,
+        )
+    except shamir.ShareFormatError as exc:
+        return Problem(name, f"corrupt share: {exc}", EXIT_INTEGRITY)
+    return Unlocked(drive, serial, passphrase, keys, share, sealed)
+
+
+def gather_shares(
+    drives: Sequence[Drive],
+    passphrases: Passphrases,
+    domain_id: bytes | None = None,
+    note: Note = _quiet,
+) -> Gathered:
+    """Unlock every drive of the domain with its custodian's passphrase and open its share.
+
+    Drives that are unreachable, blank or of another domain, a wrong passphrase, a locked
+    drive and a share that does not open are all named in ``problems``.
+    """
+    chosen = domain_id if domain_id is not None else choose_domain(drives)
+    members, problems = classify(drives, chosen)
+    unlocked: list[Unlocked] = []
+    ready = [d for d in members if passphrases.has(d.use()[1].serial)]
+    problems += [
+        Problem(d.name, f"{passphrases.path} has no passphrase for it", InputError.exit_code)
+        for d in members
+        if d not in ready
+    ]
+    prepared: dict[str, CustodianKeys] = {}
+    if passphrases.from_file:
+        # Every passphrase is known: run the Argon2id derivations side by side.
+        jobs = [(d.use()[1], _kdf_params(d.use()[1])) for d in ready]
+        known = [(h.serial, p) for h, p in jobs if p is not None]
+        keys = _derive_all(
+            [passphrases.existing(serial) for serial, _ in known], [p for _, p in known]
+        )
+        prepared = {serial: k for (serial, _), k in zip(known, keys, strict=True)}
+    for drive in ready:
+        serial = drive.use()[1].serial
+        outcome = _unlock(drive, passphrases, chosen, note, prepared.get(serial))
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
+        else:
+            unlocked.append(outcome)
+    return Gathered(chosen, unlocked, problems)
+
+
+def _shortfall(gathered: Gathered, exc: shamir.NotEnoughSharesError | None) -> DriveProblems:
+    problems = list(gathered.problems)
+    if exc is not None:
+        for bad in exc.bad:
+            problems.append(Problem(bad.name, bad.reason, EXIT_INTEGRITY))
+        need = exc.needed
+        have = exc.distinct
+        headline = (
+            f"only {have} good share(s) of the {exc.threshold} needed: {need} more "
+            f"drive(s) of domain {short(gathered.domain_id.hex())} with their custodians "
+            "are needed"
+        )
+    else:
+        headline = f"no drive of domain {short(gathered.domain_id.hex())} gave a good share"
+    return drive_problems(headline, problems)
+
+
+@dataclass
+class Rebuilt:
+    """A rebuilt domain secret (wipe it!) and how it was obtained."""
+
+    secret: bytearray = field(repr=False)
+    domain_id: bytes
+    threshold: int
+    count: int
+    used: tuple[str, ...]
+    bad: list[Problem]
+    gathered: Gathered
+
+    def wipe(self) -> None:
+        wipe(self.secret)
+
+
+def rebuild(gathered: Gathered) -> Rebuilt:
+    """Combine the gathered shares; bad ones are named, too few is an error saying how many."""
+    if not gathered.unlocked:
+        raise _shortfall(gathered, None)
+    try:
+        result = shamir.recover(gathered.shares())
+    except shamir.NotEnoughSharesError as exc:
+        raise _shortfall(gathered, exc) from None
+    bad = [Problem(b.name, b.reason, EXIT_INTEGRITY) for b in result.bad]
+    if domain_id_from_secret(result.secret) != gathered.domain_id:
+        result.wipe()
+        raise CeremonyError(
+            f"the shares rebuild a key that is not domain {gathered.domain_id.hex()}: the "
+            "drives' claims do not match their shares"
+        )
+    return Rebuilt(
+        result.secret,
+        gathered.domain_id,
+        result.share_set.threshold,
+        result.share_set.count,
+        result.used,
+        bad,
+        gathered,
+    )
+
+
+@dataclass
+class RecoverResult:
+    domain_id: bytes
+    threshold: int
+    count: int
+    used: list[str]
+    problems: list[Problem]
+    slot_id: int
+    token: str
+    seconds: float
+    already: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain_id": self.domain_id.hex(),
+            "threshold": self.threshold,
+            "count": self.count,
+            "used": self.used,
+            "problems": [p.to_json() for p in self.problems],
+            "slot": self.slot_id,
+            "token": self.token,
+            "seconds": round(self.seconds, 3),
+            "already_present": self.already,
+        }
+
+
+def recover_domain(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    passphrases: Passphrases,
+    note: Note = _quiet,
+) -> RecoverResult:
+    """Rebuild the domain of ``drives`` from their custodians' shares into ``session``'s slot."""
+    started = time.monotonic()
+    domain_id = choose_domain(drives)
+    existing = session.domain_id()
+    if existing is not None:
+        if existing == domain_id:
+            return RecoverResult(
+                domain_id,
+                0,
+                0,
+                [],
+                [],
+                session.slot_id,
+                session.info.label,
+                time.monotonic() - started,
+                already=True,
+            )
+        raise DomainError(
+            f"{session.where} already holds another backup domain ({existing.hex()}): "
+            "recover into a slot without one"
+        )
+    gathered = gather_shares(drives, passphrases, domain_id, note)
+    rebuilt = rebuild(gathered)
+    try:
+        session.import_domain(rebuilt.secret)
+    finally:
+        rebuilt.wipe()
+    return RecoverResult(
+        domain_id,
+        rebuilt.threshold,
+        rebuilt.count,
+        [name.removeprefix("drive ") for name in rebuilt.used],
+        gathered.problems + rebuilt.bad,
+        session.slot_id,
+        session.info.label,
+        time.monotonic() - started,
+    )
+
+
+# --- re-share ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ReshareResult:
+    old_domain_id: bytes
+    domain_id: bytes
+    threshold: int
+    drives: list[tuple[str, str, str]]  # (serial, address, "kept" | "new")
+    sets: list[str]
+    proven_by: list[str]
+    retired: list[str]
+    slot_id: int
+    token: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "old_domain_id": self.old_domain_id.hex(),
+            "domain_id": self.domain_id.hex(),
+            "threshold": self.threshold,
+            "count": len(self.drives),
+            "drives": [{"serial": s, "address": a, "role": r} for s, a, r in self.drives],
+            "sets": self.sets,
+            "custodians": self.proven_by,
+            "retired": self.retired,
+            "slot": self.slot_id,
+            "token": self.token,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class _Snapshot:
+    """Everything an old drive held, to put it back if the re-share cannot finish."""
+
+    drive: Drive
+    hello: Hello
+    objects: dict[str, bytes] = field(repr=False)
+
+
+def _snapshot(session: HsmSession, drive: Drive, owners: OwnerKeys) -> _Snapshot:
+    client = owner_login(session, drive, owners)
+    hello = client.hello()
+    objects = {info.name: client.get(info.name) for info in client.list()}
+    client.end_session()
+    return _Snapshot(drive, hello, objects)
+
+
+def _authentic_sets(
+    session: HsmSession, snapshots: Sequence[_Snapshot], note: Note
+) -> dict[str, bytes]:
+    """One authentic copy of every set found on the old drives, by object name."""
+    chosen: dict[str, bytes] = {}
+    refused: dict[str, list[str]] = {}
+    for snap in snapshots:
+        for name, data in sorted(snap.objects.items()):
+            if not name.startswith(SET_PREFIX) or name in chosen:
+                continue
+            try:
+                header = manifest.read_header(data)
+                kek = session.open_set_key(header.wrapped_kek)
+                try:
+                    manifest.unseal(data, kek)
+                finally:
+                    kek.destroy()
+            except SealkeepError as exc:
+                refused.setdefault(name, []).append(f"{snap.drive.name}: {exc}")
+                continue
+            chosen[name] = data
+    for name, reasons in refused.items():
+        if name not in chosen:
+            note(
+                f"warning: set {name.removeprefix(SET_PREFIX)} has no authentic copy on the "
+                f"drives given and is not carried over ({'; '.join(reasons)})"
+            )
+    return chosen
+
+
+def _rewrap_sets(
+    session: HsmSession, sets: dict[str, bytes], new_secret: bytearray, new_id: bytes
+) -> dict[str, bytes]:
+    """Every set re-sealed for the new domain, inside the HSM.
+
+    Each set key is unwrapped with the old domain key as a sensitive session object,
+    wrapped under the new domain's wrap key (a session object for the time of this call),
+    and the manifest re-sealed under it with the new wrapped key in its header. No set key
+    leaves the HSM.
+    """
+    raw = session.session
+    found = list(
+        raw.get_objects(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.LABEL: DOMAIN_WRAP_LABEL,
+                Attribute.TOKEN: True,
+            }
+        )
+    )
+    if len(found) != 1:
+        raise DomainError(f"{session.where} does not hold exactly one domain wrap key")
+    old_wrap = found[0]
+    wrap_value, _ = split_domain_secret(new_secret)
+    capabilities = (
+        MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
+    )
+    result: dict[str, bytes] = {}
+    try:
+        new_wrap = raw.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.TOKEN: False,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.LABEL: "sealkeep-reshare",
+                Attribute.VALUE: bytes(wrap_value),
+                Attribute.WRAP: True,
+                Attribute.UNWRAP: False,
+                Attribute.ENCRYPT: False,
+                Attribute.DECRYPT: False,
+                Attribute.SIGN: False,
+                Attribute.VERIFY: False,
+                Attribute.DERIVE: False,
+            }
+        )
+    except PKCS11Error as exc:
+        raise DomainError(f"cannot load the new domain key into {session.where}: {exc!r}") from None
+    try:
+        for name, data in sets.items():
+            header = manifest.read_header(data)
+            try:
+                handle = old_wrap.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    header.wrapped_kek,
+                    mechanism=WRAP_MECHANISM,
+                    store=False,
+                    capabilities=capabilities,
+                    template={
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: True,
+                        Attribute.PRIVATE: True,
+                    },
+                )
+            except PKCS11Error as exc:
+                raise DomainError(
+                    f"the key of set {header.set_id_hex} does not unwrap: {exc!r}"
+                ) from None
+            try:
+                rewrapped = bytes(new_wrap.wrap_key(handle, mechanism=WRAP_MECHANISM))
+                opened = manifest.unseal(data, SetKey(handle, header.wrapped_kek))
+                moved = dataclasses.replace(opened, domain_id=new_id, wrapped_kek=rewrapped)
+                result[name] = manifest.seal(moved, SetKey(handle, rewrapped))
+            except PKCS11Error as exc:
+                raise DomainError(
+                    f"the HSM cannot re-wrap the key of set {header.set_id_hex}: {exc!r}"
+                ) from None
+            finally:
+                with suppress(PKCS11Error):
+                    handle.destroy()
+    finally:
+        with suppress(PKCS11Error):
+            new_wrap.destroy()
+    return result
+
+
+def _restore_old(
+    snap: _Snapshot,
+    old_secret: bytearray,
+    old_keys: CustodianKeys,
+    new_secret: bytearray,
+) -> None:
+    """Put an old drive back exactly as it was (claim, share, record, sets)."""
+    client, _ = snap.drive.use()
+    hello = client.hello()
+    serial = snap.hello.serial
+    if not hello.blank:
+        if hello.domain == snap.hello.domain:
+            # Still (or again) the old claim: only its objects may be missing.
+            client.authenticate(Role.OWNER, owner_credential_from_secret(old_secret, serial))
+        else:
+            client.authenticate(Role.OWNER, owner_credential_from_secret(new_secret, serial))
+            client.factory_reset()
+            hello = client.hello()
+    if hello.blank:
+        assert snap.hello.salt is not None and snap.hello.kdf is not None
+        assert snap.hello.domain is not None
+        owner = owner_credential_from_secret(old_secret, serial)
+        client.claim(owner, old_keys.credential, snap.hello.salt, snap.hello.kdf, snap.hello.domain)
+        client.authenticate(Role.OWNER, owner)
+    held = {info.name for info in client.list()}
+    for name, data in snap.objects.items():
+        if name not in held:
+            client.put(name, data)
+
+
+def reshare_domain(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    passphrases: Passphrases,
+    threshold: int | None = None,
+    note: Note = _quiet,
+) -> ReshareResult:
+    """Move the domain of ``session``'s slot to a new secret, split over ``drives``.
+
+    ``drives`` is the new set (3, 5 or 7): drives of the current domain, which need at
+    least k of them opened by their custodians (the quorum, proven by rebuilding the current
+    secret from their shares), and blank drives. Every set found on the old drives is
+    re-wrapped for the new domain and written to every drive; the slot's domain key is
+    replaced. Old shares, and drives left out, no longer open anything the slot holds.
+    """
+    started = time.monotonic()
+    old_id = session.require_domain()
+    check_set_size(len(drives))
+    k, warnings = check_threshold(threshold, len(drives))
+    for text in warnings:
+        note(text)
+    require_drives(drives, "re-share the domain")
+    old_drives = [d for d in drives if d.domain == old_id]
+    foreign = [
+        Problem(d.name, f"belongs to another backup domain ({short((d.domain or b'').hex())})")
+        for d in drives
+        if not d.blank and d.domain != old_id
+    ]
+    if foreign:
+        raise drive_problems(
+            "a new set is made of drives of this domain and blank drives",
+            foreign,
+            "Factory reset those drives first, or leave them out.",
+        )
+    if not old_drives:
+        raise CeremonyError(
+            f"none of the drives belongs to domain {short(old_id.hex())}: a re-share needs k "
+            "of its drives with their custodians"
+        )
+
+    # Everything the old drives hold, before anything changes.
+    owners = OwnerKeys(session)
+    snapshots: list[_Snapshot] = []
+    problems: list[Problem] = []
+    record: DomainRecord | None = None
+    for drive in old_drives:
+        try:
+            snap = _snapshot(session, drive, owners)
+        except SealkeepError as exc:
+            problems.append(Problem(drive.name, explain(exc), error_code(exc)))
+            continue
+        snapshots.append(snap)
+        if record is None and DOMAIN_OBJECT in snap.objects:
+            with suppress(CeremonyError):
+                record = DomainRecord.decode(snap.objects[DOMAIN_OBJECT])
+    if problems:
+        raise drive_problems("the drives of the current domain cannot be read", problems)
+    if record is not None and len(old_drives) < record.threshold:
+        raise CeremonyError(
+            f"a re-share needs {record.threshold} drives of the current domain with their "
+            f"custodians, and {len(old_drives)} {'is' if len(old_drives) == 1 else 'are'} "
+            f"given: add {record.threshold - len(old_drives)} more"
+        )
+
+    # The quorum: k custodians open their shares, which must rebuild the current secret.
+    gathered = gather_shares(old_drives, passphrases, old_id, note)
+    if gathered.problems:
+        raise drive_problems(
+            "every drive of the current domain in the new set must be opened by its custodian",
+            gathered.problems,
+        )
+    rebuilt = rebuild(gathered)
+    old_secret = rebuilt.secret
+    new_secret = new_domain_secret()
+    try:
+        if rebuilt.bad:
+            raise drive_problems("some shares of the current domain are bad", rebuilt.bad)
+        unlocked = {u.serial: u for u in gathered.unlocked}
+        sets = _authentic_sets(session, snapshots, note)
+        serials = [d.use()[1].serial for d in drives]
+        chosen = [unlocked[s].passphrase if s in unlocked else passphrases.new(s) for s in serials]
+        sizes = sum(len(v) + OBJECT_OVERHEAD for v in sets.values()) + 4096
+        short_of_room = [
+            Problem(d.name, f"full: {d.use()[1].capacity} bytes, {sizes} needed", EXIT_STORAGE)
+            for d in drives
+            if (d.use()[1].capacity if d.domain == old_id else d.use()[1].free) < sizes
+        ]
+        if short_of_room:
+            raise drive_problems(
+                "the new set's drives have no room", short_of_room, "Nothing was changed."
+            )
+        params = [new_kdf_params() for _ in serials]
+        note(f"deriving custodian keys for {len(serials)} drives (Argon2id)")
+        keys = _derive_all(chosen, params)
+        old_keys = {snap.hello.serial: unlocked[snap.hello.serial].keys for snap in snapshots}
+
+        new_id = domain_id_from_secret(new_secret)
+        moved = _rewrap_sets(session, sets, new_secret, new_id)
+        shares = shamir.split(new_secret, k, len(drives))
+        new_record = DomainRecord(new_id, k, tuple(serials), int(time.time()))
+        claims = [
+            _Claim(d, s, key, p, share, sorted(moved.items()))
+            for d, s, key, p, share in zip(drives, serials, keys, params, shares, strict=True)
+        ]
+        by_serial = {snap.hello.serial: snap for snap in snapshots}
+        touched: list[_Claim] = []
+
+        def roll_back(what: str, exc: BaseException) -> CeremonyError:
+            failed: list[Problem] = []
+            for claim in touched:
+                try:
+                    snap_of = by_serial.get(claim.serial)
+                    if snap_of is None:
+                        failed += _undo([claim], new_secret)[1]
+                    else:
+                        _restore_old(snap_of, old_secret, old_keys[claim.serial], new_secret)
+                except SealkeepError as undo_exc:
+                    failed.append(Problem(claim.drive.name, explain(undo_exc), 1))
+            text = f"{what}: {exc} The drives were put back as they were"
+            if failed:
+                text += (
+                    ", except "
+                    + "; ".join(f"{p.drive} ({p.reason})" for p in failed)
+                    + ": run the re-share again once they work"
+                )
+            return CeremonyError(text + "; the slot keeps the current domain.")
+
+        for claim in claims:
+            touched.append(claim)
+            try:
+                if claim.serial in by_serial:
+                    client = owner_login(session, claim.drive, owners)
+                    client.factory_reset()
+                    claim.drive.refresh()
+                _install(claim, new_secret, new_id, new_record, [])
+                claim.drive.refresh()
+            except BaseException as exc:
+                error = roll_back(f"the re-share failed at {claim.drive.name}", exc)
+                if not isinstance(exc, SealkeepError):
+                    raise
+                raise error from exc
+            note(f"drive {claim.serial}: share {claim.share.index} and {len(moved)} set(s) stored")
+        try:
+            session.remove_domain()
+            session.import_domain(new_secret)
+        except SealkeepError as exc:
+            with suppress(SealkeepError):
+                session.remove_domain()
+            with suppress(SealkeepError):
+                session.import_domain(old_secret)
+            raise roll_back(
+                f"the new domain key could not be stored in {session.where}", exc
+            ) from exc
+        retired = [s for s in (record.members if record else ()) if s not in serials]
+        if retired:
+            warnings.append(
+                f"warning: drive(s) {', '.join(retired)} of the old set were left out: their "
+                "shares and copies belong to the old domain, which the slot no longer holds; "
+                "factory reset them when they turn up"
+            )
+            note(warnings[-1])
+        return ReshareResult(
+            old_id,
+            new_id,
+            k,
+            [
+                (s, d.address, "kept" if s in by_serial else "new")
+                for s, d in zip(serials, drives, strict=True)
+            ],
+            [n.removeprefix(SET_PREFIX) for n in sorted(moved)],
+            sorted(unlocked),
+            retired,
+            session.slot_id,
+            session.info.label,
+            time.monotonic() - started,
+            warnings,
+        )
+    finally:
+        wipe(old_secret)
+        wipe(new_secret)

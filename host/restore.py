@@ -1,0 +1,211 @@
+"""Restore a backup set into a slot that holds the domain key.
+
+The set is read from the first healthy drive, falling back to the next one on any error
+(unreachable, refused, absent, damaged on the drive, or not authentic in the HSM); the HSM
+unwraps the set key with the domain key and every key with the set key, replaying its
+attributes; keys already in the slot (same class, label and id) are left alone; every
+restored key is proven by use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from . import manifest
+from .backupset import find_set, set_id_of, set_object_name
+from .domain import (
+    Drive,
+    Note,
+    Problem,
+    drive_problems,
+    error_code,
+    explain,
+    login_domain_drives,
+    short,
+)
+from .errors import EXIT_INTEGRITY, SealkeepError
+from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey
+from .manifest import Manifest, ManifestError
+from .pins import InputError
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class RestoreFailed(SealkeepError):
+    """Some keys could not be restored or proven."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+@dataclass
+class Fetched:
+    """A set read from a drive and authenticated in the HSM."""
+
+    manifest: Manifest = field(repr=False)
+    kek: SetKey = field(repr=False)
+    serial: str
+    address: str
+    attempts: list[Problem]
+
+
+def fetch_set(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    reference: str,
+    note: Note = _quiet,
+) -> Fetched:
+    """The set from the first drive whose copy is intact and authentic; errors are named."""
+    domain_id = session.domain_id()
+    if domain_id is None:
+        raise DomainError(
+            f"{session.where} holds no backup domain key: run `sealkeep domain recover "
+            f"--slot {session.slot_id} --drives ...` with k drives and their custodians first"
+        )
+    logged, problems, _ = login_domain_drives(session, drives, domain_id)
+    if not logged:
+        raise drive_problems(
+            f"no drive of domain {short(domain_id.hex())} (held by {session.where}) can be read",
+            problems,
+        )
+    name = find_set(logged, reference)
+    attempts: list[Problem] = []
+    for drive in logged:
+        client, hello = drive.use()
+        try:
+            data = client.get(name)
+            header = manifest.read_header(data)
+            if set_object_name(header.set_id) != name:
+                raise ManifestError(f"the object holds set {header.set_id_hex} instead")
+            kek = session.open_set_key(header.wrapped_kek)
+            try:
+                opened = manifest.unseal(data, kek)
+            except BaseException:
+                kek.destroy()
+                raise
+        except (ManifestError, HsmError) as exc:
+            attempts.append(Problem(drive.name, f"not authentic: {exc}", EXIT_INTEGRITY))
+            note(f"{drive.name}: its copy does not authenticate; trying the next drive")
+            continue
+        except SealkeepError as exc:
+            attempts.append(Problem(drive.name, explain(exc), error_code(exc)))
+            note(f"{drive.name}: {explain(exc)}; trying the next drive")
+            continue
+        return Fetched(opened, kek, hello.serial, drive.address, problems + attempts)
+    raise drive_problems(
+        f"no drive holds a usable copy of set {set_id_of(name)}",
+        problems + attempts,
+        "Nothing was restored.",
+    )
+
+
+@dataclass
+class RestoreResult:
+    set_id: str
+    label: str
+    slot_id: int
+    token: str
+    source: str
+    source_address: str
+    outcomes: list[RestoreOutcome]
+    attempts: list[Problem]
+    skipped_at_backup: list[manifest.SkippedEntry]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def failed(self) -> list[RestoreOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "set_id": self.set_id,
+            "label": self.label,
+            "slot": self.slot_id,
+            "token": self.token,
+            "source": {"serial": self.source, "address": self.source_address},
+            "fallbacks": [p.to_json() for p in self.attempts],
+            "restored": self.count("restored"),
+            "present": self.count("present"),
+            "failed": len(self.failed),
+            "keys": [o.to_json() for o in self.outcomes],
+            "not_in_set": [
+                {"label": s.label, "id": s.id.hex(), "reason": s.reason}
+                for s in self.skipped_at_backup
+            ],
+            "seconds": round(self.seconds, 3),
+            "ok": self.ok,
+        }
+
+
+def check_labels(opened: Manifest, labels: Collection[str]) -> None:
+    known = {e.label for e in opened.entries}
+    unknown = sorted(set(labels) - known)
+    if unknown:
+        raise InputError(
+            f"set {opened.set_id_hex} holds no key labelled {', '.join(map(repr, unknown))}; "
+            f"it holds {', '.join(map(repr, sorted(known))) or 'nothing'}"
+        )
+
+
+def restore_set(
+    session: HsmSession,
+    drives: Sequence[Drive],
+    reference: str,
+    labels: Collection[str] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    note: Note = _quiet,
+) -> RestoreResult:
+    """Restore the set (or the keys with ``labels``) into ``session``'s slot."""
+    started = time.monotonic()
+    fetched = fetch_set(session, drives, reference, note)
+    try:
+        opened = fetched.manifest
+        if labels:
+            check_labels(opened, labels)
+        outcomes = session.restore(
+            fetched.kek, opened.entries, labels=set(labels) if labels else None, progress=progress
+        )
+    finally:
+        with suppress(Exception):
+            fetched.kek.destroy()
+    return RestoreResult(
+        set_id=opened.set_id_hex,
+        label=opened.label,
+        slot_id=session.slot_id,
+        token=session.info.label,
+        source=fetched.serial,
+        source_address=fetched.address,
+        outcomes=outcomes,
+        attempts=fetched.attempts,
+        skipped_at_backup=list(opened.skipped),
+        seconds=time.monotonic() - started,
+    )
+
+
+def why(outcome: RestoreOutcome) -> str:
+    """Why an object was not restored, or not proven."""
+    if outcome.status == "failed":
+        return outcome.detail
+    if outcome.proof is not None and not outcome.proof.ok:
+        return f"restored but not proven ({outcome.proof.method}: {outcome.proof.detail})"
+    return outcome.detail
+
+
+def restore_failure(result: RestoreResult) -> RestoreFailed:
+    names = "; ".join(f"{o.label or o.id.hex()}: {why(o)}" for o in result.failed)
+    return RestoreFailed(
+        f"{len(result.failed)} object(s) of set {result.set_id} were not restored or not "
+        f"proven: {names}"
+    )

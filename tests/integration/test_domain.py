@@ -1,0 +1,429 @@
+"""Domain ceremonies (create, recover, re-share) on real SoftHSM2 tokens and emulated drives."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sealkeep import shamir
+from sealkeep.client import Role
+from sealkeep.domain import (
+    DOMAIN_OBJECT,
+    ENV_KDF_MEMORY,
+    ENV_KDF_TIME,
+    SHARE_OBJECT,
+    CeremonyError,
+    DomainRecord,
+    DriveGroup,
+    DriveProblems,
+    DrivesCorrupt,
+    DrivesRefused,
+    check_threshold,
+    create_domain,
+    gather_shares,
+    rebuild,
+    recover_domain,
+    reshare_domain,
+    share_aad,
+)
+from sealkeep.emulator import Emulator
+from sealkeep.hsm import DomainError, Hsm, HsmSession
+from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share, unseal_share
+from sealkeep.pins import InputError, Passphrases
+
+if TYPE_CHECKING:
+    from conftest import StartDrives
+    from hsm_fixtures import SoftHsmToken
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["hsm_fixtures"]
+
+Start = Callable[..., Emulator]
+
+
+def passphrase(serial: str) -> str:
+    return f"custodian of {serial}: orbit lantern 7"
+
+
+def custodians(emulator: Emulator, **override: str) -> Passphrases:
+    entries = {d.serial: passphrase(d.serial) for d in emulator.drives}
+    entries.update(override)
+    return Passphrases(entries=entries)
+
+
+@pytest.fixture(autouse=True)
+def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
+    monkeypatch.setenv(ENV_KDF_TIME, "1")
+
+
+@pytest.fixture
+def start(emulated_drives: StartDrives, tmp_path: Path) -> Start:
+    """Start emulated drives, each group in its own folder; all stop when the test ends."""
+    count = itertools.count()
+
+    def run(n: int, **options: Any) -> Emulator:
+        return emulated_drives(n, dir=tmp_path / f"drives{next(count)}", **options)
+
+    return run
+
+
+def ports(emulator: Emulator, *indexes: int) -> list[str]:
+    chosen = indexes or tuple(range(len(emulator.drives)))
+    return [emulator.drives[i].port for i in chosen]
+
+
+def open_slot(hsm: Hsm, token: SoftHsmToken) -> HsmSession:
+    return hsm.open(token.slot_id, token.pin)
+
+
+def make_domain(
+    hsm: Hsm, token: SoftHsmToken, emulator: Emulator, threshold: int | None = None
+) -> bytes:
+    with open_slot(hsm, token) as session, DriveGroup(ports(emulator)) as group:
+        result = create_domain(session, group.drives, custodians(emulator), threshold)
+        assert session.domain_id() == result.domain_id
+        return result.domain_id
+
+
+# --- create and recover ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [3, 5, 7])
+def test_create_then_recover_with_k_drives(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, count: int
+) -> None:
+    emulator = start(count)
+    notes: list[str] = []
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        created = create_domain(session, group.drives, custodians(emulator), note=notes.append)
+        assert created.threshold == count // 2 + 1
+        assert [s for s, _ in created.drives] == [d.serial for d in emulator.drives]
+        for drive in group:
+            client, hello = drive.use()
+            assert hello.state == "owned" and hello.domain == created.domain_id
+            client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
+            names = {o.name for o in client.list()}
+            assert names == {SHARE_OBJECT, DOMAIN_OBJECT}
+            record = DomainRecord.decode(client.get(DOMAIN_OBJECT))
+            assert record.threshold == created.threshold
+            assert record.members == tuple(d.serial for d in emulator.drives)
+    k = created.threshold
+    last_k = list(range(count - k, count))
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator, *last_k)) as group:
+        recovered = recover_domain(session, group.drives, custodians(emulator))
+        assert recovered.domain_id == created.domain_id
+        assert session.domain_id() == created.domain_id
+        assert sorted(recovered.used) == sorted(emulator.drives[i].serial for i in last_k)
+        assert recovered.problems == []
+        # The rebuilt domain derives the same owner credentials.
+        client, hello = group.drives[0].use()
+        client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
+
+
+def test_every_subset_of_five(hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start) -> None:
+    """Every subset of 3 or more of 5 drives rebuilds the domain; every smaller one says
+    how many more drives it needs."""
+    emulator = start(5)
+    domain_id = make_domain(hsm, tokens["source"], emulator, threshold=3)
+    source = custodians(emulator)
+    with DriveGroup(ports(emulator)) as group:
+        for size in range(0, 6):
+            for subset in itertools.combinations(group.drives, size):
+                gathered = gather_shares(list(subset), source, domain_id)
+                assert gathered.problems == []
+                if size >= 3:
+                    rebuilt = rebuild(gathered)
+                    try:
+                        assert rebuilt.domain_id == domain_id
+                        assert len(rebuilt.used) == 3 and rebuilt.bad == []
+                    finally:
+                        rebuilt.wipe()
+                elif size == 0:
+                    with pytest.raises(DriveProblems, match="no drive of domain"):
+                        rebuild(gathered)
+                else:
+                    with pytest.raises(DriveProblems) as caught:
+                        rebuild(gathered)
+                    message = str(caught.value)
+                    assert f"only {size} good share(s) of the 3 needed: {3 - size} more" in message
+
+
+def test_recover_names_wrong_passphrase_other_domain_and_stops_short(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    stranger = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    make_domain(hsm, tokens["spare"], stranger)
+    first, second = emulator.drives[0].serial, emulator.drives[1].serial
+    wrong = custodians(emulator, **{second: "not the right passphrase at all"})
+    addresses = [*ports(emulator, 0, 1), stranger.drives[0].port]
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(addresses) as group:
+        with pytest.raises(DriveProblems) as caught:
+            recover_domain(session, group.drives, wrong)
+        message = str(caught.value)
+        assert "only 1 good share(s) of the 2 needed: 1 more" in message
+        assert f"drive {second}" in message and "wrong passphrase" in message
+        assert f"drive {stranger.drives[0].serial}" in message
+        assert "another backup domain" in message
+        assert isinstance(caught.value, DrivesRefused) and caught.value.exit_code == 4
+        assert session.domain_id() is None
+        assert first not in message
+
+
+def test_recover_refuses_a_slot_with_another_domain(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    other = start(3)
+    domain_id = make_domain(hsm, tokens["source"], emulator)
+    other_id = make_domain(hsm, tokens["target"], other)
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator)) as group:
+        with pytest.raises(DomainError, match="already holds another backup domain"):
+            recover_domain(session, group.drives, custodians(emulator))
+        assert session.domain_id() == other_id
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        again = recover_domain(session, group.drives, custodians(emulator))
+        assert again.already and again.domain_id == domain_id
+
+
+def forge(hsm: Hsm, token: SoftHsmToken, emulator: Emulator, index: int, mutate: str) -> None:
+    """Replace a drive's share with a well-sealed but altered one (as its custodian could)."""
+    drive = emulator.drives[index]
+    with open_slot(hsm, token) as session, DriveGroup([drive.port]) as group:
+        client, hello = group.drives[0].use()
+        assert hello.salt is not None and hello.kdf is not None and hello.domain is not None
+        keys = derive_custodian_keys(
+            passphrase(hello.serial), KdfParams.from_map(hello.salt, hello.kdf)
+        )
+        client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
+        aad = share_aad(hello.domain, hello.serial)
+        share = shamir.Share.decode(unseal_share(keys, client.get(SHARE_OBJECT), aad))
+        value = bytearray(share.value)
+        value[0] ^= 1
+        record = share.share_set
+        if mutate == "record":
+            # A cleverer forger also rewrites the check value in its copy of the record.
+            checks = list(record.checks)
+            checks[share.index - 1] = shamir.share_check_value(
+                record.set_id, share.index, bytes(value)
+            )
+            record = dataclasses.replace(record, checks=tuple(checks))
+        share = shamir.Share(share.index, bytes(value), record)
+        client.put(SHARE_OBJECT, seal_share(keys, share.encode(), aad))
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [("value", "corrupt"), ("record", "forged")])
+def test_forged_share_is_named(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, mutate: str, reason: str
+) -> None:
+    emulator = start(3)
+    domain_id = make_domain(hsm, tokens["source"], emulator)
+    forge(hsm, tokens["source"], emulator, 0, mutate)
+    forged = emulator.drives[0].serial
+    with DriveGroup(ports(emulator)) as group:
+        # With enough good shares besides it, the domain is rebuilt and the forgery named.
+        rebuilt = rebuild(gather_shares(group.drives, custodians(emulator)))
+        try:
+            assert rebuilt.domain_id == domain_id
+            assert [p.drive for p in rebuilt.bad] == [f"drive {forged}"]
+            assert reason in rebuilt.bad[0].reason
+        finally:
+            rebuilt.wipe()
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator, 0, 1)) as group:
+        with pytest.raises(DrivesCorrupt) as caught:
+            recover_domain(session, group.drives, custodians(emulator))
+        assert f"drive {forged}" in str(caught.value)
+        assert "1 more" in str(caught.value)
+        assert caught.value.exit_code == 6
+        assert session.domain_id() is None
+
+
+def test_corrupt_share_on_flash_is_named(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    damaged = emulator.drives[2]
+    path = damaged.flash / "obj" / SHARE_OBJECT
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with DriveGroup(ports(emulator, 1, 2)) as group:
+        gathered = gather_shares(group.drives, custodians(emulator))
+        assert [p.drive for p in gathered.problems] == [group.drives[1].name]
+        assert "corrupt share" in gathered.problems[0].reason
+
+
+# --- create refusals ----------------------------------------------------------------------------
+
+
+def test_create_refuses_bad_sizes_and_thresholds(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(4)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        with pytest.raises(InputError, match="3, 5 or 7 drives, and 4 were given"):
+            create_domain(session, group.drives, custodians(emulator))
+        three = group.drives[:3]
+        for bad in (0, 4):
+            with pytest.raises(InputError, match="between 1 and the number of drives"):
+                create_domain(session, three, custodians(emulator), bad)
+        assert session.domain_id() is None
+        assert all(d.refresh().blank for d in group)
+    k, warnings = check_threshold(1, 3)
+    assert k == 1 and "threshold of 1" in warnings[0]
+    assert check_threshold(None, 7) == (4, [])
+
+
+def test_create_refuses_owned_drives_and_a_slot_with_a_domain(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    fresh = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    mixed = [*ports(fresh, 0, 1), emulator.drives[2].port]
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(mixed) as group:
+        with pytest.raises(DriveProblems, match="must be blank") as caught:
+            create_domain(session, group.drives, custodians(fresh))
+        assert emulator.drives[2].serial in str(caught.value)
+        assert fresh.drives[0].serial not in str(caught.value)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(fresh)) as group:
+        with pytest.raises(DomainError, match="already holds backup domain"):
+            create_domain(session, group.drives, custodians(fresh))
+        assert all(d.refresh().blank for d in group)
+
+
+def test_create_refuses_weak_passphrases(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    weak = custodians(emulator, **{emulator.drives[1].serial: "password1234"})
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        with pytest.raises(InputError, match=f"drive {emulator.drives[1].serial}"):
+            create_domain(session, group.drives, weak)
+        assert session.domain_id() is None
+
+
+def test_create_undoes_claims_when_a_drive_fails(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    with (
+        open_slot(hsm, tokens["source"]) as session,
+        DriveGroup(ports(emulator), timeout=1.0) as group,
+    ):
+        emulator.kill(2)  # gone after HELLO, before its claim
+        with pytest.raises(CeremonyError) as caught:
+            create_domain(session, group.drives, custodians(emulator))
+        message = str(caught.value)
+        assert emulator.drives[2].serial in message and "Undone" in message
+        assert session.domain_id() is None
+        assert all(d.refresh().blank for d in group.drives[:2])
+
+
+# --- re-share -----------------------------------------------------------------------------------
+
+
+def test_reshare_replaces_a_lost_drive(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, make_sample_keys: Any
+) -> None:
+    from sealkeep.backupset import backup, list_sets
+
+    emulator = start(4)
+    old_ports = ports(emulator, 0, 1, 2)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(old_ports) as group:
+        old_id = create_domain(session, group.drives, custodians(emulator)).domain_id
+        make_sample_keys(session)
+        made = backup(session, group.drives, label="before")
+    # Drive 2 is lost; drive 3 is a new blank one; two custodians are present.
+    new_ports = ports(emulator, 0, 1, 3)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(new_ports) as group:
+        result = reshare_domain(session, group.drives, custodians(emulator))
+        assert result.domain_id != old_id and session.domain_id() == result.domain_id
+        assert [r for _, _, r in result.drives] == ["kept", "kept", "new"]
+        assert result.sets == [made.set_id.hex()]
+        assert result.retired == [emulator.drives[2].serial]
+        listed, problems = list_sets(session, group.drives, result.domain_id)
+        assert problems == []
+        assert [s.header.set_id for s in listed] == [made.set_id]
+        assert len(listed[0].verified) == 3
+        assert listed[0].header.domain_id == result.domain_id
+    # The lost drive's old share no longer combines with the others.
+    with DriveGroup(ports(emulator, 0, 2)) as group:
+        with pytest.raises(DriveProblems):
+            rebuild(gather_shares(group.drives, custodians(emulator), old_id))
+    # Any two drives of the new set rebuild the new domain.
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator, 1, 3)) as group:
+        assert recover_domain(session, group.drives, custodians(emulator)).domain_id == (
+            result.domain_id
+        )
+
+
+def test_reshare_needs_k_custodians(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(5)
+    make_domain(hsm, tokens["source"], emulator, threshold=3)
+    with open_slot(hsm, tokens["source"]) as session:
+        before = session.domain_id()
+        with DriveGroup(ports(emulator, 0, 3, 4)) as group:
+            # Only drive 0 is of the domain; 3 custodians are needed.
+            for drive in group.drives[1:]:
+                client, hello = drive.use()
+                client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
+                client.factory_reset()
+                drive.refresh()
+            with pytest.raises(CeremonyError, match="needs 3 drives of the current domain"):
+                reshare_domain(session, group.drives, custodians(emulator))
+        wrong = custodians(emulator, **{emulator.drives[1].serial: "wrong wrong wrong 123"})
+        with DriveGroup(ports(emulator, 0, 1, 2)) as group:
+            with pytest.raises(DriveProblems, match="wrong passphrase"):
+                reshare_domain(session, group.drives, wrong)
+        assert session.domain_id() == before
+
+
+def test_locked_out_drive_is_named(hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start) -> None:
+    emulator = start(3, backoff_ms=1)
+    make_domain(hsm, tokens["source"], emulator)
+    victim = emulator.drives[0].serial
+    wrong = custodians(emulator, **{victim: "a guess that is wrong 42"})
+    with DriveGroup(ports(emulator, 0)) as group:
+        for _ in range(10):
+            problems = gather_shares(group.drives, wrong).problems
+            assert "wrong passphrase" in problems[0].reason
+        problems = gather_shares(group.drives, custodians(emulator)).problems
+        assert problems[0].drive == group.drives[0].name
+        assert "locked out" in problems[0].reason
+
+
+def test_reshare_puts_everything_back_when_a_drive_fails(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, make_sample_keys: Any
+) -> None:
+    from sealkeep.backupset import backup, verify_set
+
+    emulator = start(4)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator, 0, 1, 2)) as group:
+        old_id = create_domain(session, group.drives, custodians(emulator)).domain_id
+        make_sample_keys(session)
+        made = backup(session, group.drives)
+    with (
+        open_slot(hsm, tokens["source"]) as session,
+        DriveGroup(ports(emulator, 0, 1, 3), timeout=1.0) as group,
+    ):
+        emulator.kill(3)  # the new drive dies after saying HELLO
+        with pytest.raises(CeremonyError, match="put back as they were") as caught:
+            reshare_domain(session, group.drives, custodians(emulator))
+        assert emulator.drives[3].serial in str(caught.value)
+        assert session.domain_id() == old_id
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator, 0, 1, 2)) as group:
+        assert all(d.domain == old_id for d in group)
+        assert verify_set(session, group.drives, old_id, made.set_id.hex()).ok
+        rebuilt = rebuild(gather_shares(group.drives[:2], custodians(emulator)))
+        assert rebuilt.domain_id == old_id
+        rebuilt.wipe()
