@@ -74,6 +74,8 @@ Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` in bytes while an object moves."""
 
 MAX_RESENDS = 3
+# How long to wait for the reply to a request after the drive reported an unreadable frame.
+LINE_ERROR_GRACE = 0.15
 MAX_RECOVERIES = 3
 DEFAULT_WINDOW = 4
 # Extra seconds to allow per byte when the drive hashes a whole object (commit, verify).
@@ -165,7 +167,18 @@ class _Session:
 class _Pending:
     """A request on its way: what to resend, what reply it wants, when to give up."""
 
-    __slots__ = ("deadline", "end", "expect", "msg_id", "resends", "seq", "session", "timeout")
+    __slots__ = (
+        "deadline",
+        "end",
+        "expect",
+        "msg_id",
+        "resend_due",
+        "resend_wire",
+        "resends",
+        "seq",
+        "session",
+        "timeout",
+    )
 
     def __init__(
         self, seq: int, msg_id: int, expect: int, timeout: float, session: _Session | None
@@ -177,6 +190,8 @@ class _Pending:
         self.session = session
         self.deadline = 0.0
         self.resends = 0
+        self.resend_due = 0.0  # when to send resend_wire again (0: nothing to resend)
+        self.resend_wire = b""
         self.end = 0  # for transfers: the offset just past this request's data
 
 
@@ -423,9 +438,17 @@ class DriveClient:
                     self._damaged += 1
                     continue
                 return msg_id, seq, body, mac, signed
-            remaining = head.deadline - time.monotonic()
+            now = time.monotonic()
+            if head.resend_due and now >= head.resend_due:
+                head.resend_due = 0.0
+                self._transmit(head.resend_wire)
+                head.deadline = time.monotonic() + head.timeout
+                continue
+            remaining = head.deadline - now
             if remaining <= 0:
                 raise self._timed_out(head)
+            if head.resend_due:
+                remaining = min(remaining, head.resend_due - now)
             data = self.transport.receive(remaining)
             if data:
                 self.bytes_received += len(data)
@@ -541,12 +564,16 @@ class DriveClient:
                 f"a frame was damaged on the link while several were in flight ({text})",
                 summary="the secure session cannot continue",
             )
+        if head.resend_due:
+            return  # a resend is already due
         wire = wires.get(head.seq)
         if wire is None or head.resends >= MAX_RESENDS:
             raise self._error(code, f"{text} (after {head.resends} resends)")
+        # The damaged frame may have been line noise rather than this request: wait a moment
+        # for the real reply before resending, or a resent AUTH_BEGIN would get a new nonce.
         head.resends += 1
-        self._transmit(wire)
-        head.deadline = time.monotonic() + head.timeout
+        head.resend_wire = wire
+        head.resend_due = time.monotonic() + LINE_ERROR_GRACE
 
     def _accept(
         self,

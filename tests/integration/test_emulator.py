@@ -71,9 +71,11 @@ def test_stop_leaves_no_process_pty_or_fd(tmp_path: Path, micropython_command: s
     with emu:
         drives = emu.drives
         assert all(os.path.exists(d.port) for d in drives)
+        assert len(open_fds()) > len(before)
     for drive in drives:
         assert drive.pid is not None and process_gone(drive.pid)
-        assert not os.path.exists(drive.port)
+    # Every pty and pipe is closed. (Whether /dev/pts/N vanished says little: another
+    # program may already have a new pty with the same number.)
     assert open_fds() == before
     threads = [t.name for t in threading.enumerate() if t.name.startswith("sealkeep-")]
     assert threads == []
