@@ -420,12 +420,28 @@ def list_sets(
 
 
 def find_set(drives: Sequence[Drive], reference: str) -> str:
-    """The object name of the set ``reference`` among the sets on the (logged-in) drives."""
+    """The object name of the set ``reference`` among the sets on the (logged-in) drives.
+
+    A drive that cannot list its sets is named when the set is found on none of the others
+    (it may be the one that holds it)."""
     names: set[str] = set()
+    problems: list[Problem] = []
     for drive in drives:
-        with suppress(SealkeepError):
+        try:
             names.update(o.name for o in drive.use()[0].list(SET_PREFIX))
-    return resolve_set(reference, sorted(names))
+        except SealkeepError as exc:
+            problems.append(
+                Problem(drive.name, f"cannot list its sets: {explain(exc)}", error_code(exc))
+            )
+    try:
+        return resolve_set(reference, sorted(names))
+    except InputError:
+        wanted = reference.strip().lower().removeprefix(SET_PREFIX)
+        if not problems or len(wanted) < 4 or any(set_id_of(n).startswith(wanted) for n in names):
+            raise
+        raise drive_problems(
+            f"no set {reference} on the drives that could be read", problems
+        ) from None
 
 
 # --- verify -------------------------------------------------------------------------------------

@@ -82,6 +82,12 @@ DEFAULT_WINDOW = 4
 HASH_SECONDS_PER_BYTE = 1 / (256 * 1024)
 # Extra seconds for AUTH_PROVE when failures are on record: the drive delays its answer.
 BACKOFF_ALLOWANCE = 31.0
+# The drive delays its answer to a proof once this many failures are on record.
+BACKOFF_FROM = 3
+# A drive given extra time (backing off, hashing) says nothing until it answers: a damaged
+# frame, or this many maximum frames' worth of bytes that make no reply, mean it is
+# babbling, not busy, and the request gets only the ordinary timeout from then on.
+BABBLE_FRAMES = 4
 MIN_MAX_FRAME = 128
 _LINE_CODES = frozenset({codes.MALFORMED_FRAME, codes.CRC, codes.FRAME_TOO_LARGE})
 _HASH_BLOCK = 1 << 20
@@ -171,6 +177,7 @@ class _Pending:
         "deadline",
         "end",
         "expect",
+        "heard",
         "msg_id",
         "resend_due",
         "resend_wire",
@@ -193,6 +200,7 @@ class _Pending:
         self.resend_due = 0.0  # when to send resend_wire again (0: nothing to resend)
         self.resend_wire = b""
         self.end = 0  # for transfers: the offset just past this request's data
+        self.heard = 0  # bytes received while waiting for this reply
 
 
 class _Source:
@@ -291,6 +299,7 @@ class DriveClient:
         self._seq = secrets.randbelow(0xFFFF) + 1
         self._session: _Session | None = None
         self._auth: tuple[int, bytes] | None = None
+        self._failed_since_hello = [0, 0]  # our refused proofs per role, since the last HELLO
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -426,6 +435,7 @@ class DriveClient:
                     continue
                 if isinstance(result, int):
                     self._damaged += 1
+                    self._babbling(head)
                     continue
                 try:
                     msg_id, _flags, seq, body, mac, signed = framing.parse_frame(result)
@@ -436,6 +446,7 @@ class DriveClient:
                             f"version {framing.VERSION}"
                         ) from None
                     self._damaged += 1
+                    self._babbling(head)
                     continue
                 return msg_id, seq, body, mac, signed
             now = time.monotonic()
@@ -454,6 +465,16 @@ class DriveClient:
                 self.bytes_received += len(data)
                 self._rx = data
                 self._rx_pos = 0
+                head.heard += len(data)
+                if head.heard > BABBLE_FRAMES * self._max_frame:
+                    self._babbling(head)
+
+    def _babbling(self, head: _Pending) -> None:
+        """The drive sends what makes no reply (damaged or oversized frames, a stream of
+        bytes): it is not quietly busy, so a request given extra time gets the ordinary
+        timeout from now."""
+        if head.timeout > self.timeout:
+            head.deadline = min(head.deadline, time.monotonic() + self.timeout)
 
     def _timed_out(self, head: _Pending) -> LinkError:
         name = messages.NAMES.get(head.msg_id, str(head.msg_id))
@@ -696,6 +717,7 @@ class DriveClient:
             owner_failures=r.get(12, 0),
             custodian_failures=r.get(13, 0),
         )
+        self._failed_since_hello = [0, 0]
         if info.max_frame < MIN_MAX_FRAME:
             raise self._protocol(f"it announces a maximum frame of {info.max_frame} bytes")
         self.info = info
@@ -762,9 +784,16 @@ class DriveClient:
             raise self._protocol(f"its challenge nonce is {len(drive_nonce)} bytes, not 32")
         tr = transcript.transcript(info.serial, int(role), host_nonce, drive_nonce)
         proof = transcript.derive(credential, transcript.HOST_PROOF, tr)
-        # After failures the drive delays its answer (up to 30 s): wait for it.
-        wait = self.timeout + BACKOFF_ALLOWANCE
-        r = self.call(messages.AUTH_PROVE, {1: proof}, messages.AUTH_OK, timeout=wait)
+        # After failures the drive delays its answer (up to 30 s): wait for it, but only
+        # then, so that a drive that stopped answering is not waited for half a minute.
+        on_record = info.owner_failures if role == Role.OWNER else info.custodian_failures
+        on_record += self._failed_since_hello[int(role)]
+        wait = self.timeout + (BACKOFF_ALLOWANCE if on_record >= BACKOFF_FROM - 1 else 0.0)
+        try:
+            r = self.call(messages.AUTH_PROVE, {1: proof}, messages.AUTH_OK, timeout=wait)
+        except AuthenticationFailed:
+            self._failed_since_hello[int(role)] += 1
+            raise
         expected = transcript.derive(credential, transcript.DRIVE_PROOF, tr)
         if not hmac.compare_digest(bytes(r[1]), expected):
             who = "owner" if role == Role.OWNER else "custodian"

@@ -59,7 +59,6 @@ from .errors import (
     where,
 )
 from .hsm import (
-    DOMAIN_OWNER_LABEL,
     DOMAIN_WRAP_LABEL,
     OWNER_KEY_INFO,
     WRAP_MECHANISM,
@@ -505,9 +504,9 @@ def short(hex_id: str) -> str:
 class OwnerKeys:
     """Drives' owner credentials, computed in the HSM with the domain's owner key.
 
-    The same value as :meth:`HsmSession.owner_credential`, with the owner key looked up
-    once for all drives (finding an object by label scans the whole token, which costs
-    ~0.2 s per lookup in a SoftHSM2 token of 10,000 objects).
+    The same value as :meth:`HsmSession.owner_credential`, computed once per drive with the
+    owner key the session has found (finding an object scans the whole token, which costs
+    ~0.2 s per search in a SoftHSM2 token of 10,000 objects).
     """
 
     def __init__(self, session: HsmSession) -> None:
@@ -517,21 +516,10 @@ class OwnerKeys:
 
     def _owner_key(self) -> object:
         if self._key is None:
-            found = list(
-                self.session.session.get_objects(
-                    {
-                        Attribute.CLASS: ObjectClass.SECRET_KEY,
-                        Attribute.LABEL: DOMAIN_OWNER_LABEL,
-                        Attribute.TOKEN: True,
-                    }
-                )
-            )
-            if len(found) != 1:
+            _, owner = self.session.domain_keys()
+            if owner is None:
                 self.session.require_domain()
-                raise DomainError(
-                    f"{self.session.where} holds {len(found)} domain owner keys, not one"
-                )
-            self._key = found[0]
+            self._key = owner
         return self._key
 
     def __call__(self, serial: str) -> bytes:

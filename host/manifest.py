@@ -44,6 +44,9 @@ CKA_LABEL = 0x003
 CKA_ID = 0x102
 CKA_KEY_TYPE = 0x100
 
+_INT_TYPE = frozenset({int})
+_VALUE_TYPES = frozenset({bool, int, bytes, str})
+
 AttrValue = bool | int | bytes | str
 """What an attribute value may be: PKCS#11 enums are plain ints, dates raw ``YYYYMMDD`` bytes."""
 
@@ -157,13 +160,19 @@ class KeyEntry:
         attrs = m.get("attrs")
         if not isinstance(attrs, dict):
             raise ManifestError("key entry lacks its attributes")
-        checked: Attributes = {}
-        for key, value in attrs.items():
-            if not isinstance(key, int) or isinstance(key, bool) or key < 0:
-                raise ManifestError(f"key entry has a bad attribute type {key!r}")
-            if not isinstance(value, bool | int | bytes | str):
-                raise ManifestError(f"key entry attribute 0x{key:x} has a bad value")
-            checked[key] = value
+        # Checked by the set of types present (a set of ten thousand entries is opened in a
+        # blink); an entry that fails is then looked at key by key to name the culprit.
+        if not (
+            {type(key) for key in attrs} <= _INT_TYPE
+            and {type(value) for value in attrs.values()} <= _VALUE_TYPES
+            and (not attrs or min(attrs) >= 0)
+        ):
+            for key, value in attrs.items():
+                if type(key) is not int or key < 0:
+                    raise ManifestError(f"key entry has a bad attribute type {key!r}")
+                if type(value) not in _VALUE_TYPES:
+                    raise ManifestError(f"key entry attribute 0x{key:x} has a bad value")
+        checked: Attributes = dict(attrs)
         wrapped = m.get("wrapped")
         if wrapped is not None and not isinstance(wrapped, bytes):
             raise ManifestError("key entry has a bad wrapped value")

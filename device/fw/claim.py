@@ -24,8 +24,8 @@ def call(link, msg_id: int, body: dict) -> tuple:
         sess = link.session
         if not (sess and sess.role == 0) and not board.presence():
             raise WireError(PRESENCE_REQUIRED, "needs an owner session or the button")
-        link.end_session()
-        link.store.wipe()
-        st.wipe()
+        link.end_session()  # closes the put in progress
+        link.store.forget()  # and the object READ holds open
+        st.reset()
         board.log("factory reset done")
     return OK, {}

@@ -3,10 +3,16 @@
 ``state.cbor`` holds ``{1 owner credential, 2 custodian credential, 3 salt, 4 kdf,
 5 domain}``, ``auth`` holds ``[owner failures, custodian failures]``. Every write goes to a
 ``.new`` file renamed into place, so a power cut leaves the old or the new file, never half.
+
+A factory reset erases many files, which no rename makes atomic: it first creates the file
+``resetting``, and a drive that boots with it there finishes the wipe before anything else.
+So a power cut mid-reset leaves the drive either untouched (still owned, every object
+whole) or blank and empty, never owned with part of its store erased.
 """
 
 import os
 
+from fw.store import clear, fsize, remove
 from protocol import cbor
 
 LOCKOUT = 10
@@ -34,8 +40,11 @@ def _load(path: str) -> object:
 
 class State:
     def __init__(self, root: str) -> None:
+        self.root = root
         self.path = root + "/state.cbor"
         self.auth_path = root + "/auth"
+        if fsize(root + "/resetting") >= 0:
+            self.reset()  # a reset was cut short: complete it before loading
         self.claim: dict | None = None
         self.damaged = False
         self.failures = [0, 0]
@@ -79,12 +88,18 @@ class State:
             write_atomic(self.auth_path, cbor.encode(counts))
             self.failures = counts
 
-    def wipe(self) -> None:
+    def reset(self) -> None:
+        """Erase objects, temporary files, claim and counters (the caller has closed the
+        store's files). The mark goes first and last; a boot that finds it comes here."""
+        root = self.root
+        open(root + "/resetting", "wb").close()
+        for d in ("/obj/", "/tmp/"):
+            if fsize(root + d) >= 0:
+                clear(root + d)
         for path in (self.path, self.auth_path):
-            try:
-                os.remove(path)
-            except OSError:
-                pass
+            remove(path)
+            remove(path + ".new")
+        remove(root + "/resetting")
         self.claim = None
         self.damaged = False
         self.failures = [0, 0]

@@ -114,6 +114,91 @@ def test_objects_are_listed_with_what_can_be_backed_up(
         assert obj.to_json()["label"] == obj.label
 
 
+def test_direct_listing_reads_what_python_pkcs11_reads(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    """The fast listing (direct C_FindObjects / C_GetAttributeValue) gives the very
+    attributes python-pkcs11 gives, so a set's manifest does not depend on the path."""
+    big = bytes(range(256)) * 40  # larger than the room of the one-call read
+    with open_token(hsm, tokens["source"]) as session:
+        make_sample_keys(session)
+        session.session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.CERTIFICATE,
+                Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
+                Attribute.TOKEN: True,
+                Attribute.LABEL: "big-cert",
+                Attribute.SUBJECT: b"0\x00",
+                Attribute.VALUE: big,
+            }
+        )
+        session.session.create_object(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.LABEL: "data"}
+        )
+
+        def rows(objects: list[Any]) -> list[tuple[Any, ...]]:
+            return sorted(
+                (o.label, o.object_class, sorted(o.attributes.items()), o.exportable, o.reason)
+                for o in objects
+            )
+
+        direct = session._objects_direct()
+        through_pkcs11 = session._objects_pkcs11()
+        assert rows(direct) == rows(through_pkcs11)
+        assert len(direct) == 8  # the samples and the big certificate; no data object
+        cert = next(o for o in direct if o.label == "big-cert")
+        assert cert.attributes[Attribute.VALUE] == big
+        assert session.present_keys() == {
+            (o.object_class, o.label, o.id) for o in through_pkcs11
+        } | {(ObjectClass.DATA, "data", b"")}
+
+
+def test_listed_objects_can_be_used_and_destroyed(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], make_sample_keys: Samples
+) -> None:
+    with open_token(hsm, tokens["source"]) as session:
+        made = make_sample_keys(session)
+        listed = {(o.label, o.class_name): o for o in session.objects()}
+        aes = listed[("aes-data", "secret key")].handle
+        assert aes.handle == made["aes"].handle
+        assert aes[Attribute.LABEL] == "aes-data"
+        iv = bytes(16)
+        sealed = aes.encrypt(b"sixteen byte msg", mechanism_param=iv)
+        assert made["aes"].decrypt(sealed, mechanism_param=iv) == b"sixteen byte msg"
+        aes.destroy()
+        assert ("aes-data", "secret key") not in {
+            (o.label, o.class_name) for o in session.objects()
+        }
+
+
+def test_domain_keys_are_searched_for_once_per_session(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_token(hsm, tokens["source"]) as session:
+        session.import_domain(SECRET)
+    with open_token(hsm, tokens["source"]) as session:
+        searches: list[dict[Attribute, Any] | None] = []
+        search = session._token_objects
+
+        def counted(template: dict[Attribute, Any] | None = None) -> Any:
+            searches.append(template)
+            return search(template)
+
+        monkeypatch.setattr(session, "_token_objects", counted)
+        expected = domain_id_from_secret(SECRET)
+        assert session.domain_id() == expected
+        assert len(searches) == 1
+        assert session.require_domain() == expected
+        assert session.owner_credential("DRIVE-1") == owner_credential_from_secret(
+            SECRET, "DRIVE-1"
+        )
+        session.new_set_key().destroy()
+        assert len(searches) == 1
+        # Removing the domain forgets the keys; a new search finds none.
+        session.remove_domain()
+        assert session.domain_id() is None
+
+
 # --- backup domain --------------------------------------------------------------------------
 
 

@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""Backup and restore of a PKCS#11 slot, as ratios to bare python-pkcs11 loops in the same run.
+
+Prints:
+  - backup of AES-256, RSA-2048 and EC P-256 keys (a fresh SoftHSM2 token) to 5 emulated
+    drives, against a bare python-pkcs11 loop that finds the same keys (get_objects) and
+    wraps each one (goal >= 0.5); medians of --runs pairs, each backup in a new session.
+    `backup_ratio_to_wrap_calls` compares with the loop's wrap calls alone: a backup also
+    reads some 30 attributes of every object, seals the manifest and writes it to 5 drives,
+    so it stays well below 0.5 by that measure
+  - restore of N AES keys of that set into a token, against a bare unwrap-into-token loop
+    over the same wrapped keys into the same token (goal >= 0.8)
+  - the size of the set per object, and the time of `domain recover` from 3 of the 5 drives
+    with the production Argon2id parameters
+
+The default is the full slot (10,000 AES + 100 RSA + 100 EC keys, 1,000 keys restored);
+making the token's keys takes a few minutes. `--aes 200 --rsa 4 --ec 4 --restore-keys 50`
+is a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+from sealkeep.backupset import authenticate_copy, backup, set_object_name
+from sealkeep.domain import (
+    ENV_KDF_MEMORY,
+    ENV_KDF_TIME,
+    DriveGroup,
+    create_domain,
+    owner_login,
+    recover_domain,
+)
+from sealkeep.emulator import Emulator
+from sealkeep.hsm import WRAP_MECHANISM, Hsm, HsmSession
+from sealkeep.kdf import KdfParams, derive_custodian_keys
+from sealkeep.manifest import KeyEntry
+from sealkeep.pins import Passphrases
+from sealkeep.restore import restore_set
+from sealkeep.softhsm import SoftHsmFarm
+
+PIN = "bench-user-pin"
+SO_PIN = "bench-so-pin"
+DRIVES = 5
+RECOVER_FROM = (0, 2, 4)
+KEK_FLAGS = (
+    MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
+)
+
+GOALS = {
+    "backup_ratio": "≥ 0.5",
+    "restore_ratio": "≥ 0.8",
+}
+
+
+def populate(session: HsmSession, aes: int, rsa: int, ec: int) -> None:
+    """The slot's keys: extractable, sensitive token keys, each with its own label and id."""
+    raw = session.session
+    extractable = {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}
+    for i in range(aes):
+        raw.generate_key(
+            KeyType.AES,
+            256,
+            label=f"aes-{i:05d}",
+            id=b"\x01" + i.to_bytes(4, "big"),
+            store=True,
+            template=extractable,
+        )
+    for i in range(rsa):
+        raw.generate_keypair(
+            KeyType.RSA,
+            2048,
+            label=f"rsa-{i:05d}",
+            id=b"\x02" + i.to_bytes(4, "big"),
+            store=True,
+            private_template=extractable,
+        )
+    if ec:
+        params = raw.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        for i in range(ec):
+            params.generate_keypair(
+                label=f"ec-{i:05d}",
+                id=b"\x03" + i.to_bytes(4, "big"),
+                store=True,
+                private_template=extractable,
+            )
+
+
+def bare_wrap_loop(session: HsmSession) -> tuple[int, float, float]:
+    """(keys, seconds to find them, seconds to wrap them): what a bare python-pkcs11 script
+    does to wrap every extractable key of the slot under a fresh session KEK."""
+    raw = session.session
+    kek = raw.generate_key(
+        KeyType.AES,
+        256,
+        store=False,
+        capabilities=KEK_FLAGS,
+        template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
+    )
+    try:
+        start = time.perf_counter()
+        keys = [
+            obj
+            for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
+            for obj in raw.get_objects(
+                {Attribute.CLASS: object_class, Attribute.TOKEN: True, Attribute.EXTRACTABLE: True}
+            )
+        ]
+        found = time.perf_counter()
+        for key in keys:
+            kek.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        done = time.perf_counter()
+    finally:
+        kek.destroy()
+    return len(keys), found - start, done - found
+
+
+def bare_unwrap_loop(session: HsmSession, wrapped_kek: bytes, entries: Sequence[KeyEntry]) -> float:
+    """Seconds a bare loop takes to unwrap ``entries`` (AES keys) into token objects, with
+    their label, id and usage flags; the objects are destroyed again afterwards."""
+    kek = session.open_set_key(wrapped_kek)
+    made: list[Any] = []
+    try:
+        start = time.perf_counter()
+        for entry in entries:
+            assert entry.wrapped is not None
+            made.append(
+                kek.handle.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    entry.wrapped,
+                    mechanism=WRAP_MECHANISM,
+                    label=entry.label,
+                    id=entry.id,
+                    store=True,
+                    capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+                    template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
+                )
+            )
+        elapsed = time.perf_counter() - start
+    finally:
+        for obj in made:
+            obj.destroy()
+        kek.destroy()
+    return elapsed
+
+
+def destroy_labelled(session: HsmSession, labels: set[str]) -> int:
+    """Destroy the secret keys with these labels (what a restore put there)."""
+    doomed = [
+        obj
+        for obj in session.session.get_objects(
+            {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: True}
+        )
+        if obj.label in labels
+    ]
+    for obj in doomed:
+        obj.destroy()
+    return len(doomed)
+
+
+@contextmanager
+def profiled(path: str | None) -> Iterator[None]:
+    """cProfile the block into ``path`` (and print its top functions), or do nothing."""
+    if path is None:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+
+
+def timed(action: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - start
+
+
+def phrases(emulator: Emulator) -> Passphrases:
+    return Passphrases(
+        entries={
+            d.serial: f"custodian {d.serial} keeps the amber lantern lit" for d in emulator.drives
+        },
+        warn=None,
+    )
+
+
+def run(args: argparse.Namespace, work: Path, figures: dict[str, float]) -> None:
+    # The production Argon2id parameters, whatever the environment says.
+    os.environ.pop(ENV_KDF_MEMORY, None)
+    os.environ.pop(ENV_KDF_TIME, None)
+    farm = SoftHsmFarm(work / "softhsm")
+    source = farm.init_token("bench-source", PIN, SO_PIN)
+    target = farm.init_token("bench-target", PIN, SO_PIN)
+    farm.activate()
+    try:
+        hsm = Hsm(farm.module)
+        with Emulator(work / "drives", count=DRIVES, heap="64K") as emulator:
+            ports = emulator.ports
+            custodians = phrases(emulator)
+            with hsm.open(source.slot_id, PIN) as session:
+                _, seconds = timed(lambda: populate(session, args.aes, args.rsa, args.ec))
+                figures["make_keys_s"] = seconds
+                with DriveGroup(ports) as group:
+                    create_domain(session, group.drives, custodians)
+
+            # Each run: the bare loop, then a backup in a session of its own (as the CLI
+            # opens one), so no run profits from what an earlier one found.
+            finds: list[float] = []
+            wraps: list[float] = []
+            backups: list[float] = []
+            set_ids: list[bytes] = []
+            stages: list[dict[str, float]] = []
+            for run_index in range(args.runs):
+                with hsm.open(source.slot_id, PIN) as session:
+                    keys, find_s, wrap_s = bare_wrap_loop(session)
+                finds.append(find_s)
+                wraps.append(wrap_s)
+                profile = args.profile_backup if run_index == 0 else None
+                with (
+                    hsm.open(source.slot_id, PIN) as session,
+                    DriveGroup(ports) as group,
+                    profiled(profile),
+                ):
+                    made, seconds = timed(lambda: backup(session, group.drives, label="bench"))
+                if made.keys != keys + args.rsa + args.ec:  # with the public keys
+                    raise SystemExit(f"the set holds {made.keys} objects, not {keys} keys and more")
+                backups.append(seconds)
+                set_ids.append(made.set_id)
+                stages.append(made.timings)
+            bare = [f + w for f, w in zip(finds, wraps, strict=True)]
+            figures["bare_find_s"] = statistics.median(finds)
+            figures["bare_wrap_s"] = statistics.median(wraps)
+            figures["bare_keys_per_s"] = keys / statistics.median(bare)
+            figures["backup_s"] = statistics.median(backups)
+            figures["backup_keys_per_s"] = keys / statistics.median(backups)
+            ratios = [b / t for b, t in zip(bare, backups, strict=True)]
+            figures["backup_ratio"] = statistics.median(ratios)
+            figures["backup_ratio_worst"] = min(ratios)
+            figures["backup_ratio_to_wrap_calls"] = statistics.median(
+                [w / t for w, t in zip(wraps, backups, strict=True)]
+            )
+            middle = sorted(range(args.runs), key=lambda i: backups[i])[args.runs // 2]
+            for stage, value in stages[middle].items():  # of the median run
+                figures[f"backup_{stage}_s"] = value
+            figures["set_bytes"] = made.size
+            figures["set_bytes_per_object"] = made.size / made.keys
+            set_id = set_ids[0]
+
+            with hsm.open(target.slot_id, PIN) as session:
+                chosen = [ports[i] for i in RECOVER_FROM]
+                with DriveGroup(chosen) as group:
+                    _, seconds = timed(lambda: recover_domain(session, group.drives, custodians))
+                figures["recover_3_of_5_s"] = seconds
+                params = KdfParams.new()
+                _, seconds = timed(lambda: derive_custodian_keys("a custodian's words", params))
+                figures["argon2id_one_s"] = seconds
+
+                data = _read_set(ports[0], session, set_id)
+                opened = authenticate_copy(session, data)
+                aes = [e for e in opened.entries if e.key_type == KeyType.AES]
+                wanted = aes[: args.restore_keys]
+                labels = {e.label for e in wanted}
+                # The reference before and after, into the same token left as it was.
+                refs = [bare_unwrap_loop(session, opened.wrapped_kek, wanted)]
+                with DriveGroup(ports) as group, profiled(args.profile_restore):
+                    result, seconds = timed(
+                        lambda: restore_set(session, group.drives, set_id.hex(), labels)
+                    )
+                if not result.ok or result.count("restored") != len(wanted):
+                    raise SystemExit("the restore did not restore and prove every key")
+                if destroy_labelled(session, labels) != len(wanted):
+                    raise SystemExit("the restored keys are not all in the token")
+                refs.append(bare_unwrap_loop(session, opened.wrapped_kek, wanted))
+                reference = sum(refs) / len(refs)
+                figures["restore_keys"] = len(wanted)
+                figures["bare_unwrap_s"] = reference
+                figures["bare_unwrap_keys_per_s"] = len(wanted) / reference
+                figures["restore_s"] = seconds
+                figures["restore_keys_per_s"] = len(wanted) / seconds
+                figures["restore_ratio"] = reference / seconds
+    finally:
+        farm.restore_environment()
+
+
+def _read_set(port: str, session: HsmSession, set_id: bytes) -> bytes:
+    """The set as one drive holds it (owner session with the credential the HSM computes)."""
+    with DriveGroup([port]) as group:
+        client = owner_login(session, group.drives[0])
+        return client.get(set_object_name(set_id))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aes", type=int, default=10_000, help="AES-256 keys in the slot")
+    parser.add_argument("--rsa", type=int, default=100, help="RSA-2048 key pairs in the slot")
+    parser.add_argument("--ec", type=int, default=100, help="EC P-256 key pairs in the slot")
+    parser.add_argument(
+        "--restore-keys", type=int, default=1_000, help="AES keys restored from the set"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="backups measured (with a bare loop before each)"
+    )
+    parser.add_argument("--profile-backup", metavar="FILE", help="cProfile the backup into FILE")
+    parser.add_argument("--profile-restore", metavar="FILE", help="cProfile the restore into FILE")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.aes < args.restore_keys or args.restore_keys < 1:
+        parser.error("--restore-keys must be between 1 and --aes")
+    figures: dict[str, float] = {}
+    work = Path(tempfile.mkdtemp(prefix="sealkeep-bench-"))
+    try:
+        run(args, work, figures)
+    finally:
+        if args.keep:
+            print(f"working folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"slot: {args.aes} AES-256, {args.rsa} RSA-2048, {args.ec} EC P-256; {DRIVES} drives")
+        for key, value in figures.items():
+            print(f"{key:30} {value:12.3f}  {GOALS.get(key, '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

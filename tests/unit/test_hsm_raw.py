@@ -1,0 +1,112 @@
+"""The direct attribute reads of the HSM listing, against a fake C_GetAttributeValue.
+
+The fake follows PKCS#11 v2.40 (each entry gets its value, or CK_UNAVAILABLE_INFORMATION
+with ATTRIBUTE_TYPE_INVALID / ATTRIBUTE_SENSITIVE / BUFFER_TOO_SMALL), or, as some tokens
+do, refuses a template with one unknown attribute without touching the others.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from typing import Any
+
+import pytest
+from sealkeep import hsm
+
+OK = 0x0
+SENSITIVE = 0x11
+TYPE_INVALID = 0x12
+BUFFER_TOO_SMALL = 0x150
+UNAVAILABLE = hsm._CK_UNAVAILABLE
+
+LABEL, ID, VALUE, SECRET = 0x3, 0x102, 0x11, 0x163
+
+
+class FakeToken:
+    """Objects as ``handle -> {attribute: value}``; ``SECRET`` is always sensitive."""
+
+    def __init__(self, objects: dict[int, dict[int, bytes]], *, strict: bool = False) -> None:
+        self.objects = objects
+        self.strict = strict  # refuse the whole template for one unknown attribute
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, session: int, handle: int, array: Any, count: int) -> int:
+        entries = [array[i] for i in range(count)]
+        self.calls.append(tuple(e.type for e in entries))
+        values = self.objects[handle]
+        if self.strict and count > 1 and any(e.type not in values for e in entries):
+            return TYPE_INVALID
+        rv = OK
+        for entry in entries:
+            if entry.type == SECRET:
+                entry.ulValueLen = UNAVAILABLE
+                rv = rv or SENSITIVE
+            elif entry.type not in values:
+                entry.ulValueLen = UNAVAILABLE
+                rv = rv or TYPE_INVALID
+            elif not entry.pValue:
+                entry.ulValueLen = len(values[entry.type])
+            elif entry.ulValueLen < len(values[entry.type]):
+                entry.ulValueLen = UNAVAILABLE
+                rv = rv or BUFFER_TOO_SMALL
+            else:
+                data = values[entry.type]
+                ctypes.memmove(entry.pValue, data, len(data))
+                entry.ulValueLen = len(data)
+        return rv
+
+
+def raw_module(token: FakeToken) -> hsm._RawModule:
+    module = hsm._RawModule.__new__(hsm._RawModule)
+    module._get = token
+    module._templates = {}
+    module._lock = threading.Lock()
+    return module
+
+
+def test_one_call_reads_every_attribute_the_object_has() -> None:
+    token = FakeToken({7: {LABEL: b"aes-1", ID: b"\x01"}})
+    got = raw_module(token).read(1, 7, (LABEL, ID, VALUE, SECRET))
+    assert got == {LABEL: b"aes-1", ID: b"\x01"}
+    assert token.calls == [(LABEL, ID, VALUE, SECRET)]
+
+
+def test_empty_values_are_values() -> None:
+    token = FakeToken({7: {LABEL: b"", ID: b""}})
+    assert raw_module(token).read(1, 7, (LABEL, ID)) == {LABEL: b"", ID: b""}
+
+
+def test_values_larger_than_the_room_are_read_in_two_calls() -> None:
+    big = bytes(range(256)) * 40
+    assert len(big) > hsm._VALUE_ROOM
+    token = FakeToken({7: {LABEL: b"cert", VALUE: big}})
+    got = raw_module(token).read(1, 7, (LABEL, VALUE, ID))
+    assert got == {LABEL: b"cert", VALUE: big}
+    assert len(token.calls) == 3  # the refused one, then lengths, then values
+
+
+def test_a_template_refused_whole_is_read_one_by_one() -> None:
+    token = FakeToken({7: {LABEL: b"aes-1", ID: b"\x01"}}, strict=True)
+    got = raw_module(token).read(1, 7, (LABEL, VALUE, ID))
+    assert got == {LABEL: b"aes-1", ID: b"\x01"}
+    assert (LABEL,) in token.calls and (VALUE,) in token.calls
+
+
+def test_the_reusable_template_is_reset_between_objects() -> None:
+    token = FakeToken({7: {LABEL: b"a much longer label"}, 8: {LABEL: b"short", ID: b"\x02"}})
+    module = raw_module(token)
+    assert module.read(1, 7, (LABEL, ID)) == {LABEL: b"a much longer label"}
+    assert module.read(1, 8, (LABEL, ID)) == {LABEL: b"short", ID: b"\x02"}
+    assert module.read(1, 7, (LABEL, ID)) == {LABEL: b"a much longer label"}
+
+
+def test_a_module_that_cannot_be_loaded_is_reported_for_the_fallback(tmp_path: Any) -> None:
+    missing = tmp_path / "no-such-module.so"
+    with pytest.raises(hsm._RawError):
+        hsm._RawModule(str(missing))
+    not_pkcs11 = ctypes.util.find_library("m")  # a library without C_GetFunctionList
+    if not_pkcs11 is not None:
+        with pytest.raises(hsm._RawError):
+            hsm._RawModule(not_pkcs11)

@@ -1,0 +1,518 @@
+"""Scenario 4, a hostile host on the drive's line.
+
+The attacker sees every frame of a legitimate owner's session (it is on the cable) and
+sends its own. Each trial runs some of these attacks against one drive holding canary
+objects:
+
+- ``replay``: a DELETE the owner sent is sent again, in the same session or in a later one;
+- ``reorder``: two MACed DELETEs of one session arrive in the wrong order;
+- ``alter``: a MACed STAT with its message id, name, sequence or MAC changed (the CRC
+  recomputed, as anyone can);
+- ``stolen``: the owner's client goes away without ending its session and the attacker
+  sends DELETEs without MAC, with a random MAC, or replays the owner's AUTH_PROVE against a
+  new challenge;
+- ``guess``: wrong credentials until the drive locks the role out; the right credential is
+  then refused too, and still after a power cycle (sometimes the guessing itself is split by
+  one); afterwards the drive is factory reset with its button and claimed again;
+- ``claim``: CLAIM of the owned drive with the attacker's credentials, then a login with them;
+- ``nosession``: every storage command and a factory reset without a session, and the write
+  commands and a factory reset in a custodian session.
+
+A refusal with the expected error code is ``ok``; another code, a damaged reply or no reply
+is ``unclear``; an attack the drive carried out (a canary deleted or changed, a login or a
+claim accepted, no lockout after ten guesses) is ``lost``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import cbor2
+from sealkeep.emulator import Emulator
+from sealkeep.protocol import errors as codes
+from sealkeep.protocol import framing, messages, transcript
+
+from .common import (
+    Creds,
+    Ctx,
+    RawLink,
+    Tally,
+    close_quietly,
+    new_creds,
+    owner_session,
+)
+
+LOCKOUT = 10
+REPLY_WAIT = 3.0
+CANARIES = ("keep-a", "keep-b", "temp")
+ATTACKS = ("replay", "reorder", "alter", "stolen", "guess", "claim", "nosession")
+WEIGHTS = (3, 2, 3, 2, 1, 1, 2)
+
+
+class NoReply(Exception):
+    """The drive did not answer in time, or answered with a damaged frame."""
+
+
+@dataclass
+class Reply:
+    msg_id: int
+    fields: dict[int, Any]
+    maced: bool
+
+    @property
+    def code(self) -> int | None:
+        return self.fields.get(1) if self.msg_id == messages.ERROR else None
+
+    def describe(self) -> str:
+        if self.msg_id == messages.ERROR:
+            return f"ERROR {codes.NAMES.get(self.fields.get(1, -1), self.fields.get(1))}"
+        return messages.NAMES.get(self.msg_id, hex(self.msg_id))
+
+
+class Keys:
+    """One direction pair of session MACs."""
+
+    def __init__(self, credential: bytes, tr: bytes) -> None:
+        self.h2d = transcript.SessionMac(transcript.derive(credential, transcript.SESSION_H2D, tr))
+        self.d2h = transcript.SessionMac(transcript.derive(credential, transcript.SESSION_D2H, tr))
+
+
+def wire_of(frame: bytes | bytearray) -> bytes:
+    """A decoded frame (header, body, MAC) with a fresh CRC, COBS-encoded and delimited."""
+    crc = (binascii.crc32(frame) & 0xFFFFFFFF).to_bytes(4, "little")
+    return framing.cobs_encode(bytes(frame) + crc) + b"\x00"
+
+
+class Wire:
+    """The raw line to a drive, speaking the protocol by hand: what the owner's frames
+    look like (to record them) and what an attacker can send."""
+
+    def __init__(self, port: str, serial: str) -> None:
+        self.link = RawLink(port)
+        self.serial = serial
+        self.seq = secrets.randbelow(0xFFF0) + 1
+        self.keys: Keys | None = None
+
+    def close(self) -> None:
+        self.link.close()
+
+    def frame(self, msg_id: int, body: dict[int, Any], keys: Keys | None = None) -> bytes:
+        """The decoded frame (header | body | MAC), without CRC; MACed with keys."""
+        self.seq = self.seq % 0xFFFF + 1
+        raw = cbor2.dumps(body)
+        flags = framing.FLAG_MAC if keys is not None else 0
+        header = bytes([framing.VERSION, msg_id, flags, self.seq >> 8, self.seq & 0xFF])
+        mac = keys.h2d.tag(header + raw) if keys is not None else b""
+        return header + raw + mac
+
+    def send(self, frame: bytes) -> int:
+        """Send a decoded frame; returns its sequence number."""
+        self.link.send(wire_of(frame))
+        return (frame[3] << 8) | frame[4]
+
+    def reply(self, seq: int) -> Reply:
+        """The reply to seq (or a sequence-0 line error), MAC checked when it has one."""
+        while True:
+            got = self.link.frames(REPLY_WAIT, want=1)
+            if not got:
+                raise NoReply("no reply")
+            try:
+                msg_id, _f, rseq, body, mac, signed = framing.parse_frame(memoryview(got[0]))
+                fields = cbor2.loads(bytes(body))
+            except Exception as exc:
+                raise NoReply(f"a damaged reply ({exc})") from None
+            if rseq not in (seq, 0):
+                continue  # a late answer to something earlier
+            if mac is not None:
+                keys = self.keys
+                if keys is None or bytes(mac) != keys.d2h.tag(bytes(signed)):
+                    raise NoReply("a reply whose MAC does not verify")
+            return Reply(msg_id, fields if isinstance(fields, dict) else {}, mac is not None)
+
+    def call(self, msg_id: int, body: dict[int, Any], maced: bool = True) -> Reply:
+        frame = self.frame(msg_id, body, self.keys if maced else None)
+        return self.reply(self.send(frame))
+
+    def login(self, role: int, credential: bytes) -> tuple[bytes, Reply]:
+        """A full handshake; returns the AUTH_PROVE frame sent and the final reply."""
+        self.keys = None
+        host_nonce = secrets.token_bytes(32)
+        r = self.call(messages.AUTH_BEGIN, {1: role, 2: host_nonce}, maced=False)
+        if r.msg_id != messages.AUTH_CHALLENGE:
+            return b"", r
+        tr = transcript.transcript(self.serial, role, host_nonce, bytes(r.fields[1]))
+        proof = transcript.derive(credential, transcript.HOST_PROOF, tr)
+        frame = self.frame(messages.AUTH_PROVE, {1: proof})
+        r = self.reply(self.send(frame))
+        if r.msg_id == messages.AUTH_OK:
+            self.keys = Keys(credential, tr)
+        return frame, r
+
+    def put(self, name: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).digest()
+        for msg_id, body, want in (
+            (messages.PUT_OPEN, {1: name, 2: len(data), 3: digest}, messages.PUT_READY),
+            (messages.PUT_DATA, {1: 0, 2: data}, messages.PUT_ACK),
+            (messages.PUT_COMMIT, {1: name}, messages.PUT_DONE),
+        ):
+            r = self.call(msg_id, body)
+            if r.msg_id != want:
+                raise NoReply(f"the owner's own {messages.NAMES[msg_id]} got {r.describe()}")
+
+
+class Judge:
+    """Classifies each attack's answers into the tally."""
+
+    def __init__(self, tally: Tally, what: str) -> None:
+        self.tally = tally
+        self.what = what
+
+    def refused(self, label: str, attempt: Callable[[], Reply], allowed: set[int]) -> Reply | None:
+        """attempt() -> Reply must be an ERROR with a code in allowed."""
+        self.tally.faults += 1
+        try:
+            r = attempt()
+        except NoReply as exc:
+            self.tally.unclear_failure(f"{self.what}: {label}: {exc}")
+            return None
+        if r.msg_id != messages.ERROR:
+            self.tally.loss(f"{self.what}: {label} was accepted ({r.describe()})")
+        elif r.code not in allowed:
+            names = "/".join(codes.NAMES[c] for c in sorted(allowed))
+            self.tally.unclear_failure(f"{self.what}: {label}: {r.describe()} instead of {names}")
+        else:
+            self.tally.ok += 1
+        return r
+
+
+def run(ctx: Ctx, trials: int) -> Tally:
+    tally = Tally("hostile_host")
+    creds = new_creds(ctx.rng)
+    emulator = ctx.emulator("hostile-host", 1)
+    try:
+        model = _setup(ctx, emulator, creds)
+        for t in range(trials):
+            kinds = ctx.rng.choices(ATTACKS, WEIGHTS, k=2)
+            if t < len(ATTACKS):  # the first trials try every kind once
+                kinds[0] = ATTACKS[t]
+            with tally.trial(f"hostile_host trial {t} ({', '.join(kinds)})"):
+                for kind in kinds:
+                    _ATTACK[kind](ctx, tally, emulator, creds, model)
+                    model = _check(ctx, tally, emulator, creds, model, kind)
+    finally:
+        emulator.stop()
+    return tally
+
+
+def _setup(ctx: Ctx, emulator: Emulator, creds: Creds) -> dict[str, bytes]:
+    client = owner_session(emulator, 0, creds)
+    try:
+        model = {name: ctx.rng.randbytes(ctx.rng.randrange(1, 2000)) for name in CANARIES}
+        for name, data in model.items():
+            client.put(name, data)
+        client.end_session()
+    finally:
+        close_quietly(client)
+    return model
+
+
+def _check(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes], kind: str
+) -> dict[str, bytes]:
+    """Every canary still there and unchanged (put back if not); the owner can log in."""
+    client = owner_session(emulator, 0, creds)
+    try:
+        held = {o.name for o in client.list()}
+        for name, data in model.items():
+            got = client.get(name) if name in held else None
+            if got != data:
+                what = "deleted" if got is None else "altered"
+                tally.loss(f"after {kind}: canary {name} was {what}")
+                client.put(name, data)
+        client.end_session()
+    finally:
+        close_quietly(client)
+    return model
+
+
+def _wire(emulator: Emulator) -> Wire:
+    drive = emulator.drives[0]
+    return Wire(drive.port, drive.serial)
+
+
+def _owner(emulator: Emulator, creds: Creds) -> Wire:
+    wire = _wire(emulator)
+    _, r = wire.login(0, creds.owner)
+    if r.msg_id != messages.AUTH_OK:
+        wire.close()
+        raise NoReply(f"the owner's own login got {r.describe()}")
+    return wire
+
+
+MAC_GONE = {codes.SESSION_MAC, codes.NOT_AUTHENTICATED}
+
+
+def _replay(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    judge = Judge(tally, "replay")
+    wire = _owner(emulator, creds)
+    try:
+        recorded = wire.frame(messages.DELETE, {1: "temp"}, wire.keys)
+        r = wire.reply(wire.send(recorded))
+        if r.msg_id != messages.OK:
+            raise NoReply(f"the owner's own DELETE got {r.describe()}")
+        wire.put("temp", model["temp"])
+        later = ctx.rng.random() < 0.5
+        if later:  # the owner ends the session and opens another one
+            wire.call(messages.SESSION_END, {})
+            wire.login(0, creds.owner)
+        where = "a later session" if later else "the same session"
+        judge.refused(
+            f"DELETE replayed in {where}", lambda: wire.reply(wire.send(recorded)), MAC_GONE
+        )
+        # The session is over: even the owner's next honest frame is refused.
+        judge.refused(
+            "the owner's next frame after the replay",
+            lambda: wire.call(messages.STAT, {1: "keep-a"}),
+            MAC_GONE,
+        )
+    finally:
+        wire.close()
+
+
+def _reorder(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    judge = Judge(tally, "reorder")
+    wire = _owner(emulator, creds)
+    try:
+        first = wire.frame(messages.DELETE, {1: "keep-a"}, wire.keys)
+        second = wire.frame(messages.DELETE, {1: "keep-b"}, wire.keys)
+        judge.refused("the second DELETE first", lambda: wire.reply(wire.send(second)), MAC_GONE)
+        judge.refused("then the first DELETE", lambda: wire.reply(wire.send(first)), MAC_GONE)
+    finally:
+        wire.close()
+
+
+def _alter(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    judge = Judge(tally, "alter")
+    wire = _owner(emulator, creds)
+    try:
+        frame = bytearray(wire.frame(messages.STAT, {1: "keep-a"}, wire.keys))
+        how = ctx.rng.choice(["message id", "name", "sequence", "MAC", "MAC flag"])
+        if how == "message id":
+            frame[1] = messages.DELETE
+        elif how == "name":
+            at = bytes(frame).index(b"keep-a") + 5
+            frame[at] = ord("b")
+        elif how == "sequence":
+            frame[4] ^= 0x01
+        elif how == "MAC":
+            frame[-1 - ctx.rng.randrange(16)] ^= 1 << ctx.rng.randrange(8)
+        else:  # drop the MAC and its flag: a plain frame in a session
+            frame[2] = 0
+            del frame[-16:]
+            frame[1] = messages.DELETE
+        altered = bytes(frame)
+        judge.refused(
+            f"STAT with its {how} altered", lambda: wire.reply(wire.send(altered)), MAC_GONE
+        )
+    finally:
+        wire.close()
+
+
+def _stolen(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    judge = Judge(tally, "stolen session")
+    owner = _wire(emulator)
+    proof, r = owner.login(0, creds.owner)
+    owner.close()  # gone without SESSION_END: the drive still holds the session
+    if r.msg_id != messages.AUTH_OK:
+        raise NoReply(f"the owner's own login got {r.describe()}")
+    attacker = _wire(emulator)
+    try:
+        how = ctx.rng.choice(["no MAC", "random MAC", "guessed key"])
+        if how == "no MAC":
+            frame = attacker.frame(messages.DELETE, {1: "keep-a"})
+        elif how == "random MAC":
+            plain = attacker.frame(messages.DELETE, {1: "keep-a"})
+            frame = plain[:2] + bytes([framing.FLAG_MAC]) + plain[3:] + secrets.token_bytes(16)
+        else:
+            fake = Keys(secrets.token_bytes(32), secrets.token_bytes(40))
+            frame = attacker.frame(messages.DELETE, {1: "keep-a"}, fake)
+        judge.refused(f"DELETE with {how}", lambda: attacker.reply(attacker.send(frame)), MAC_GONE)
+        # The owner's recorded proof against a fresh challenge.
+        nonce = secrets.token_bytes(32)
+        attacker.call(messages.AUTH_BEGIN, {1: 0, 2: nonce}, maced=False)
+        judge.refused(
+            "the owner's AUTH_PROVE replayed",
+            lambda: attacker.reply(attacker.send(proof)),
+            {codes.AUTH_FAILED},
+        )
+        judge.refused(
+            "DELETE after the failed proof",
+            lambda: attacker.call(messages.DELETE, {1: "keep-a"}, maced=False),
+            {codes.NOT_AUTHENTICATED},
+        )
+    finally:
+        attacker.close()
+
+
+def _guess(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    role = ctx.rng.choice([0, 1])
+    right = creds.owner if role == 0 else creds.custodian
+    who = "owner" if role == 0 else "custodian"
+    judge = Judge(tally, f"guessing the {who} credential")
+    split = ctx.rng.choice([None, ctx.rng.randrange(1, LOCKOUT)])
+    failed = 0
+    for attempt in range(LOCKOUT + 3):
+        if split is not None and attempt == split:
+            emulator.kill(0, restart=True)  # the count is in flash
+        wire = _wire(emulator)
+        try:
+            _, r = wire.login(role, secrets.token_bytes(32))
+        except NoReply as exc:
+            tally.unclear_failure(f"guess {attempt + 1}: {exc}")
+            return
+        finally:
+            wire.close()
+        tally.faults += 1
+        if r.code == codes.AUTH_FAILED:
+            failed += 1
+            tally.ok += 1
+            continue
+        if r.code == codes.LOCKED_OUT:
+            if failed != LOCKOUT:
+                tally.unclear_failure(f"locked out after {failed} failures, not {LOCKOUT}")
+            else:
+                tally.ok += 1
+            break
+        if r.msg_id == messages.AUTH_OK:
+            tally.loss(f"a random {who} credential was accepted")
+        else:
+            tally.unclear_failure(f"guess {attempt + 1}: {r.describe()}")
+        return
+    else:
+        tally.loss(f"{LOCKOUT + 3} wrong {who} credentials and still no lockout")
+        return
+
+    def right_login() -> Reply:
+        wire = _wire(emulator)
+        try:
+            return wire.login(role, right)[1]
+        finally:
+            wire.close()
+
+    judge.refused(f"the right {who} credential once locked out", right_login, {codes.LOCKED_OUT})
+    emulator.kill(0, restart=True)
+    judge.refused(
+        f"the right {who} credential after a power cycle", right_login, {codes.LOCKED_OUT}
+    )
+    # The custodian's lockout leaves the owner in; either way only a reset unlocks.
+    emulator.press_button(0)
+    wire = _wire(emulator)
+    try:
+        r = wire.call(messages.FACTORY_RESET, {}, maced=False)
+        if r.msg_id != messages.OK:
+            raise NoReply(f"factory reset with the button got {r.describe()}")
+    finally:
+        wire.close()
+    model.update(_setup(ctx, emulator, creds))  # claimed again, canaries put back
+
+
+def _claim(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    judge = Judge(tally, "claiming an owned drive")
+    thief = new_creds(ctx.rng)
+    wire = _wire(emulator)
+    try:
+        body = {1: thief.owner, 2: thief.custodian, 3: thief.salt, 4: {1: 8}, 5: thief.domain}
+        judge.refused(
+            "CLAIM", lambda: wire.call(messages.CLAIM, body, maced=False), {codes.WRONG_STATE}
+        )
+        judge.refused(
+            "login with the claimer's credential",
+            lambda: wire.login(0, thief.owner)[1],
+            {codes.AUTH_FAILED},
+        )
+        hello = wire.call(messages.HELLO, {}, maced=False)
+        if hello.fields.get(5) != creds.domain:
+            tally.loss("the drive's domain changed after a refused claim")
+    finally:
+        wire.close()
+
+
+STORAGE: list[tuple[int, dict[int, Any]]] = [
+    (messages.LIST, {}),
+    (messages.STAT, {1: "keep-a"}),
+    (messages.READ, {1: "keep-a", 2: 0, 3: 64}),
+    (messages.VERIFY, {1: "keep-a"}),
+    (messages.SPACE, {}),
+    (messages.PUT_OPEN, {1: "keep-a", 2: 3, 3: b"\x00" * 32}),
+    (messages.PUT_DATA, {1: 0, 2: b"abc"}),
+    (messages.PUT_COMMIT, {1: "keep-a"}),
+    (messages.DELETE, {1: "keep-a"}),
+]
+WRITES = STORAGE[5:]  # PUT_OPEN, PUT_DATA, PUT_COMMIT, DELETE: owner only
+
+
+def _nosession(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    judge = Judge(tally, "without a session")
+    wire = _wire(emulator)
+    try:
+        wire.call(messages.SESSION_END, {}, maced=False)  # whatever a previous client left
+        for msg_id, body in ctx.rng.sample(STORAGE, 4):
+            name = messages.NAMES[msg_id]
+            judge.refused(
+                name,
+                partial(wire.call, msg_id, body, False),
+                {codes.NOT_AUTHENTICATED},
+            )
+        judge.refused(
+            "FACTORY_RESET",
+            lambda: wire.call(messages.FACTORY_RESET, {}, maced=False),
+            {codes.PRESENCE_REQUIRED},
+        )
+        _, r = wire.login(1, creds.custodian)
+        if r.msg_id != messages.AUTH_OK:
+            raise NoReply(f"the custodian's own login got {r.describe()}")
+        judge = Judge(tally, "in a custodian session")
+        for msg_id, body in ctx.rng.sample(WRITES, 2):
+            judge.refused(
+                messages.NAMES[msg_id],
+                partial(wire.call, msg_id, body),
+                {codes.PERMISSION},
+            )
+        judge.refused(
+            "FACTORY_RESET",
+            lambda: wire.call(messages.FACTORY_RESET, {}),
+            {codes.PRESENCE_REQUIRED},
+        )
+    finally:
+        wire.close()
+
+
+_ATTACK = {
+    "replay": _replay,
+    "reorder": _reorder,
+    "alter": _alter,
+    "stolen": _stolen,
+    "guess": _guess,
+    "claim": _claim,
+    "nosession": _nosession,
+}
