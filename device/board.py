@@ -45,6 +45,26 @@ def init() -> None:
         micropython.kbd_intr(-1)  # Ctrl-C is data on this channel
         if BUTTON is not None:
             BUTTON = machine.Pin(BUTTON, machine.Pin.IN, machine.Pin.PULL_UP)  # type: ignore[call-arg, attr-defined]
+    # A drive with an installed image (a boot record "A P S F"; see fw/update.py). A new
+    # image's first boot (the file "trying" is there) goes on, on trial. A later boot on
+    # trial (confirmed by its owner, or never), or an image waiting to be installed: that
+    # is fw.update's, before the link takes the heap, and it restarts the drive.
+    try:
+        with open(root() + "/slot/record") as f:
+            state = int(f.read(5)[4:])
+    except (OSError, ValueError):
+        return
+    try:
+        if state:
+            os.remove(root() + "/slot/trying")
+            return
+        os.stat(root() + "/obj/sealkeep-firmware.img")  # fw.update's image
+    except OSError:
+        if not state:
+            return
+    from fw import update
+
+    update.run()
 
 
 def log(text: str) -> None:

@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import SealkeepError
+from .firmware import FirmwareImage, load_image, write_slot
 from .relay import LinkSpec, Relay, RelayPort, parse_link
 
 __all__ = [
@@ -169,6 +170,7 @@ class Emulator:
         seed: int | None = None,
         micropython: str | None = None,
         firmware: Path | str | None = None,
+        image: Path | str | None = None,
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
         if count < 1:
@@ -189,6 +191,7 @@ class Emulator:
         self.ready_timeout = ready_timeout
         self._micropython = micropython
         self._main = Path(firmware).resolve() if firmware else repo_root() / "device" / "main.py"
+        self._image = Path(image).resolve() if image else None
         self._drives: list[_Drive] = []
         self._known: list[str] = []
         self._cond = threading.Condition()
@@ -257,7 +260,7 @@ class Emulator:
             return
         micropython = self._micropython or find_micropython()
         self._micropython = micropython
-        if not self._main.is_file():
+        if self._image is None and not self._main.is_file():
             raise EmulatorError(
                 f"the firmware is missing: no {self._main}. The emulator runs the firmware of "
                 "a source checkout: install sealkeep from it with `pip install -e .`."
@@ -266,6 +269,7 @@ class Emulator:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EmulatorError(f"cannot create {self.dir}: {exc.strerror}.") from None
+        image = self._load_image()
         self._lock_dir()
         try:
             serials = self._serials()
@@ -276,6 +280,8 @@ class Emulator:
                 for index, serial in enumerate(serials):
                     drive = _Drive(index, serial, self.dir / serial, self.dir / f"{serial}.log")
                     drive.flash.mkdir(parents=True, exist_ok=True)
+                    if image is not None and not (drive.flash / "slot" / "record").exists():
+                        write_slot(drive.flash, image)
                     self._open_pty(drive)
                     self._drives.append(drive)
                 for drive in self._drives:
@@ -291,6 +297,17 @@ class Emulator:
             self.stop()
             raise
         log.info("%d drive(s) ready in %s", len(self._drives), self.dir)
+
+    def _load_image(self) -> FirmwareImage | None:
+        if self._image is None:
+            return None
+        try:
+            image = load_image(self._image)
+        except SealkeepError as exc:
+            raise EmulatorError(str(exc)) from None
+        if not image.signature_ok():
+            raise EmulatorError(f"{self._image}: the signature does not verify.")
+        return image
 
     def _lock_dir(self) -> None:
         path = self.dir / LOCK_FILE
@@ -379,7 +396,8 @@ class Emulator:
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         os.set_blocking(stdin_r, False)  # the firmware polls its stdin
-        cmd = [self._micropython, "-X", f"heapsize={self.heap}", str(self._main)]
+        main = drive.flash / "main.py" if self._image is not None else self._main
+        cmd = [self._micropython, "-X", f"heapsize={self.heap}", str(main)]
         try:
             with open(drive.log, "ab") as err:
                 proc = subprocess.Popen(

@@ -36,6 +36,7 @@ __all__ = [
     "DriveInternalError",
     "ForgedReply",
     "FrameRejected",
+    "ImageRefused",
     "LinkError",
     "LockedOut",
     "NoPutOpen",
@@ -331,6 +332,15 @@ class DriveInternalError(DriveError):
     advice = "Retry; if it persists, check the drive's flash and firmware (see its log)."
 
 
+class ImageRefused(DriveError):
+    """The drive refused a firmware image: damaged, signed by another vendor or not at all,
+    or older than its security counter allows."""
+
+    exit_code = EXIT_INTEGRITY
+    summary = "the drive refused the firmware image"
+    advice = "It keeps its firmware. Check the image with `sealkeep firmware inspect`."
+
+
 _BY_CODE: dict[int, type[DriveError]] = {
     codes.MALFORMED_FRAME: FrameRejected,
     codes.CRC: FrameRejected,
@@ -353,6 +363,10 @@ _BY_CODE: dict[int, type[DriveError]] = {
     codes.INTERNAL: DriveInternalError,
     codes.PERMISSION: Permission,
     codes.PRESENCE_REQUIRED: PresenceRequired,
+    codes.BAD_IMAGE: ImageRefused,
+    codes.BAD_SIGNATURE: ImageRefused,
+    codes.WRONG_VENDOR: ImageRefused,
+    codes.DOWNGRADE: ImageRefused,
 }
 
 

@@ -49,3 +49,19 @@ NAMES = {
     PERMISSION: "PERMISSION",
     PRESENCE_REQUIRED: "PRESENCE_REQUIRED",
 }
+
+# firmware images: set from a table, as protocol.messages does its firmware requests (a
+# drive loads this module and keeps every name it assigns)
+BAD_IMAGE: int
+BAD_SIGNATURE: int
+WRONG_VENDOR: int
+DOWNGRADE: int
+for name, value in (
+    ("BAD_IMAGE", 33),
+    ("BAD_SIGNATURE", 34),
+    ("WRONG_VENDOR", 35),
+    ("DOWNGRADE", 36),
+):
+    globals()[name] = value
+    NAMES[value] = name
+del name, value

@@ -22,6 +22,9 @@ PUT_COMMIT = 0x15
 DELETE = 0x16
 VERIFY = 0x17
 SPACE = 0x18
+# One request for every step of a firmware update, not one each: a drive routes and checks
+# each request id through tables that would outgrow their room in its heap.
+FIRMWARE = 0x20
 
 # replies
 OK = 0x80
@@ -36,6 +39,7 @@ PUT_ACK = 0x94
 PUT_DONE = 0x95
 VERIFY_R = 0x97
 SPACE_R = 0x98
+FIRMWARE_R = 0xA0
 ERROR = 0xFF
 
 NAMES = {
@@ -54,6 +58,7 @@ NAMES = {
     DELETE: "DELETE",
     VERIFY: "VERIFY",
     SPACE: "SPACE",
+    FIRMWARE: "FIRMWARE",
     OK: "OK",
     HELLO_R: "HELLO_R",
     AUTH_CHALLENGE: "AUTH_CHALLENGE",
@@ -66,6 +71,7 @@ NAMES = {
     PUT_DONE: "PUT_DONE",
     VERIFY_R: "VERIFY_R",
     SPACE_R: "SPACE_R",
+    FIRMWARE_R: "FIRMWARE_R",
     ERROR: "ERROR",
 }
 
@@ -75,6 +81,10 @@ NAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-
 
 STATE_BLANK = "blank"
 STATE_OWNED = "owned"
+
+# The steps of FIRMWARE (field 1), by number: open answers PUT_READY, data PUT_ACK, status
+# FIRMWARE_R, the others OK.
+FIRMWARE_STEPS = ("open", "data", "install", "confirm", "reboot", "status")
 
 # Capabilities a drive may announce in HELLO.
 CAP_STORAGE = "storage"
@@ -90,20 +100,21 @@ REQUESTS = {
         4: ("kdf", "m", True),
         5: ("domain", "b", True),
     },
-    FACTORY_RESET: {},
     AUTH_BEGIN: {1: ("role", "u", True), 2: ("nonce", "b", True)},
     AUTH_PROVE: {1: ("proof", "b", True)},
-    SESSION_END: {},
     LIST: {1: ("after", "t", False), 2: ("prefix", "t", False)},
     STAT: {1: ("name", "t", True)},
     READ: {1: ("name", "t", True), 2: ("offset", "u", True), 3: ("length", "u", True)},
     PUT_OPEN: {1: ("name", "t", True), 2: ("size", "u", True), 3: ("digest", "b", True)},
     PUT_DATA: {1: ("offset", "u", True), 2: ("data", "b", True)},
-    PUT_COMMIT: {1: ("name", "t", True)},
-    DELETE: {1: ("name", "t", True)},
-    VERIFY: {1: ("name", "t", True)},
-    SPACE: {},
+    # and per step (the drive checks them itself): 2 the image's size (open) or the data's
+    # offset (data), 3 the image's SHA-256 (open) or the data (data)
+    FIRMWARE: {1: ("step", "u", True)},
 }
+# Requests with the same body share one schema: a drive keeps this table, and each copy
+# would cost it heap.
+REQUESTS[FACTORY_RESET] = REQUESTS[SESSION_END] = REQUESTS[SPACE] = REQUESTS[HELLO]
+REQUESTS[PUT_COMMIT] = REQUESTS[DELETE] = REQUESTS[VERIFY] = REQUESTS[STAT]
 
 REPLIES = {
     OK: {},
@@ -132,6 +143,18 @@ REPLIES = {
     PUT_DONE: {1: ("digest", "b", True), 2: ("size", "u", True)},
     VERIFY_R: {1: ("digest", "b", True), 2: ("size", "u", True), 3: ("intact", "?", True)},
     SPACE_R: {1: ("capacity", "u", True), 2: ("free", "u", True)},
+    # FIRMWARE status: the running firmware's version, security counter and the vendor key
+    # it trusts (null: none, it takes no update), and the files under slot/ as they are
+    # (absent on the firmware of a source tree, which has no slots)
+    FIRMWARE_R: {
+        1: ("version", "t", True),
+        2: ("counter", "u", True),
+        3: ("record", "t", False),
+        4: ("slot_a", "t", False),
+        5: ("slot_b", "t", False),
+        6: ("result", "t", False),
+        7: ("vendor_key", "b?", True),
+    },
     ERROR: {
         1: ("code", "u", True),
         2: ("text", "t", True),

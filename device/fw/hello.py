@@ -4,9 +4,11 @@ import board
 
 from fw.ids import HELLO_R
 from fw.version import VERSION
+from fw.wire import drop
 
 
 def call(link, msg_id: int, body: dict) -> tuple:
+    drop()  # a firmware transfer left unfinished: its code goes
     st = link.state
     cap, free, _ = link.store.space()
     caps = ["storage", "resume"]
@@ -14,7 +16,7 @@ def call(link, msg_id: int, body: dict) -> tuple:
         caps.append("presence")
     return HELLO_R, {
         1: 1,
-        2: VERSION,
+        2: VERSION[0],
         3: link.serial,
         4: "blank" if st.blank else "owned",
         5: st.get(5),

@@ -26,7 +26,7 @@ from protocol import framing
 # of received bytes.
 MAX_FRAME = min(max(board.env("SEALKEEP_MAX_FRAME", framing.MAX_FRAME), 256), 65535)
 READER = framing.FrameReader(MAX_FRAME)
-RX = bytearray(1024)
+RX = bytearray(512)  # a frame takes more reads; the heap needs the other 512 bytes
 try:  # the host's side of framing
     del framing.FrameWriter, framing.build_frame, framing.cobs_encode, framing.cobs_decode
 except AttributeError:

@@ -1,4 +1,12 @@
-"""Errors a handler raises to answer with an ERROR frame, and request body checks."""
+"""Errors a handler raises to answer with an ERROR frame, request body checks, and the
+dispatch of firmware requests."""
+
+import gc
+import sys
+
+import board
+
+import fw
 
 
 class WireError(Exception):
@@ -36,3 +44,37 @@ def check(schema: dict, body: object) -> "str | None":
         if bad:
             return f"field {key} ({spec[0]}) has the wrong type"
     return None
+
+
+def call(link, msg_id: int, body: dict) -> tuple:
+    """FIRMWARE (routed here by main.py). Its reboot step is anyone's (it is what pulling
+    the plug does) and answered here: an owner asks for it in a session, where the heap
+    has no room for more code. The other steps load ``fw.update``, which stays while an
+    image arrives (loading it for every frame would fragment the heap); the next HELLO
+    drops it (``drop()``) if the drive has not restarted by then."""
+    if body.get(1) == 4:  # protocol.messages.FIRMWARE_STEPS: reboot
+        reboot()
+        return 0x80, {}  # OK
+    from fw import update
+
+    return update.call(link, msg_id, body)
+
+
+def reboot() -> None:
+    """Restart once the reply is written (the link writes a reply with one write_all):
+    into a new image, to install one, or with a clean heap."""
+    send = board.write_all
+
+    def write_all(data: memoryview) -> None:
+        send(data)
+        board.reboot()
+
+    board.write_all = write_all
+
+
+def drop() -> None:
+    """Unload ``fw.update``, if loaded: a drive that is not being updated keeps that heap
+    for data."""
+    if "fw.update" in sys.modules:
+        del sys.modules["fw.update"], fw.update
+        gc.collect()

@@ -11,7 +11,8 @@ from typing import Any
 from .. import ui
 from ..client import DriveClient, Hello
 from ..drivespec import DriveAddress, parse_drives
-from ..errors import EXIT_UNREACHABLE, SealkeepError
+from ..errors import EXIT_UNREACHABLE, DriveError, SealkeepError
+from ..firmware import FirmwareStatus, firmware_status
 from ..transport import open_transport
 from . import add_drives_option, add_json_option
 
@@ -27,6 +28,7 @@ class DriveStatus:
     address: DriveAddress
     hello: Hello | None = None
     error: str | None = None
+    firmware: FirmwareStatus | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,9 @@ class DriveStatus:
             "capacity": h.capacity if h else None,
             "free": h.free if h else None,
         }
+        fw = self.firmware
+        if fw is not None:
+            doc.update(fw.as_json())
         if self.error is not None:
             doc["error"] = self.error
         return doc
@@ -64,10 +69,28 @@ class DriveStatus:
             domain,
             ui.human_size(h.capacity),
             ui.human_size(h.free),
+            *self.slot_columns(),
         ]
         if self.error is not None:
             row.append(self.error)
         return row
+
+    def slot_columns(self) -> list[str]:
+        """ACTIVE (slot: counter, boot state) and INACTIVE (slot: version, counter)."""
+        fw = self.firmware
+        if fw is None:
+            return ["?", "?"]
+        if fw.active is None:
+            return [f"built-in (counter {fw.counter})", "-"]
+        active = f"{fw.active}: counter {fw.counter}"
+        if fw.state != "confirmed":
+            active += f", {fw.state}"
+        other = fw.inactive
+        if other is None or other.version is None:
+            inactive = f"{other.name}: empty" if other else "-"
+        else:
+            inactive = f"{other.name}: {other.version}, counter {other.counter}"
+        return [active, inactive]
 
 
 def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatus:
@@ -76,6 +99,10 @@ def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatu
         transport = open_transport(address.port)
         with DriveClient(transport, timeout=timeout, serial_hint=address.serial) as client:
             hello = client.hello()
+            try:
+                firmware: FirmwareStatus | None = firmware_status(client)
+            except DriveError:  # older firmware, or no heap for it now: not shown
+                firmware = None
     except SealkeepError as exc:
         return DriveStatus(address, error=ui.one_line(str(exc)))
     if address.serial is not None and hello.serial != address.serial:
@@ -86,8 +113,9 @@ def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatu
                 f"the drive at {address.port} is {hello.serial}, not {address.serial} as "
                 "its drives file says: check which drive is on this port"
             ),
+            firmware=firmware,
         )
-    return DriveStatus(address, hello)
+    return DriveStatus(address, hello, firmware=firmware)
 
 
 def survey(addresses: list[DriveAddress], timeout: float = DEFAULT_TIMEOUT) -> list[DriveStatus]:
@@ -98,13 +126,23 @@ def survey(addresses: list[DriveAddress], timeout: float = DEFAULT_TIMEOUT) -> l
         return list(pool.map(lambda a: probe(a, timeout), addresses))
 
 
-HEADERS = ["SERIAL", "PORT", "FIRMWARE", "STATE", "DOMAIN", "CAPACITY", "FREE"]
+HEADERS = [
+    "SERIAL",
+    "PORT",
+    "FIRMWARE",
+    "STATE",
+    "DOMAIN",
+    "CAPACITY",
+    "FREE",
+    "ACTIVE",
+    "INACTIVE",
+]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "drives",
-        help="list the drives: serial, firmware, state, domain, capacity and free space",
+        help="list the drives: serial, firmware and its slots, state, domain, capacity, free space",
         description=(
             "Ask every drive who it is (HELLO, no credential needed) and show one row per "
             "drive. A drive that cannot be reached shows the reason, and the exit code is "

@@ -89,6 +89,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="base of the drives' delay after failed authentications (default: firmware's)",
     )
     p.add_argument("--seed", type=int, help="seed for the link's random faults")
+    p.add_argument(
+        "--firmware",
+        metavar="IMAGE",
+        help=(
+            "run a signed firmware image (`sealkeep firmware build`): installed in slot a "
+            "of each drive that has no firmware slot yet; default: the source tree's firmware"
+        ),
+    )
     p.add_argument("--json", action="store_true", help="print drives.json instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log every drive start")
     p.set_defaults(run=run)
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         link=args.link,
         backoff_ms=args.backoff_ms,
         seed=args.seed,
+        image=args.firmware,
     )
     try:
         emulator.start()

@@ -105,6 +105,28 @@ PLAIN = [
     ("ERROR/bad_offset", "ERROR", 11, {1: 23, 2: "offset must be 65536", 3: 65536}),
     ("ERROR/backoff", "ERROR", 5, {1: 14, 2: "wait", 4: 1000}),
     ("ERROR/unicode", "ERROR", 13, {1: 21, 2: "no object \u201cb\u00e4r\u201d \U0001f511"}),
+    ("FIRMWARE", "FIRMWARE", 30, {1: 0, 2: 28642, 3: DIGEST}),
+    ("FIRMWARE/data", "FIRMWARE", 31, {1: 1, 2: 4056, 3: b"SKFW\x01\x05\xd0" * 4}),
+    ("FIRMWARE/install", "FIRMWARE", 32, {1: 2}),
+    ("FIRMWARE/confirm", "FIRMWARE", 33, {1: 3}),
+    ("FIRMWARE/reboot", "FIRMWARE", 34, {1: 4}),
+    ("FIRMWARE/status", "FIRMWARE", 35, {1: 5}),
+    (
+        "FIRMWARE_R",
+        "FIRMWARE_R",
+        35,
+        {
+            1: "1.1.0",
+            2: 2,
+            3: "b a 2 1",
+            4: "1.0.0 1",
+            5: "1.1.0 2",
+            6: "0 firmware 1.1.0 (counter 2) installed in slot b",
+            7: DIGEST,
+        },
+    ),
+    ("FIRMWARE_R/built-in", "FIRMWARE_R", 35, {1: "1.0.0", 2: 0, 7: None}),
+    ("ERROR/downgrade", "ERROR", 33, {1: 36, 2: "counter 1 is below 2"}),
 ]
 
 # MACed frames of an owner session: (label, name, seq, direction, counter, body).

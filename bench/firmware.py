@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Firmware images: size, Ed25519 verification on the drive, and update time.
+
+Prints:
+  - the size of a signed image, its manifest and its files (bytes)
+  - Ed25519 verification on the MicroPython unix port in a 64 KiB heap, with the firmware
+    loaded as a drive has it when it verifies (at boot, fw.install and what it imports)
+    and, as a stress case, with the whole firmware and the link's buffers: milliseconds
+    per verification (goal <= 2000), the heap the verifier's code takes, and the heap one
+    verification allocates (collector off), against what the heap has free
+  - a full update of an emulated drive (transfer, install at boot, trial boot, confirm):
+    seconds, for a blank drive (FIRMWARE open/data) and an owned one (PUT), with the
+    transfer time alone and the pty echo of the same bytes as a reference
+
+Run from a source checkout: python3 bench/firmware.py [--json] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sealkeep import firmware as fw
+from sealkeep.client import DriveClient, Hello, Role
+from sealkeep.emulator import Emulator, find_micropython, pty_echo_throughput
+from sealkeep.protocol import messages
+from sealkeep.transport import open_transport
+
+OWNER = bytes(range(32))
+
+VERIFY_SCRIPT = """
+import gc, sys, time
+gc.collect()
+gc.threshold(1024)
+sys.path[:] = ["{slot}"]
+import board
+from fw import {load}
+gc.collect()
+free = gc.mem_free()
+from fw import ed25519
+gc.collect()
+code = free - gc.mem_free()
+with open("{args}") as f:
+    pub, msg, sig = [bytes.fromhex(x) for x in f.read().split()]
+gc.collect()
+before = gc.mem_free()
+# The least free heap one verification needs: take all but that much away, and try.
+need = before
+for left in range(512, before, 256):
+    gc.collect()
+    try:
+        pad = bytearray(before - left - 64)
+    except MemoryError:
+        continue
+    try:
+        ok = ed25519.verify(pub, msg, sig)
+    except MemoryError:
+        ok = False
+    pad = None
+    if ok:
+        need = left
+        break
+gc.collect()
+ok = True
+t = time.ticks_us()
+for _ in range({rounds}):
+    ok = ok and ed25519.verify(pub, msg, sig)
+us = time.ticks_diff(time.ticks_us(), t) / {rounds}
+bad = ed25519.verify(pub, msg + b"x", sig)
+print(ok, bad, us, free, code, need)
+"""
+
+
+def measure_verify(image: fw.FirmwareImage, rounds: int, work: Path, load: str) -> dict[str, Any]:
+    """One verification in a 64 KiB heap after ``from fw import LOAD``: ``install`` is
+    how a drive runs it (at boot, before the link), ``link`` the whole firmware loaded."""
+    flash = work / f"verify-{load}"
+    fw.write_slot(flash, image)
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes_raw()
+    msg = fw.signed_message(image.manifest)  # what a drive checks: label + SHA-256
+    sig = key.sign(msg)
+    args = work / f"verify-{load}.txt"
+    args.write_text(f"{pub.hex()} {msg.hex()} {sig.hex()}")
+    script = work / f"verify-{load}.py"
+    script.write_text(
+        VERIFY_SCRIPT.format(slot=flash / "slot" / "a", load=load, args=args, rounds=rounds)
+    )
+    env = dict(os.environ, SEALKEEP_FLASH=str(flash))
+    proc = subprocess.run(
+        [find_micropython(), "-X", "heapsize=64K", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"loaded": load, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1]}
+    ok, bad, us, free, code, need = proc.stdout.split()
+    if ok != "True" or bad != "False":
+        raise SystemExit(f"the verifier answered {ok} / {bad}")
+    return {
+        "loaded": load,
+        "ms_per_verify": round(float(us) / 1000, 2),
+        "goal_ms": 2000,
+        "heap_free_before": int(free),
+        "heap_verifier_code": int(code),
+        "heap_needed_free_to_verify": int(need),
+    }
+
+
+def owner(hello: Hello) -> bytes | None:
+    return OWNER
+
+
+def measure_update(images: dict[str, Path], work: Path, owned: bool) -> dict[str, Any]:
+    target = fw.load_image(images["v2"])
+    with Emulator(work / ("owned" if owned else "blank"), 1, image=images["v1"]) as emu:
+        port = emu.drives[0].port
+        if owned:
+            client = DriveClient(open_transport(port), timeout=5)
+            client.claim(OWNER, bytes(32), bytes(16), {"alg": "argon2id"}, bytes(16))
+            client.close()
+        marks: list[float] = []
+
+        def progress(done: int, total: int) -> None:
+            if done == total:
+                marks.append(time.perf_counter())
+
+        start = time.perf_counter()
+        result = fw.update_drive(
+            port, target, owner if owned else (lambda h: None), progress=progress
+        )
+        total = time.perf_counter() - start
+        transfer = (marks[0] - start) if marks else float("nan")
+        if owned:  # the data survived: the owner's session still works
+            client = DriveClient(open_transport(port), timeout=5)
+            client.authenticate(Role.OWNER, OWNER)
+            client.call(messages.SPACE, {}, messages.SPACE_R)
+            client.close()
+    return {
+        "drive": "an owned drive (PUT)" if owned else "a blank drive (FIRMWARE open/data)",
+        "image_bytes": target.size,
+        "seconds_total": round(total, 3),
+        "seconds_to_transfer": round(transfer, 3),
+        "transfer_bytes_per_second": round(target.size / transfer) if marks else None,
+        "slot": result.slot,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--rounds", type=int, default=20, help="verifications to time")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sealkeep-bench-fw-") as tmp:
+        work = Path(tmp)
+        fw.keygen(work / "vendor.key")
+        key = fw.load_signing_key(work / "vendor.key")
+        images = {}
+        built = time.perf_counter()
+        for name, version, counter in (("v1", "1.0.0", 1), ("v2", "1.1.0", 2)):
+            images[name] = work / f"{name}.img"
+            images[name].write_bytes(fw.build_image(version, counter, key))
+        build_seconds = (time.perf_counter() - built) / 2
+        image = fw.load_image(images["v2"])
+        largest = max(image.files, key=lambda f: f.size)
+        report: dict[str, Any] = {
+            "image": {
+                "bytes": image.size,
+                "manifest_bytes": len(image.manifest),
+                "files": len(image.files),
+                "file_bytes": sum(f.size for f in image.files),
+                "largest_file": f"{largest.path} ({largest.size} bytes)",
+                "build_seconds": round(build_seconds, 2),
+            },
+            "verify": [measure_verify(image, args.rounds, work, m) for m in ("install", "link")],
+            "updates": [measure_update(images, work, owned) for owned in (False, True)],
+            "reference_pty_echo_bytes_per_second": round(
+                pty_echo_throughput(through_relay=False, total=1 << 20)
+            ),
+        }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    i = report["image"]
+    print(
+        f"image: {i['bytes']} bytes ({i['files']} files, {i['file_bytes']} bytes of them, "
+        f"manifest {i['manifest_bytes']} bytes; largest {i['largest_file']}); "
+        f"build {i['build_seconds']} s"
+    )
+    for v in report["verify"]:
+        if "error" in v:
+            print(f"Ed25519 verify with fw.{v['loaded']} loaded: {v['error']}")
+            continue
+        print(
+            f"Ed25519 verify, unix port, 64 KiB heap, with fw.{v['loaded']} loaded: "
+            f"{v['ms_per_verify']} ms (goal <= {v['goal_ms']} ms); verifier code "
+            f"{v['heap_verifier_code']} bytes of heap; it verifies with "
+            f"{v['heap_needed_free_to_verify']} bytes free (had {v['heap_free_before']} "
+            "before it loaded)"
+        )
+    for u in report["updates"]:
+        rate = u["transfer_bytes_per_second"]
+        print(
+            f"update of {u['drive']}: {u['seconds_total']} s in all, transfer "
+            f"{u['seconds_to_transfer']} s ({rate} B/s) for {u['image_bytes']} bytes"
+        )
+    print(f"reference: pty echo {report['reference_pty_echo_bytes_per_second']} B/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""``sealkeep firmware``: vendor key, signed images, and updating drives.
+
+``keygen`` writes the vendor's Ed25519 signing key; ``build`` compiles the firmware with
+``mpy-cross`` and signs it into an image whose firmware trusts that key; ``inspect`` shows
+an image and checks its signature; ``update`` installs an image on drives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .. import ui
+from ..client import Hello
+from ..drivespec import DriveAddress, UsageError, parse_drives
+from ..errors import EXIT_GENERIC, SealkeepError
+from ..firmware import (
+    FirmwareImage,
+    UpdateResult,
+    build_image,
+    check_counter,
+    keygen,
+    load_image,
+    load_public_key,
+    load_signing_key,
+    parse_image,
+    require_signature,
+    update_drive,
+)
+from ..hsm import HsmSession
+from . import add_drives_option, add_json_option
+from .slots import add_slot_options
+
+ORDER = 80
+
+
+def _counter(text: str) -> int:
+    try:
+        return check_counter(int(text))
+    except (ValueError, UsageError):
+        raise argparse.ArgumentTypeError(
+            f"the security counter is a whole number 0 to 4294967295, not {text!r}"
+        ) from None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "firmware",
+        help="drive firmware: vendor key, signed images, update",
+        description=(
+            "Make the vendor signing key, build and inspect signed firmware images, and "
+            "install them on drives."
+        ),
+    )
+    sub = p.add_subparsers(title="actions", dest="action", metavar="ACTION")
+    p.set_defaults(run=lambda args: _usage(p))
+
+    k = sub.add_parser(
+        "keygen",
+        help="write a new Ed25519 vendor signing key",
+        description=(
+            "Write a new Ed25519 vendor signing key (PKCS#8 PEM, readable only by you) and "
+            "print its public half, which every firmware built with it trusts. Keep the file "
+            "offline: whoever holds it can sign firmware the drives accept."
+        ),
+    )
+    k.add_argument("--out", required=True, type=Path, metavar="FILE", help="the key file")
+    add_json_option(k)
+    k.set_defaults(run=run_keygen)
+
+    b = sub.add_parser(
+        "build",
+        help="compile the firmware with mpy-cross and sign it into an image",
+        description=(
+            "Compile the drive firmware and the protocol modules with mpy-cross, embed the "
+            "vendor's public key, version and security counter, and sign the manifest "
+            "(every file's path, size and SHA-256) with the vendor key. Drives refuse an "
+            "image whose counter is below their own."
+        ),
+    )
+    b.add_argument("--version", required=True, help="firmware version (e.g. 1.2.0)")
+    b.add_argument("--counter", required=True, type=_counter, help="security counter")
+    b.add_argument("--key", required=True, type=Path, metavar="FILE", help="vendor key file")
+    b.add_argument("--out", required=True, type=Path, metavar="IMAGE", help="the image file")
+    add_json_option(b)
+    b.set_defaults(run=run_build)
+
+    i = sub.add_parser(
+        "inspect",
+        help="show an image and check its signature",
+        description=(
+            "Show an image's version, counter, vendor key and files, check every file's "
+            "SHA-256 and the signature: against --key if given (64 hex digits or a key "
+            "file), else against the vendor key the image names. Exits 6 when the "
+            "signature does not verify."
+        ),
+    )
+    i.add_argument("image", type=Path, metavar="IMAGE")
+    i.add_argument("--key", metavar="KEY", help="the vendor public key to check against")
+    add_json_option(i)
+    i.set_defaults(run=run_inspect)
+
+    u = sub.add_parser(
+        "update",
+        help="install an image on drives (A/B, on trial, confirmed after a self-test)",
+        description=(
+            "Stream the image into each drive's inactive slot (a broken transfer resumes), "
+            "have the drive check the Ed25519 signature, vendor key, security counter and "
+            "every file's digest and restart into it on trial, then self-test it (HELLO "
+            "and an owner session) and confirm. A drive that refuses the image, or whose "
+            "new firmware fails the self-test, keeps or goes back to its previous firmware "
+            "with its data. Claimed drives need an owner session: the slot holding their "
+            "backup domain is found by itself (--slot picks one) and its PIN is asked as "
+            "usual; blank drives need none."
+        ),
+    )
+    u.add_argument("image", type=Path, metavar="IMAGE")
+    add_drives_option(u)
+    u.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for each reply (default 5)",
+    )
+    add_slot_options(u, required=False)
+    add_json_option(u)
+    u.set_defaults(run=run_update)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    public = keygen(args.out)
+    if args.json:
+        ui.print_json({"key_file": str(args.out), "public_key": public.hex()})
+    else:
+        print(f"vendor key written to {args.out} (keep it offline)")
+        print(f"public key: {public.hex()}")
+    return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}.") from None
+
+
+def run_build(args: argparse.Namespace) -> int:
+    key = load_signing_key(args.key)
+    data = build_image(args.version, args.counter, key)
+    image = parse_image(data, "the image just built")
+    require_signature(image, None, "the image just built")
+    _write(args.out, data)
+    if args.json:
+        ui.print_json({"image": str(args.out), **image.as_json()})
+    else:
+        print(
+            f"{args.out}: firmware {image.version}, counter {image.counter}, "
+            f"{len(image.files)} files, {image.size} bytes, signed by {image.vendor_key.hex()}"
+        )
+    return 0
+
+
+def _show(image: FirmwareImage, key: bytes, ok: bool) -> None:
+    rows = [
+        ["version", image.version],
+        ["counter", str(image.counter)],
+        ["vendor key", image.vendor_key.hex()],
+        ["checked with", key.hex() + (" (the key it names)" if key == image.vendor_key else "")],
+        ["signature", "valid" if ok else "INVALID"],
+        ["size", f"{image.size} bytes"],
+        ["sha256", image.sha256.hex()],
+    ]
+    ui.print_table(["FIELD", "VALUE"], rows)
+    print()
+    ui.print_table(
+        ["PATH", "SIZE", "SHA256"],
+        [[f.path, str(f.size), f.sha256.hex()] for f in image.files],
+    )
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    image = load_image(args.image)
+    key = load_public_key(args.key) if args.key else image.vendor_key
+    ok = key == image.vendor_key and image.signature_ok(key)
+    if args.json:
+        ui.print_json(image.as_json(key) | {"signature_valid": ok})
+    else:
+        _show(image, key, ok)
+    if not ok:
+        require_signature(image, key, str(args.image))  # raises with the reason
+    return 0
+
+
+class _Owners:
+    """Owner credentials of claimed drives, from the HSM slot holding their domain (one
+    PIN prompt per slot, asked once, by one thread at a time)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.lock = threading.Lock()
+        self.sessions: dict[bytes, tuple[HsmSession, Any]] = {}
+
+    def __call__(self, hello: Hello) -> bytes | None:
+        if hello.domain is None:
+            return None
+        from ..domain import OwnerKeys
+        from .sets import session_for
+        from .slots import load_module
+
+        with self.lock:
+            entry = self.sessions.get(hello.domain)
+            if entry is None:
+                session = session_for(load_module(self.args), self.args, hello.domain)
+                if session is None:
+                    raise UsageError(
+                        f"no HSM slot holds the backup domain of drive {hello.serial} "
+                        f"({hello.domain.hex()[:16]}): give --slot, or recover the domain first."
+                    )
+                entry = (session, OwnerKeys(session))
+                self.sessions[hello.domain] = entry
+            credential: bytes = entry[1](hello.serial)
+            return credential
+
+    def close(self) -> None:
+        for session, _ in self.sessions.values():
+            session.close()
+
+
+def run_update(args: argparse.Namespace) -> int:
+    image = load_image(args.image)
+    require_signature(image, None, str(args.image))  # before any drive is touched
+    addresses = parse_drives(args.drives)
+    if not addresses:
+        raise UsageError("no drives given (--drives, $SEALKEEP_DRIVES) and none found.")
+    owners = _Owners(args)
+    lock = threading.Lock()
+
+    def one(address: DriveAddress) -> UpdateResult | SealkeepError:
+        try:
+            result = update_drive(
+                address.port, image, owners, serial=address.serial, timeout=args.timeout
+            )
+        except SealkeepError as exc:
+            return exc
+        if not args.json:
+            with lock:
+                print(
+                    f"{result.serial}: firmware {result.old_version} -> {result.version} "
+                    f"(counter {result.counter}, slot {result.slot}), confirmed in "
+                    f"{result.seconds:.1f} s",
+                    flush=True,
+                )
+        return result
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, len(addresses))) as pool:
+            outcomes = list(pool.map(one, addresses))
+    finally:
+        owners.close()
+    failed = [(a, o) for a, o in zip(addresses, outcomes, strict=True) if not _done(o)]
+    if args.json:
+        ui.print_json(
+            {
+                "image": {"version": image.version, "counter": image.counter},
+                "drives": [
+                    o.as_json()
+                    if isinstance(o, UpdateResult)
+                    else {"port": a.port, "serial": a.serial, "error": ui.one_line(str(o))}
+                    for a, o in zip(addresses, outcomes, strict=True)
+                ],
+            }
+        )
+    for _, outcome in failed:
+        ui.error(ui.one_line(str(outcome)))  # it names the drive
+    if not failed:
+        return 0
+    codes = {o.exit_code for _, o in failed if isinstance(o, SealkeepError)}
+    if not args.json:
+        print(f"{len(failed)} of {len(addresses)} drive(s) not updated", file=sys.stderr)
+    return codes.pop() if len(codes) == 1 else EXIT_GENERIC
+
+
+def _done(outcome: UpdateResult | SealkeepError) -> bool:
+    return isinstance(outcome, UpdateResult)
