@@ -8,6 +8,8 @@ Prints:
     and, as a stress case, with the whole firmware and the link's buffers: milliseconds
     per verification (goal <= 2000), the heap the verifier's code takes, and the heap one
     verification allocates (collector off), against what the heap has free
+  - a technician's install on a blank board through its raw REPL (mpremote), against
+    ``mpremote cp`` of as many bytes in the same run
   - a full update of an emulated drive (transfer, install at boot, trial boot, confirm):
     seconds, for a blank drive (FIRMWARE open/data) and an owned one (PUT), with the
     transfer time alone and the pty echo of the same bytes as a reference
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sealkeep import firmware as fw
 from sealkeep.client import DriveClient, Hello, Role
 from sealkeep.emulator import Emulator, find_micropython, pty_echo_throughput
+from sealkeep.install import install_image
 from sealkeep.protocol import messages
 from sealkeep.transport import open_transport
 
@@ -157,6 +161,37 @@ def measure_update(images: dict[str, Path], work: Path, owned: bool) -> dict[str
     }
 
 
+def measure_install(images: dict[str, Path], work: Path) -> dict[str, Any]:
+    """A technician's install on a blank board (raw REPL, mpremote), against ``mpremote cp``
+    of as many bytes, in one file, onto another blank board of the same run."""
+    image = fw.load_image(images["v1"])
+    with Emulator(work / "install", 2, blank=True) as emu:
+        marks: list[float] = []
+
+        def progress(done: int, total: int) -> None:
+            if done == total and not marks:
+                marks.append(time.perf_counter())
+
+        start = time.perf_counter()
+        result = install_image(emu.drives[0].port, image, serial="SK-BENCH0001", progress=progress)
+        total = time.perf_counter() - start
+        blob = work / "install-reference.bin"
+        blob.write_bytes(os.urandom(result.bytes))
+        mpremote = shutil.which("mpremote") or "mpremote"
+        cp = [mpremote, "connect", emu.drives[1].port, "resume", "fs", "cp", str(blob), ":ref.bin"]
+        started = time.perf_counter()
+        subprocess.run(cp, check=True, capture_output=True, timeout=120)
+        reference = time.perf_counter() - started
+    return {
+        "files": result.files,
+        "bytes": result.bytes,
+        "seconds_total": round(total, 3),
+        "seconds_to_write_files": round(marks[0] - start, 3) if marks else None,
+        "reference_mpremote_cp_seconds": round(reference, 3),
+        "ratio_to_mpremote_cp": round(total / reference, 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -184,6 +219,7 @@ def main() -> int:
                 "build_seconds": round(build_seconds, 2),
             },
             "verify": [measure_verify(image, args.rounds, work, m) for m in ("install", "link")],
+            "install": measure_install(images, work),
             "updates": [measure_update(images, work, owned) for owned in (False, True)],
             "reference_pty_echo_bytes_per_second": round(
                 pty_echo_throughput(through_relay=False, total=1 << 20)
@@ -200,7 +236,10 @@ def main() -> int:
     )
     for v in report["verify"]:
         if "error" in v:
-            print(f"Ed25519 verify with fw.{v['loaded']} loaded: {v['error']}")
+            print(
+                f"Ed25519 verify with fw.{v['loaded']} loaded: does not fit ({v['error']}); "
+                "so a drive verifies at boot, before the link takes its buffers"
+            )
             continue
         print(
             f"Ed25519 verify, unix port, 64 KiB heap, with fw.{v['loaded']} loaded: "
@@ -209,6 +248,13 @@ def main() -> int:
             f"{v['heap_needed_free_to_verify']} bytes free (had {v['heap_free_before']} "
             "before it loaded)"
         )
+    n = report["install"]
+    print(
+        f"install on a blank board (raw REPL): {n['seconds_total']} s in all for {n['files']} "
+        f"files, {n['bytes']} bytes (writing them {n['seconds_to_write_files']} s, then hashing "
+        f"on the board, boot record, restart, HELLO); mpremote cp of as many bytes "
+        f"{n['reference_mpremote_cp_seconds']} s: ratio {n['ratio_to_mpremote_cp']}"
+    )
     for u in report["updates"]:
         rate = u["transfer_bytes_per_second"]
         print(

@@ -321,6 +321,12 @@ class DriveClient:
     def connect(self) -> None:
         self.transport.connect()
 
+    def forget_session(self) -> None:
+        """The drive restarted (it was asked to): its session ended with it, so closing
+        does not wait for it to end one."""
+        self._session = None
+        self._auth = None
+
     def close(self) -> None:
         """End the session (best effort, briefly) and close the transport."""
         if self._session is not None:

@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import SealkeepError
-from .firmware import FirmwareImage, load_image, write_slot
+from .firmware import SERIAL_RE, FirmwareImage, load_image, write_slot
 from .relay import LinkSpec, Relay, RelayPort, parse_link
 
 __all__ = [
@@ -63,7 +63,6 @@ LOCK_FILE = ".emulator.lock"
 REBOOT_STATUS = 75
 READY_TIMEOUT = 30.0
 STOP_GRACE = 2.0
-SERIAL_RE = re.compile(r"^SK-[0-9A-Z]{4,32}$")
 HEAP_RE = re.compile(r"^[1-9][0-9]*[KkMm]?$")
 # A drive that ends within this many seconds of starting counts as crashing at start.
 FAST_EXIT = 2.0
@@ -86,6 +85,7 @@ class EmulatedDrive:
     log: Path
     pid: int | None
     restarts: int
+    blank: bool = False  # a stock MicroPython REPL with no firmware installed (--blank)
 
 
 def repo_root() -> Path:
@@ -134,16 +134,31 @@ class _Drive:
         self.fast_exits = 0
         self.restarts = 0
         self.restart_at: float | None = None
+        self.repl = False  # runs a stock REPL (a blank board), not the firmware
 
-    def snapshot(self) -> EmulatedDrive:
+    def reported_serial(self, provisioned: bool) -> str:
+        """The serial the drive answers with: with provisioned (--blank), the one its
+        flash holds once the firmware is installed (a technician's, or made up at its
+        first boot), else the folder's."""
+        if provisioned:
+            try:
+                text = (self.flash / "serial").read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if SERIAL_RE.match(text):
+                return text
+        return self.serial
+
+    def snapshot(self, provisioned: bool = False) -> EmulatedDrive:
         return EmulatedDrive(
             self.index,
-            self.serial,
+            self.reported_serial(provisioned),
             self.port_path,
             self.flash,
             self.log,
             self.proc.pid if self.proc is not None else None,
             self.restarts,
+            self.repl,
         )
 
 
@@ -155,6 +170,12 @@ class Emulator:
     ``usb-fs``, ``uart:BAUD``); ``backoff_ms`` the drive's authentication back-off base
     (None: the firmware's default); ``settings`` more ``SEALKEEP_*`` variables for the
     firmware (``{"MAX_FRAME": 1024}``); ``seed`` makes the relay's random faults repeat.
+
+    ``image`` starts drives that have no firmware yet with that signed image installed;
+    ``blank`` starts them as a technician receives boards: stock MicroPython REPLs
+    (``micropython -i``) with nothing installed, ready for ``sealkeep firmware install``.
+    A drive whose flash has a ``main.py`` (an installed image) runs it; a blank drive's
+    serial is then the one its flash holds, not its folder's name.
     """
 
     def __init__(
@@ -171,8 +192,13 @@ class Emulator:
         micropython: str | None = None,
         firmware: Path | str | None = None,
         image: Path | str | None = None,
+        blank: bool = False,
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
+        if blank and image is not None:
+            raise EmulatorError(
+                "blank drives run no firmware: give either --blank or --firmware, not both."
+            )
         if count < 1:
             raise EmulatorError("the emulator needs at least one drive (--count 1 or more).")
         if capacity is not None and capacity < 0:
@@ -192,6 +218,7 @@ class Emulator:
         self._micropython = micropython
         self._main = Path(firmware).resolve() if firmware else repo_root() / "device" / "main.py"
         self._image = Path(image).resolve() if image else None
+        self._blank = blank
         self._drives: list[_Drive] = []
         self._known: list[str] = []
         self._cond = threading.Condition()
@@ -221,7 +248,7 @@ class Emulator:
     @property
     def drives(self) -> list[EmulatedDrive]:
         with self._cond:
-            return [drive.snapshot() for drive in self._drives]
+            return [drive.snapshot(self._blank) for drive in self._drives]
 
     @property
     def drives_file(self) -> Path:
@@ -260,7 +287,7 @@ class Emulator:
             return
         micropython = self._micropython or find_micropython()
         self._micropython = micropython
-        if self._image is None and not self._main.is_file():
+        if self._image is None and not self._blank and not self._main.is_file():
             raise EmulatorError(
                 f"the firmware is missing: no {self._main}. The emulator runs the firmware of "
                 "a source checkout: install sealkeep from it with `pip install -e .`."
@@ -341,7 +368,14 @@ class Emulator:
                 entries = doc["drives"] if isinstance(doc, dict) else None
                 if not isinstance(entries, list):
                     raise ValueError("no drives list")
-                listed = [e.get("serial") if isinstance(e, dict) else None for e in entries]
+                # A drive's folder is named after the serial it first had (--blank drives
+                # may have another one since).
+                listed = [
+                    Path(str(e.get("flash") or "")).name or e.get("serial")
+                    if isinstance(e, dict)
+                    else None
+                    for e in entries
+                ]
                 roster = doc.get("known")
                 for serial in [*(roster if isinstance(roster, list) else []), *listed]:
                     if isinstance(serial, str) and SERIAL_RE.match(serial):
@@ -375,9 +409,15 @@ class Emulator:
     def _env(self, drive: _Drive) -> dict[str, str]:
         device = self._main.parent
         env = dict(os.environ)
-        env["MICROPYPATH"] = f"{device}:{device.parent}"
+        if self._image is None and not self._blank:
+            env["MICROPYPATH"] = f"{device}:{device.parent}"
+        else:  # a board has its flash only: an installed main.py runs its slot
+            env.pop("MICROPYPATH", None)
         env["SEALKEEP_FLASH"] = f"{drive.flash}/"
-        env["SEALKEEP_SERIAL"] = drive.serial
+        if self._blank:  # the serial the technician provisioned, or the firmware's own
+            env.pop("SEALKEEP_SERIAL", None)
+        else:
+            env["SEALKEEP_SERIAL"] = drive.serial
         if self.capacity is not None:
             env["SEALKEEP_CAPACITY"] = str(self.capacity)
         else:
@@ -395,9 +435,16 @@ class Emulator:
         assert self._micropython is not None
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
-        os.set_blocking(stdin_r, False)  # the firmware polls its stdin
-        main = drive.flash / "main.py" if self._image is not None else self._main
-        cmd = [self._micropython, "-X", f"heapsize={self.heap}", str(main)]
+        installed = drive.flash / "main.py"
+        drive.repl = self._blank and not installed.exists()
+        # The firmware polls its stdin; the REPL reads it a character at a time and takes
+        # "no byte yet" for an error.
+        os.set_blocking(stdin_r, drive.repl)
+        if drive.repl:  # a stock REPL; its files land in the flash folder (its cwd)
+            cmd = [self._micropython, "-X", f"heapsize={self.heap}", "-i"]
+        else:
+            main = installed if self._image is not None or self._blank else self._main
+            cmd = [self._micropython, "-X", f"heapsize={self.heap}", str(main)]
         try:
             with open(drive.log, "ab") as err:
                 proc = subprocess.Popen(
@@ -425,10 +472,12 @@ class Emulator:
             stdin_w,
             stdout_r,
             generation=drive.generation,
+            probe=not drive.repl,  # a REPL answers no HELLO: it is ready once it runs
             on_ready=self._on_ready,
             on_exit=self._on_exit,
         )
-        self._note(drive, f"started, pid {proc.pid}")
+        drive.ready = drive.repl
+        self._note(drive, f"started{' a blank REPL' if drive.repl else ''}, pid {proc.pid}")
 
     def _note(self, drive: _Drive, text: str, level: int = logging.DEBUG) -> None:
         """A line in the drive's log (beside its firmware's stderr) and in the logger."""
@@ -488,6 +537,8 @@ class Emulator:
             drive.answered = kind == "ready"
             if kind == "garbled":
                 self._note(drive, "answered the start-up HELLO with garbage", logging.WARNING)
+            elif self._blank and self._started:  # its serial may be new: an install's
+                self._write_drives_file(running=True)
         elif kind == "exit":
             self._reap(drive)
 
@@ -571,10 +622,11 @@ class Emulator:
         return {
             "drives": [
                 {
-                    "serial": d.serial,
+                    "serial": d.reported_serial(self._blank),
                     "port": d.port_path if running else None,
                     "flash": f"{d.flash}/",
                     "log": str(d.log),
+                    "blank": d.repl,
                 }
                 for d in self._drives
             ],

@@ -65,6 +65,7 @@ __all__ = [
     "IMAGE_OBJECT",
     "MAGIC",
     "MAX_MANIFEST",
+    "SERIAL_RE",
     "SIGN_LABEL",
     "FirmwareImage",
     "FirmwareRefused",
@@ -75,6 +76,7 @@ __all__ = [
     "SlotInfo",
     "TrialFailed",
     "UpdateResult",
+    "boot_record",
     "build_image",
     "find_mpy_cross",
     "firmware_status",
@@ -84,7 +86,9 @@ __all__ = [
     "load_signing_key",
     "parse_image",
     "public_key_of",
+    "reconnect_after_reboot",
     "signed_message",
+    "slot_files",
     "status_from_reply",
     "update_drive",
     "write_slot",
@@ -99,6 +103,9 @@ MAX_MANIFEST = 4096
 SIGN_LABEL = b"sealkeep firmware image 1\x00"
 MAX_COUNTER = (1 << 32) - 1
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$")
+# A drive serial: what the firmware makes of a chip's unique id, and what a technician may
+# provision instead.
+SERIAL_RE = re.compile(r"^SK-[0-9A-Z]{4,32}$")
 # What a file in an image may be called: the drive checks the same rule.
 PATH_RE = re.compile(r"^(?:[A-Za-z0-9_]+/)?[A-Za-z0-9_]+\.(?:mpy|py)$")
 # Files that stay source on the drive: main.py is run by the board, not imported.
@@ -445,25 +452,39 @@ SLOT_DIR = "slot"
 RECORD_FILE = "record"
 
 
+def slot_files(image: FirmwareImage, slot: str = "a") -> list[tuple[str, bytes]]:
+    """What installing image as slot ``slot`` puts on a drive's flash, as (path from the
+    flash root, bytes), in the order to write them: ``slot/NAME/`` the files,
+    ``slot/NAME.info`` the version and counter, and the board's ``main.py`` at the root.
+    The boot record (:func:`boot_record`), which makes the slot count, comes after them."""
+    tree = f"{SLOT_DIR}/{slot}"
+    files = [(f"{tree}/{entry.path}", image.file_bytes(entry)) for entry in image.files]
+    files.append((f"{tree}.info", f"{image.version} {image.counter}".encode("ascii")))
+    main = next((f for f in image.files if f.path == "main.py"), None)
+    if main is None:
+        raise ImageError(f"firmware {image.version}: the image has no main.py to boot")
+    files.append(("main.py", image.file_bytes(main)))
+    return files
+
+
+def boot_record(slot: str, counter: int) -> bytes:
+    """The boot record of a drive whose only firmware is slot ``slot``, confirmed, with
+    the image's security counter as its floor (``ACTIVE PREVIOUS STATE FLOOR``, see
+    device/fw/update.py)."""
+    return f"{slot} - 0 {counter}\n".encode("ascii")
+
+
 def write_slot(flash: Path, image: FirmwareImage, slot: str = "a") -> None:
     """Install image as slot ``slot`` of a drive's flash folder, active and confirmed, as a
-    technician's install leaves it (the emulator's ``--firmware``): ``slot/NAME/`` holds
-    the files, ``slot/NAME.info`` the version and counter, ``slot/record`` the boot record
-    (``ACTIVE PREVIOUS STATE FLOOR``, see device/fw/update.py), and the board's
-    ``main.py`` sits at the flash root."""
-    base = flash / SLOT_DIR
-    tree = base / slot
-    shutil.rmtree(tree, ignore_errors=True)
-    for entry in image.files:
-        target = tree / entry.path
+    technician's install leaves it (the emulator's ``--firmware``; see :func:`slot_files`)."""
+    shutil.rmtree(flash / SLOT_DIR / slot, ignore_errors=True)
+    for path, data in slot_files(image, slot):
+        target = flash / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(image.file_bytes(entry))
-    (base / f"{slot}.info").write_text(f"{image.version} {image.counter}", encoding="ascii")
-    main = next(f for f in image.files if f.path == "main.py")
-    (flash / "main.py").write_bytes(image.file_bytes(main))
-    tmp = base / f"{RECORD_FILE}.new"
-    tmp.write_text(f"{slot} - 0 {image.counter}\n", encoding="ascii")
-    os.replace(tmp, base / RECORD_FILE)
+        target.write_bytes(data)
+    tmp = flash / SLOT_DIR / f"{RECORD_FILE}.new"
+    tmp.write_bytes(boot_record(slot, image.counter))
+    os.replace(tmp, flash / SLOT_DIR / RECORD_FILE)
 
 
 # -- a drive's firmware slots, and updating them ------------------------------------------
@@ -643,7 +664,9 @@ def _session(client: DriveClient, credential_for: CredentialFor) -> Hello:
     return hello
 
 
-def _after_reboot(port: str, serial: str | None, timeout: float, wait: float) -> DriveClient:
+def reconnect_after_reboot(
+    port: str, serial: str | None, timeout: float, wait: float
+) -> DriveClient:
     """A client on the drive once it answers HELLO again after restarting."""
     deadline = time.monotonic() + wait
     last: SealkeepError | None = None
@@ -760,10 +783,11 @@ def update_drive(
         else:  # an owner sends it like any object (resumable, pipelined, digest checked)
             resumed_from = client.put(IMAGE_OBJECT, image.data, progress).resumed_from
             client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
+            client.forget_session()
     finally:
         client.close()
     # The drive restarts, checks and unpacks the image, and restarts into it on trial.
-    client = _after_reboot(port, serial, timeout, reboot_wait)
+    client = reconnect_after_reboot(port, serial, timeout, reboot_wait)
     try:
         trial = firmware_status(client)
         if trial.result is not None and trial.result[0] != 0:
@@ -773,28 +797,44 @@ def update_drive(
                 f"{where(serial, port)} did not start the new firmware (it runs "
                 f"{trial.version}, {trial.state})."
             )
+        failed: SealkeepError | None = None
         try:  # the self-test: a session as before
             hello = _session(client, credential_for)
             if hello.blank:
                 client.call(messages.FIRMWARE, {1: _step("confirm")}, messages.OK)
             else:  # the drive confirms at its next boot (a session has no heap for more)
+                # Not past a restart of the drive: that ends the trial, and the confirmation
+                # would be stored on the firmware it went back to, an object nobody uses.
+                client.max_recoveries = 0
                 client.put(CONFIRM_OBJECT, f"{trial.active} {image.version}".encode())
                 client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
+                client.forget_session()
         except SealkeepError as exc:
+            failed = exc
             with contextlib.suppress(SealkeepError):
                 client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
-            raise TrialFailed(
-                f"{where(serial, port)}: the new firmware {image.version} failed its "
-                f"self-test ({exc}); the drive restarts into its previous firmware."
-            ) from None
+                client.forget_session()
     finally:
         client.close()
-    client = _after_reboot(port, serial, timeout, reboot_wait)
+    client = reconnect_after_reboot(port, serial, timeout, reboot_wait)
     try:
         final = firmware_status(client)
     finally:
         client.close()
-    if final.version != image.version or final.state != "confirmed" or final.active is None:
+    confirmed = final.version == image.version and final.state == "confirmed"
+    # A self-test that failed after the drive had its confirmation (the link broke before
+    # the answer came) ends confirmed all the same: what the drive runs now tells.
+    if failed is not None and not confirmed:
+        now = (
+            f"it runs its previous firmware {final.version} again"
+            if final.version != image.version
+            else "it goes back to its previous firmware when it restarts"
+        )
+        raise TrialFailed(
+            f"{where(serial, port)}: the new firmware {image.version} failed its "
+            f"self-test ({failed}); {now}."
+        )
+    if not confirmed or final.active is None:
         raise TrialFailed(
             f"{where(serial, port)} runs {final.version} ({final.state}) after the confirmation"
         )

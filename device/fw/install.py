@@ -11,9 +11,11 @@ the link takes its buffers, so all of the heap is free).
   then does one rename of the boot record make the new slot active, on trial (state 2,
   with ``slot/trying`` for its first boot); ``slot/NAME.info`` holds its
   ``VERSION COUNTER``. Whatever happens, ``slot/result``
-  says how it went (``CODE TEXT``, 0: installed), the image is removed, and the drive
-  restarts. A power cut before the rename leaves the drive as it was, with the image, and
-  the install runs again at the next boot.
+  says how it went (``CODE TEXT``, 0: installed), the image is removed (an installed one
+  just before that rename), and the drive restarts. A power cut before the image is
+  removed leaves the drive as it was, with the image, and the install runs again at the
+  next boot; one between its removal and the rename leaves the drive as it was, without
+  it (the host sends it again).
 
 The image: ``"SKFW" | format 1 | manifest length u16 BE | manifest | signature (64) |
 files``; the manifest is a CBOR map {1 version, 2 counter, 3 [[path, size, sha256], ...],
@@ -65,7 +67,10 @@ def run() -> None:
             code = _INTERNAL
             text = repr(exc)
         write_atomic(base + "result", f"{code} {text}".encode())
-        os.remove(image())  # installed, or refused: not to be tried again
+        try:
+            os.remove(image())  # refused: not to be tried again (an installed one is gone)
+        except OSError:
+            pass
         board.log("install: " + text)
     else:
         return
@@ -122,6 +127,10 @@ def unpack(base: str, r: list) -> str:
             raise WireError(_BAD_IMAGE, "bytes after the last file")
     write_atomic(tree + ".info", f"{version} {counter}\n".encode())
     write_atomic(base + "trying", b"")  # its first boot goes on (board.init)
+    # The image is used up before the switch: still there after it (a power cut before
+    # run() removes it), it would be installed a second time once this one is confirmed,
+    # over the previous firmware, and the drive put on trial again.
+    os.remove(image())
     # The switch: one rename. Until here the drive boots what it ran.
     write_atomic(base + "record", f"{target} {r[0]} 2 {r[3]}\n".encode())
     return f"firmware {version} (counter {counter}) installed in slot {target}"

@@ -97,6 +97,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "of each drive that has no firmware slot yet; default: the source tree's firmware"
         ),
     )
+    p.add_argument(
+        "--blank",
+        action="store_true",
+        help=(
+            "start drives as a technician receives boards: stock MicroPython REPLs with "
+            "nothing installed (`sealkeep firmware install` puts the firmware on them; they "
+            "boot into it from then on)"
+        ),
+    )
     p.add_argument("--json", action="store_true", help="print drives.json instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log every drive start")
     p.set_defaults(run=run)
@@ -125,14 +134,18 @@ def run(args: argparse.Namespace) -> int:
         backoff_ms=args.backoff_ms,
         seed=args.seed,
         image=args.firmware,
+        blank=args.blank,
     )
     try:
         emulator.start()
         if args.json:
             ui.print_json(emulator.document())
         else:
-            rows = [[d.serial, d.port, f"{d.flash}/"] for d in emulator.drives]
-            ui.print_table(["SERIAL", "PORT", "FLASH"], rows)
+            rows = [
+                [d.serial, d.port, "blank REPL" if d.blank else "firmware", f"{d.flash}/"]
+                for d in emulator.drives
+            ]
+            ui.print_table(["SERIAL", "PORT", "RUNS", "FLASH"], rows)
             print(f"drives file: {emulator.drives_file}", flush=True)
         if not stop.is_set():
             print(

@@ -2,7 +2,8 @@
 
 ``keygen`` writes the vendor's Ed25519 signing key; ``build`` compiles the firmware with
 ``mpy-cross`` and signs it into an image whose firmware trusts that key; ``inspect`` shows
-an image and checks its signature; ``update`` installs an image on drives.
+an image and checks its signature; ``install`` puts an image on a blank board through its
+MicroPython REPL; ``update`` installs an image on drives.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..firmware import (
     update_drive,
 )
 from ..hsm import HsmSession
+from ..install import install_image
 from . import add_drives_option, add_json_option
 from .slots import add_slot_options
 
@@ -103,6 +105,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     i.add_argument("--key", metavar="KEY", help="the vendor public key to check against")
     add_json_option(i)
     i.set_defaults(run=run_inspect)
+
+    n = sub.add_parser(
+        "install",
+        help="install an image on a blank board through its MicroPython REPL (mpremote)",
+        description=(
+            "Install a signed image on a board that runs stock MicroPython and nothing else, "
+            "through its raw REPL (mpremote, without a soft reset): the image's files into "
+            "slot a, each checked against its SHA-256 on the board, the drive serial if "
+            "--serial is given (else the firmware makes one from the chip's id), and last "
+            "the boot record; then the board restarts into the firmware, and the command "
+            "waits until it answers as a drive. An install cut short leaves the board "
+            "blank: run it again. A board that already runs sealkeep firmware is refused: "
+            "update it with `sealkeep firmware update`. Exits 3 when the port does not "
+            "answer as a REPL, 5 when the board is not blank or has no room, 6 when its "
+            "copy of a file does not match."
+        ),
+    )
+    n.add_argument("image", type=Path, metavar="IMAGE")
+    n.add_argument(
+        "--port", required=True, help="the board's serial port (a path or a pyserial URL)"
+    )
+    n.add_argument("--serial", metavar="SERIAL", help="provision this drive serial (SK-...)")
+    n.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the board's REPL (default 10)",
+    )
+    add_json_option(n)
+    n.set_defaults(run=run_install)
 
     u = sub.add_parser(
         "update",
@@ -236,6 +269,24 @@ class _Owners:
     def close(self) -> None:
         for session, _ in self.sessions.values():
             session.close()
+
+
+def run_install(args: argparse.Namespace) -> int:
+    image = load_image(args.image)
+    with ui.Progress(f"installing firmware {image.version} on {args.port}") as progress:
+        result = install_image(
+            args.port, image, serial=args.serial, timeout=args.timeout, progress=progress
+        )
+    if args.json:
+        ui.print_json(result.as_json())
+    else:
+        print(
+            f"{result.serial}: firmware {result.version} (counter {result.counter}) installed "
+            f"in slot {result.slot} on {result.port} ({result.platform}, {result.files} files, "
+            f"{result.bytes} bytes) and running, in {result.seconds:.1f} s",
+            flush=True,
+        )
+    return 0
 
 
 def run_update(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """``tools/campaign``, a few fixed trials of every scenario: link faults, crashes, malformed
 input, a hostile host, a hostile drive and quorum, against real emulated drives and
-SoftHSM2 tokens. Nothing may be lost or altered and no failure may be unclear."""
+SoftHSM2 tokens, and power cuts during firmware updates (a scenario run only when named).
+Nothing may be lost or altered and no failure may be unclear."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 CAMPAIGN = REPO / "tools" / "campaign"
 SCENARIOS = ("link", "crash", "malformed", "hostile_host", "hostile_drive", "quorum")
 TRIALS = 2
+# tools/campaign_lib/firmware.py PHASES: one trial each
+FIRMWARE_PHASES = 8
 LIMIT = 240  # seconds; it takes about 15 on this machine
 
 
@@ -76,6 +79,26 @@ def test_every_attack_and_every_lie_once(tmp_path: Path) -> None:
         assert counts["lost"] == 0 and counts["unclear"] == 0, f"{name}: {counts}\n{err[-3000:]}"
         assert counts["trials"] == 12 and counts["faults"] >= 12, f"{name}: {counts}"
     assert code == 0
+
+
+def test_firmware_updates_cut_short_lose_nothing(tmp_path: Path) -> None:
+    """One trial of each firmware phase: a power cut during the transfer, around the install
+    request, during the install, the trial boot and the confirmation, and at exact steps of
+    the install, of the boot that confirms and of storing the confirmation. Each update
+    ends on v2 or cleanly on v1, with every object and credential intact."""
+    trials = FIRMWARE_PHASES
+    args = ["--trials", str(trials), "--seed", "3", "--json", "--only", "firmware"]
+    code, out, err = run_campaign(tmp_path, *args)
+    assert "Traceback" not in err, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert sorted(summary["scenarios"]) == ["firmware"]
+    counts = summary["scenarios"]["firmware"]
+    assert counts["lost"] == 0 and counts["unclear"] == 0, f"{counts}\n{err[-3000:]}"
+    assert counts["trials"] == trials and counts["ok"] + counts["clean"] == trials, counts
+    assert counts["faults"] >= trials - 1, counts  # a loaded machine may miss a boot's start
+    assert "== scenario firmware" in err
+    assert code == 0, err[-3000:]
+    assert not list(tmp_path.glob("sealkeep-campaign-*"))
 
 
 def test_campaign_usage_errors_are_clear(tmp_path: Path) -> None:

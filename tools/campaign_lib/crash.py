@@ -7,7 +7,7 @@ reported success must be reflected, and the operation must complete when repeate
 each host kill, the drives hold only whole sets and a restore returns every key, exactly.
 A factory reset cut short leaves the drive owned with every object, or blank and empty.
 
-Not covered: firmware update (the firmware has no update command yet).
+Power cuts during a firmware update are the firmware scenario's (campaign_lib/firmware.py).
 """
 
 from __future__ import annotations
