@@ -37,6 +37,11 @@ if not tool and sys.platform in ("linux", "darwin"):
     here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
     tool = sys.executable  # type: ignore[attr-defined]
     if os.system('sh "' + here + '/precompile.sh" "' + tool + '" 1>&2') == 0:
+        # Every module keeps its path: under "./build" it is short, however deep the
+        # checkout (the flash root must then not be relative to where it started).
+        if here.startswith("/") and (os.getenv("SEALKEEP_FLASH") or "").startswith("/"):
+            os.chdir(here)
+            here = "."
         sys.path.insert(0, here + "/build")
     else:
         sys.stderr.write("sealkeep: precompiling failed: running from source\n")
