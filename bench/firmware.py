@@ -8,6 +8,7 @@ Prints:
     and, as a stress case, with the whole firmware and the link's buffers: milliseconds
     per verification (goal <= 2000), the heap the verifier's code takes, and the heap one
     verification allocates (collector off), against what the heap has free
+  - the heap a drive needs: the same drive in heaps from 64 KiB down, 512 bytes a step
   - a technician's install on a blank board through its raw REPL (mpremote), against
     ``mpremote cp`` of as many bytes in the same run
   - a full update of an emulated drive (transfer, install at boot, trial boot, confirm):
@@ -192,6 +193,57 @@ def measure_install(images: dict[str, Path], work: Path) -> dict[str, Any]:
     }
 
 
+HEAP_STEPS = 8
+HEAP_STEP = 512
+
+
+def drive_works(images: dict[str, Path], work: Path, heap: int) -> str | None:
+    """A drive on the v1 image in a heap of this many bytes, through what needs the most
+    heap: claim, 20 objects with 64-character names, a listing, an update to v2, a read
+    back. None if it all worked, else where it failed."""
+    step = "start"
+    try:
+        with Emulator(work / f"heap-{heap}", 1, heap=str(heap), image=images["v1"]) as emu:
+            port = emu.drives[0].port
+            client = DriveClient(open_transport(port), timeout=5)
+            step = "claim"
+            client.claim(OWNER, bytes(32), bytes(16), {"alg": "argon2id"}, bytes(16))
+            client.authenticate(Role.OWNER, OWNER)
+            step = "put"
+            for i in range(20):
+                client.put(f"{i:03d}" + "n" * 61, bytes([i]) * 3000)
+            step = "list"
+            client.list()
+            client.close()
+            step = "update"
+            fw.update_drive(port, fw.load_image(images["v2"]), owner)
+            client = DriveClient(open_transport(port), timeout=5)
+            client.authenticate(Role.OWNER, OWNER)
+            step = "read"
+            if client.get("005" + "n" * 61) != bytes([5]) * 3000:
+                return "read: the bytes differ"
+            client.close()
+    except Exception as exc:  # a MemoryError on the drive comes back as an error reply
+        return f"{step}: {type(exc).__name__}"
+    return None
+
+
+def measure_heap_margin(images: dict[str, Path], work: Path) -> dict[str, Any]:
+    """The same drive in heaps from 64 KiB down in 512-byte steps: the smallest in which
+    it works, so how much of the 64 KiB is to spare."""
+    results = {}
+    for k in range(HEAP_STEPS):
+        heap = 65536 - k * HEAP_STEP
+        results[heap] = drive_works(images, work, heap)
+    working = [h for h, failure in results.items() if failure is None]
+    smallest = min(working) if 65536 in working else None
+    return {
+        "heaps": {str(h): failure or "ok" for h, failure in results.items()},
+        "smallest_working_heap": smallest,
+        "spare_bytes_at_64k": 65536 - smallest if smallest is not None else None,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -220,6 +272,7 @@ def main() -> int:
             },
             "verify": [measure_verify(image, args.rounds, work, m) for m in ("install", "link")],
             "install": measure_install(images, work),
+            "heap_margin": measure_heap_margin(images, work),
             "updates": [measure_update(images, work, owned) for owned in (False, True)],
             "reference_pty_echo_bytes_per_second": round(
                 pty_echo_throughput(through_relay=False, total=1 << 20)
@@ -248,6 +301,13 @@ def main() -> int:
             f"{v['heap_needed_free_to_verify']} bytes free (had {v['heap_free_before']} "
             "before it loaded)"
         )
+    m = report["heap_margin"]
+    print(
+        "heap: a drive on the image (claim, 20 objects with long names, list, update, read) "
+        f"works down to a heap of {m['smallest_working_heap']} bytes: "
+        f"{m['spare_bytes_at_64k']} bytes to spare in 64 KiB; by heap: "
+        + ", ".join(f"{h} {r}" for h, r in m["heaps"].items())
+    )
     n = report["install"]
     print(
         f"install on a blank board (raw REPL): {n['seconds_total']} s in all for {n['files']} "

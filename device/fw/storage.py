@@ -64,8 +64,9 @@ def handle(link, msg_id: int, body: dict) -> tuple:
     out = link.body_area()  # replies built in place: no copies, no large allocations
     if msg_id == LIST:
         # An entry takes at most 80 bytes (a 64-byte name, a 9-byte size, CBOR heads);
-        # a page holds at most 16.
-        limit = max(1, min(16, (link.max_frame - 64) // 80))
+        # a page holds at most 8: the names of a page are held at once, in a heap with
+        # little to spare (more pages cost a round trip each, a millisecond).
+        limit = max(1, min(8, (link.max_frame - 64) // 80))
         entries, more = store.list(body.get(1) or "", body.get(2) or "", limit)
         out[0] = 0xA2  # {1: [entries], 2: more}
         out[1] = 1

@@ -7,9 +7,9 @@ end), as ``sealkeep-firmware.img``, and the drive installs it at its next boot
 how much of that image the drive holds, so a broken transfer resumes), *data* (2 offset,
 3 bytes: PUT_ACK), *install* (the image is whole and matches its digest: the drive
 restarts to install it), *confirm* (the firmware on trial stays: the security counter
-floor rises to its counter, and the drive restarts with a clean heap), *reboot* (answered
-by ``fw.wire``) and *status* (FIRMWARE_R: the running version and counter, and the files
-below as they are).
+floor rises to its counter, and the drive restarts with a clean heap), and, answered by
+``fw.wire`` without loading this module, *reboot* and *status* (FIRMWARE_R: the running
+version and counter, and the files below as they are).
 
 In an owner's session the heap has no room for this module, so an owner sends the image
 with PUT and asks for a reboot, and confirms an image on trial by storing the object
@@ -51,9 +51,7 @@ _OPEN = const(0)
 _DATA = const(1)
 _INSTALL = const(2)
 _CONFIRM = const(3)
-_STATUS = const(5)
 _OK = const(0x80)
-_FIRMWARE_R = const(0xA0)
 _PUT_READY = const(0x93)
 _PUT_ACK = const(0x94)
 _BAD_BODY = const(5)
@@ -103,17 +101,7 @@ def run() -> None:
 def call(link, msg_id: int, body: dict) -> tuple:
     # One function, few names and strings: what this module takes of the heap is what
     # the drive has left over in a session.
-    step = body[1]
-    if step == _STATUS:  # anyone's, like HELLO
-        root = board.root()
-        reply = {1: VERSION[0], 2: VERSION[1], 7: VERSION[2]}
-        for i, path in enumerate("/slot/record /slot/a.info /slot/b.info /slot/result".split()):
-            try:
-                with open(root + path) as f:
-                    reply[3 + i] = f.read(200).strip()
-            except OSError:
-                pass
-        return _FIRMWARE_R, reply
+    step = body[1]  # reboot and status are fw.wire's
     r = read()
     path = board.root() + "/slot/record"
     if step != _INSTALL and not (link.state.blank or (link.session and not link.session.role)):

@@ -47,14 +47,27 @@ def check(schema: dict, body: object) -> "str | None":
 
 
 def call(link, msg_id: int, body: dict) -> tuple:
-    """FIRMWARE (routed here by main.py). Its reboot step is anyone's (it is what pulling
-    the plug does) and answered here: an owner asks for it in a session, where the heap
-    has no room for more code. The other steps load ``fw.update``, which stays while an
-    image arrives (loading it for every frame would fragment the heap); the next HELLO
-    drops it (``drop()``) if the drive has not restarted by then."""
-    if body.get(1) == 4:  # protocol.messages.FIRMWARE_STEPS: reboot
+    """FIRMWARE (routed here by main.py). Its reboot and status steps are anyone's (what
+    pulling the plug does, and what HELLO says) and answered here: an owner asks for them
+    in a session, where the heap has no room for more code. The other steps load
+    ``fw.update``, which stays while an image arrives (loading it for every frame would
+    fragment the heap); the next HELLO drops it (``drop()``) if the drive has not
+    restarted by then."""
+    step = body.get(1)
+    if step == 4:  # protocol.messages.FIRMWARE_STEPS: reboot
         reboot()
         return 0x80, {}  # OK
+    if step == 5:  # status: FIRMWARE_R, the running firmware and the files of fw.update
+        from fw.version import VERSION
+
+        reply = {1: VERSION[0], 2: VERSION[1], 7: VERSION[2]}
+        for i, path in enumerate("/slot/record /slot/a.info /slot/b.info /slot/result".split()):
+            try:
+                with open(board.root() + path) as f:
+                    reply[3 + i] = f.read(200).strip()
+            except OSError:
+                pass
+        return 0xA0, reply
     from fw import update
 
     return update.call(link, msg_id, body)

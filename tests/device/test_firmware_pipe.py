@@ -351,19 +351,22 @@ def test_list_pages_long_names(owned: Firmware) -> None:
     names = sorted(f"{i:03d}" + "n" * 61 for i in range(40))
     for i, name in enumerate(names):
         owned.put(name, bytes([i]) * i)
-    seen: list = []
-    body: dict = {}
-    while True:
-        page = owned.call(messages.LIST, body)
-        assert 0 < len(page[1]) <= 16
-        seen += page[1]
-        if not page[2]:
-            break
-        body = {1: page[1][-1][0]}
-    assert seen == [[name, i] for i, name in enumerate(names)]
-    assert owned.call(messages.LIST, {2: "01"})[1] == [
-        [n, 10 + i] for i, n in enumerate(names[10:20])
-    ]
+
+    def listing(prefix: str) -> tuple[list, int]:
+        seen: list = []
+        body: dict = {2: prefix}
+        pages = 0
+        while True:
+            page = owned.call(messages.LIST, body)
+            assert 0 < len(page[1]) <= 8  # a page's names are held at once: few
+            seen += page[1]
+            pages += 1
+            if not page[2]:
+                return seen, pages
+            body = {1: page[1][-1][0], 2: prefix}
+
+    assert listing("") == ([[name, i] for i, name in enumerate(names)], 5)
+    assert listing("01") == ([[n, 10 + i] for i, n in enumerate(names[10:20])], 2)
     owned.hello()
 
 

@@ -200,9 +200,10 @@ def test_drive_constants_agree_with_the_protocol() -> None:
     update = (REPO / "device" / "fw" / "update.py").read_text()
     assert f'"{fw.IMAGE_OBJECT}"' in update and f'/obj/{fw.CONFIRM_OBJECT}"' in update
     assert fw.IMAGE_OBJECT in (REPO / "device" / "board.py").read_text()
-    assert "if body.get(1) == 4:" in (REPO / "device" / "fw" / "wire.py").read_text()
-    assert messages.FIRMWARE_STEPS[4] == "reboot"
-    assert messages.FIRMWARE | 0x80 == messages.FIRMWARE_R
+    wire = (REPO / "device" / "fw" / "wire.py").read_text()
+    assert "if step == 4:" in wire and "if step == 5:" in wire and "return 0xA0, reply" in wire
+    assert messages.FIRMWARE_STEPS[4:6] == ("reboot", "status")
+    assert messages.FIRMWARE | 0x80 == messages.FIRMWARE_R == 0xA0
     main = (REPO / "device" / "main.py").read_text()
     assert f"link.ROUTES[0x{messages.FIRMWARE:02x}]" in main
     assert messages.REQUESTS[messages.FIRMWARE][1][0] == "step"
