@@ -89,6 +89,10 @@ BACKOFF_FROM = 3
 # babbling, not busy, and the request gets only the ordinary timeout from then on.
 BABBLE_FRAMES = 4
 MIN_MAX_FRAME = 128
+# A board without the firmware answers a frame as its REPL does (the frame's 0x01 is
+# Ctrl-A: raw REPL).
+REPL_TAIL = 128
+REPL_SIGNS = (b"raw REPL; CTRL-B to exit", b"\r\n>>> ", b"MicroPython ")
 _LINE_CODES = frozenset({codes.MALFORMED_FRAME, codes.CRC, codes.FRAME_TOO_LARGE})
 _HASH_BLOCK = 1 << 20
 
@@ -296,6 +300,7 @@ class DriveClient:
         self._rx: bytes = b""
         self._rx_pos = 0
         self._damaged = 0
+        self._tail = b""  # the last bytes heard: what a port that is no drive says
         self._seq = secrets.randbelow(0xFFFF) + 1
         self._session: _Session | None = None
         self._auth: tuple[int, bytes] | None = None
@@ -469,6 +474,7 @@ class DriveClient:
             data = self.transport.receive(remaining)
             if data:
                 self.bytes_received += len(data)
+                self._tail = (self._tail + data[-REPL_TAIL:])[-REPL_TAIL:]
                 self._rx = data
                 self._rx_pos = 0
                 head.heard += len(data)
@@ -484,6 +490,14 @@ class DriveClient:
 
     def _timed_out(self, head: _Pending) -> LinkError:
         name = messages.NAMES.get(head.msg_id, str(head.msg_id))
+        if any(sign in self._tail for sign in REPL_SIGNS):
+            return LinkError(
+                f"{self._where()} answers as a MicroPython REPL, not as a sealkeep drive: a "
+                "board without the firmware. To fix: install it with `sealkeep firmware "
+                f"install --port {self.port} IMAGE`.",
+                port=self.port,
+                timed_out=True,
+            )
         damaged = ""
         if self._damaged:
             damaged = f" ({self._damaged} damaged frames arrived meanwhile)"

@@ -32,7 +32,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tty
@@ -43,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import SealkeepError
+from .executables import find_executable
 from .firmware import SERIAL_RE, FirmwareImage, load_image, write_slot
 from .relay import LinkSpec, Relay, RelayPort, parse_link
 
@@ -95,10 +95,7 @@ def repo_root() -> Path:
 
 def find_micropython() -> str:
     """The MicroPython unix port: beside this Python first, then on PATH."""
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
+    found = find_executable("micropython")
     if found is None:
         raise EmulatorError(
             "the micropython command is missing. To fix: install the MicroPython unix port "

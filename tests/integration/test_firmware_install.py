@@ -231,6 +231,11 @@ def test_technician_flow_through_the_command_line(images: dict[str, Path], tmp_p
         [entry] = doc["drives"]
         assert entry["blank"] is True
         port = entry["port"]
+        # Asked as a drive, the blank board is named for what it is.
+        asked = run_sealkeep("drives", "--drives", f"@{d}/drives.json")
+        assert asked.returncode == 3
+        assert "answers as a MicroPython REPL" in asked.stdout + asked.stderr
+        assert f"sealkeep firmware install --port {port} IMAGE" in asked.stdout + asked.stderr
         done = run_sealkeep(
             "firmware", "install", "--port", port, str(images["v1"]), "--serial", "SK-00A1"
         )
