@@ -4,8 +4,10 @@
 heapsize=HEAP device/main.py`` process whose flash root is ``DIR/SERIAL/`` and whose log
 (stderr) is ``DIR/SERIAL.log``. Its stdin and stdout are pipes to a :class:`~.relay.Relay`
 thread, which copies bytes to and from a pseudo-terminal: the host opens the pty's slave
-path (``EmulatedDrive.port``) like any serial port. The relay paces the link and injects
-faults (:meth:`Emulator.link`).
+path (``EmulatedDrive.port``) like any serial port. With a signed image (``--firmware``) a
+drive runs its flash's ``main.py`` instead, as a board does; blank drives (``--blank``) are
+stock ``micropython -i`` REPLs until an install puts a ``main.py`` there. The relay paces
+the link and injects faults (:meth:`Emulator.link`).
 
 A drive process that ends (exit status 75 is the firmware asking for a reboot; a crash is
 anything else) is started again on the same pty, so the port path stays valid; a drive that

@@ -92,7 +92,8 @@ if _sk_is("obj"):
     _sk_obj = len(os.listdir("obj"))
 print(repr((sys.platform, _sk_is("slot/record") and _sk_is("main.py"), _sk_obj, _sk_h, _sk_free)))
 """
-# What an interrupted earlier install left under slot/ goes (no boot record: none of it runs).
+# What an earlier install cut short left goes: slot/ (even a boot record: without main.py
+# nothing runs it) and main.py.new.
 CLEAR = """
 import os
 def _sk_rm(p):
