@@ -235,8 +235,13 @@ def measure_heap_margin(images: dict[str, Path], work: Path) -> dict[str, Any]:
     for k in range(HEAP_STEPS):
         heap = 65536 - k * HEAP_STEP
         results[heap] = drive_works(images, work, heap)
-    working = [h for h, failure in results.items() if failure is None]
-    smallest = min(working) if 65536 in working else None
+    # Working heaps from the top down to the first that fails (layouts vary: a smaller one
+    # may work again below it, which does not make the one above it work).
+    smallest = None
+    for heap, failure in results.items():
+        if failure is not None:
+            break
+        smallest = heap
     return {
         "heaps": {str(h): failure or "ok" for h, failure in results.items()},
         "smallest_working_heap": smallest,

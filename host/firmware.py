@@ -578,8 +578,8 @@ def status_from_reply(fields: dict[int, Any]) -> FirmwareStatus:
 
 
 def firmware_status(client: DriveClient) -> FirmwareStatus:
-    """Ask a drive its firmware slots (FIRMWARE status, no session needed; the drive
-    loads code for it, which the next HELLO unloads)."""
+    """Ask a drive its firmware slots (FIRMWARE status: no session needed, and the drive
+    answers it without loading its update code)."""
     reply = client.call(messages.FIRMWARE, {1: _step("status")}, messages.FIRMWARE_R)
     return status_from_reply(reply)
 

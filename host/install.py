@@ -423,9 +423,10 @@ def install_image(
         ) from None
     try:
         status = firmware_status(client)
-        hello = client.hello()
     finally:
         client.close()
+    hello = client.info
+    assert hello is not None  # reconnect_after_reboot returns a client that had its HELLO
     if status.version != image.version or status.active != SLOT:
         raise BoardError(
             f"{where(hello.serial, port)} restarted into firmware {status.version} (slot "

@@ -60,10 +60,11 @@ def call(link, msg_id: int, body: dict) -> tuple:
     if step == 5:  # status: FIRMWARE_R, the running firmware and the files of fw.update
         from fw.version import VERSION
 
+        root = board.root()  # it stats every folder of the path: once
         reply = {1: VERSION[0], 2: VERSION[1], 7: VERSION[2]}
         for i, path in enumerate("/slot/record /slot/a.info /slot/b.info /slot/result".split()):
             try:
-                with open(board.root() + path) as f:
+                with open(root + path) as f:
                     reply[3 + i] = f.read(200).strip()
             except OSError:
                 pass
