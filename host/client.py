@@ -121,6 +121,8 @@ class Hello:
     free: int
     owner_failures: int
     custodian_failures: int
+    #: the drive's Ed25519 identity public key (protocol 2), pinned in the domain record
+    identity: bytes | None = None
 
     @property
     def blank(self) -> bool:
