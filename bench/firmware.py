@@ -8,6 +8,11 @@ Prints:
     and, as a stress case, with the whole firmware and the link's buffers: milliseconds
     per verification (goal <= 2000), the heap the verifier's code takes, and the heap one
     verification allocates (collector off), against what the heap has free
+  - session crypto on the unix port in a 64 KiB heap, alone and beside the firmware as a
+    drive has it when a session starts (fw.link): a drive's share of one session start
+    (SPAKE2 respond + Ed25519 sign of the transcript), a claim's material(), the import of
+    the two modules; the heap their code takes and the free heap respond + sign need; and
+    from that an estimate for an RP2040
   - the heap a drive needs: the same drive in heaps from 64 KiB down, 512 bytes a step
   - a technician's install on a blank board through its raw REPL (mpremote), against
     ``mpremote cp`` of as many bytes in the same run
@@ -38,6 +43,7 @@ from sealkeep.emulator import Emulator, find_micropython, pty_echo_throughput
 from sealkeep.install import install_image
 from sealkeep.protocol import messages
 from sealkeep.transport import open_transport
+from spake2 import SPAKE2_A
 
 OWNER = bytes(range(32))
 
@@ -120,6 +126,143 @@ def measure_verify(image: fw.FirmwareImage, rounds: int, work: Path, load: str) 
         "heap_free_before": int(free),
         "heap_verifier_code": int(code),
         "heap_needed_free_to_verify": int(need),
+    }
+
+
+SESSION_SCRIPT = """
+import gc, sys, time
+gc.collect()
+sys.path[:] = ["{slot}"]
+import board
+{load}
+gc.collect()
+free = gc.mem_free()
+t = time.ticks_us()
+from fw import ed25519, pake
+load_us = time.ticks_diff(time.ticks_us(), t)
+gc.collect()
+code = free - gc.mem_free()
+with open("{args}") as f:
+    x, seed, message = [bytes.fromhex(v) for v in f.read().split()]
+serial = b"{serial}"
+
+def session():
+    y, key = pake.respond(pake.ENROL_MATERIAL, x, serial)
+    return y, key, ed25519.sign(seed, message)
+
+def squeeze(left):
+    # Fill the heap down to about `left` free bytes, its gaps too (a single pad would
+    # leave them free and count them).
+    pads = None
+    for size in (2048, 512, 128, 32, 16):
+        while gc.mem_free() > left + size:
+            try:
+                pads = (pads, bytearray(size))
+            except MemoryError:
+                break
+    return pads
+
+def least_free(task):
+    # The least free heap task runs in, 128 bytes a step.
+    for left in range(0, 65536, 128):
+        gc.collect()
+        pads = squeeze(left)
+        gc.collect()
+        have = gc.mem_free()
+        try:
+            task()
+            ok = True
+        except MemoryError:
+            ok = False
+        pads = None
+        if ok:
+            return have
+    return -1
+
+need = least_free(session) - least_free(lambda: None)  # less what measuring itself takes
+gc.collect()
+t = time.ticks_us()
+for _ in range({rounds}):
+    y, key, signature = session()
+session_us = time.ticks_diff(time.ticks_us(), t) / {rounds}
+t = time.ticks_us()
+for _ in range({rounds}):
+    pake.respond(pake.ENROL_MATERIAL, x, serial)
+respond_us = time.ticks_diff(time.ticks_us(), t) / {rounds}
+t = time.ticks_us()
+for _ in range({rounds}):
+    pake.material(b"a 32-byte owner credential, say.")
+material_us = time.ticks_diff(time.ticks_us(), t) / {rounds}
+print(y.hex(), key.hex(), signature.hex())
+print(session_us, respond_us, material_us, load_us, free, code, need)
+"""
+
+# From the unix port on an x86-64 core to an RP2040 (Cortex-M0+, 125 MHz): MicroPython's
+# bytecode runs about 100 times slower there, and its big integers have 16-bit digits
+# (32-bit here) on a core without a 32x32->64 multiply, which can double the big-number
+# part, most of this work. So 100 to 200 times the time measured here.
+RP2040_SLOWDOWN = (100, 200)
+
+
+def measure_session_crypto(
+    image: fw.FirmwareImage, rounds: int, work: Path, load: str | None
+) -> dict[str, Any]:
+    """A drive's share of one session start (pake.respond + ed25519.sign) in a 64 KiB heap,
+    alone or after ``from fw import LOAD``, checked against the host's side, and a claim's
+    pake.material()."""
+    flash = work / f"session-{load}"
+    fw.write_slot(flash, image)
+    serial = "SK-BENCH0001"
+    side_a = SPAKE2_A(b"sealkeep enrol", idA=b"sealkeep host", idB=serial.encode())
+    x_msg = side_a.start()[1:]
+    seed = os.urandom(32)
+    message = b"sealkeep drive identity\x00" + os.urandom(32)  # what a drive signs
+    args = work / f"session-{load}.txt"
+    args.write_text(f"{x_msg.hex()} {seed.hex()} {message.hex()}")
+    script = work / f"session-{load}.py"
+    script.write_text(
+        SESSION_SCRIPT.format(
+            slot=flash / "slot" / "a",
+            load=f"from fw import {load}" if load else "",
+            args=args,
+            rounds=rounds,
+            serial=serial,
+        )
+    )
+    env = dict(os.environ, SEALKEEP_FLASH=str(flash))
+    proc = subprocess.run(
+        [find_micropython(), "-X", "heapsize=64K", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"loaded": load, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1]}
+    first, second = proc.stdout.splitlines()[-2:]
+    y_hex, key_hex, signature_hex = first.split()
+    if side_a.finish(b"B" + bytes.fromhex(y_hex)).hex() != key_hex:
+        raise SystemExit("the drive's SPAKE2 key differs from the host's")
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    public.verify(bytes.fromhex(signature_hex), message)  # raises if the drive signed wrong
+    session_us, respond_us, material_us, load_us = (float(v) for v in second.split()[:4])
+    free, code, need = (int(v) for v in second.split()[4:])
+    session_ms = session_us / 1000
+    return {
+        "loaded": load,
+        "ms_respond_and_sign": round(session_ms, 2),
+        "ms_respond": round(respond_us / 1000, 2),
+        "ms_sign": round((session_us - respond_us) / 1000, 2),
+        "ms_material": round(material_us / 1000, 2),
+        "ms_import": round(load_us / 1000, 2),
+        "heap_free_before": free,
+        "heap_code": code,
+        "heap_needed_free": need,
+        "rp2040_slowdown": list(RP2040_SLOWDOWN),
+        "rp2040_seconds_estimate": [
+            round((session_ms + load_us / 1000) * k / 1000, 1) for k in RP2040_SLOWDOWN
+        ],
     }
 
 
@@ -276,6 +419,9 @@ def main() -> int:
                 "build_seconds": round(build_seconds, 2),
             },
             "verify": [measure_verify(image, args.rounds, work, m) for m in ("install", "link")],
+            "session_crypto": [
+                measure_session_crypto(image, args.rounds, work, m) for m in (None, "link")
+            ],
             "install": measure_install(images, work),
             "heap_margin": measure_heap_margin(images, work),
             "updates": [measure_update(images, work, owned) for owned in (False, True)],
@@ -305,6 +451,27 @@ def main() -> int:
             f"{v['heap_verifier_code']} bytes of heap; it verifies with "
             f"{v['heap_needed_free_to_verify']} bytes free (had {v['heap_free_before']} "
             "before it loaded)"
+        )
+    alone, linked = report["session_crypto"]
+    if "error" in alone:
+        print(f"session crypto on the unix port: {alone['error']}")
+    else:
+        low, high = alone["rp2040_seconds_estimate"]
+        if "error" in linked:
+            with_link = f"does not fit beside fw.link ({linked['error']})"
+        else:
+            with_link = (
+                f"beside fw.link {linked['ms_respond_and_sign']} ms, "
+                f"{linked['heap_free_before']} bytes free before they loaded"
+            )
+        print(
+            "session crypto on the unix port, 64 KiB heap: a drive's share of a session start "
+            f"(respond + sign) {alone['ms_respond_and_sign']} ms (respond {alone['ms_respond']}, "
+            f"sign {alone['ms_sign']}), import of both modules {alone['ms_import']} ms; "
+            f"material() {alone['ms_material']} ms; their code takes {alone['heap_code']} bytes "
+            f"of heap and respond + sign {alone['heap_needed_free']} bytes free; {with_link}; "
+            f"an RP2040 at {alone['rp2040_slowdown'][0]}-{alone['rp2040_slowdown'][1]}x this "
+            f"port's time: {low}-{high} s of drive time a session start"
         )
     m = report["heap_margin"]
     print(

@@ -1,10 +1,13 @@
-"""The drive's Ed25519 verifier (``device/fw/ed25519.py``) under CPython and the unix port.
+"""The drive's Ed25519 (``device/fw/ed25519.py``) under CPython and the unix port.
 
-Every case is answered by both interpreters and must match what it should be: the RFC 8032
-section 7.1 vectors (checked first against ``cryptography``, so a mistyped vector cannot
-pass), random keys and messages signed by ``cryptography``, and forgeries: an altered
-message, signature or key, a non-canonical S (S + L), non-canonical or off-curve point
-encodings, wrong lengths. The pure SHA-512 is checked against hashlib at the block edges.
+Every verification case is answered by both interpreters and must match what it should be:
+the RFC 8032 section 7.1 vectors (checked first against ``cryptography``, so a mistyped
+vector cannot pass), random keys and messages signed by ``cryptography``, and forgeries: an
+altered message, signature or key, a non-canonical S (S + L), non-canonical or off-curve
+point encodings, wrong lengths. The pure SHA-512 is checked against hashlib at the block
+edges. Signing: public keys and signatures byte for byte as ``cryptography`` makes them
+from the same seeds (the RFC vectors and random seeds and messages), and verified by the
+drive's own verifier.
 """
 
 from __future__ import annotations
@@ -189,6 +192,11 @@ with open(sys.argv[1]) as f:
             out.append("1" if ok else "0")
         elif kind == "h":
             out.append(ed25519.sha512_pure(bytes.fromhex(a)).hex())
+        elif kind == "s":  # sign, and verify what was signed
+            seed, msg = bytes.fromhex(a), bytes.fromhex(b)
+            sig = ed25519.sign(seed, msg)
+            ok = ed25519.verify(ed25519.public_key(seed), msg, sig)
+            out.append(ed25519.public_key(seed).hex() + sig.hex() + ("1" if ok else "0"))
 print("\\n".join(out))
 """
 
@@ -276,3 +284,65 @@ def test_unix_port_verifies_in_a_64k_heap_within_two_seconds(
     ok, bad, ms = proc.stdout.split()
     assert (ok, bad) == ("True", "False")
     assert int(ms) < 4000  # two verifications
+
+
+def sign_cases() -> list[tuple[str, bytes, bytes]]:
+    """(what, seed, message): the RFC 8032 vectors, then random seeds and messages."""
+    rng = random.Random(SEED + 2)
+    cases = [
+        (f"RFC 8032 vector {n + 1}", bytes.fromhex(secret), bytes.fromhex(msg))
+        for n, (secret, _, msg, _) in enumerate(RFC_VECTORS)
+    ]
+    for n in range(16):
+        size = rng.choice([0, 1, 32, 56, 63, 64, 111, 112, 200])
+        cases.append((f"random {n}", rng.randbytes(32), rng.randbytes(size)))
+    cases.append(("seed of zeros", bytes(32), b"sealkeep drive identity\x00" + bytes(32)))
+    cases.append(("seed of ones", b"\xff" * 32, b""))
+    return cases
+
+
+SIGN_CASES = sign_cases()
+
+
+def cryptography_signs(seed: bytes, msg: bytes) -> tuple[bytes, bytes]:
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    return public_bytes(key), key.sign(msg)
+
+
+@pytest.mark.parametrize("what,seed,msg", SIGN_CASES, ids=[c[0] for c in SIGN_CASES])
+def test_cpython_signs_like_cryptography(what: str, seed: bytes, msg: bytes) -> None:
+    public, signature = cryptography_signs(seed, msg)
+    assert VERIFIER.public_key(seed) == public
+    assert VERIFIER.sign(seed, msg) == signature
+    assert VERIFIER.verify(public, msg, signature) is True
+    assert VERIFIER.verify(public, msg + b"x", signature) is False
+
+
+def test_rfc_vectors_are_what_the_drive_signs() -> None:
+    for secret, pub, msg, sig in RFC_VECTORS:
+        assert VERIFIER.public_key(bytes.fromhex(secret)).hex() == pub
+        assert VERIFIER.sign(bytes.fromhex(secret), bytes.fromhex(msg)).hex() == sig
+
+
+def test_a_seed_is_32_bytes() -> None:
+    for seed in (bytes(31), bytes(33), b""):
+        with pytest.raises(ValueError):
+            VERIFIER.sign(seed, b"m")
+        with pytest.raises(ValueError):
+            VERIFIER.public_key(seed)
+
+
+def test_unix_port_signs_like_cryptography(
+    tmp_path: Path, run_micropython: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    cases = tmp_path / "cases.txt"
+    cases.write_text("".join(f"s {seed.hex()} {msg.hex()}\n" for _, seed, msg in SIGN_CASES))
+    script = tmp_path / "check.py"
+    script.write_text(MP_SCRIPT)
+    proc = run_micropython([str(script), str(cases)], path=[REPO / "device"], timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    answers = proc.stdout.split()
+    assert len(answers) == len(SIGN_CASES)
+    for (what, seed, msg), got in zip(SIGN_CASES, answers, strict=True):
+        public, signature = cryptography_signs(seed, msg)
+        assert got == public.hex() + signature.hex() + "1", what
