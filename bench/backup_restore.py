@@ -219,7 +219,7 @@ def run(args: argparse.Namespace, work: Path, figures: dict[str, float]) -> None
     farm.activate()
     try:
         hsm = Hsm(farm.module)
-        with Emulator(work / "drives", count=DRIVES, heap="64K") as emulator:
+        with Emulator(work / "drives", count=DRIVES, heap="96K") as emulator:
             ports = emulator.ports
             custodians = phrases(emulator)
             with hsm.open(source.slot_id, PIN) as session:

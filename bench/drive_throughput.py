@@ -155,7 +155,7 @@ def main() -> int:
         ref = pty_echo_reference(args.size)
         figures["pty_echo_MiBps"] = ref / MIB
 
-        with Emulator(work / "one", count=1, heap="64K") as emu:
+        with Emulator(work / "one", count=1, heap="96K") as emu:
             client = owned_client(emu.drives[0].port)
             one = Transfer(client, data, "bench.bin")
             put_bps = one.put_bps
@@ -175,14 +175,14 @@ def main() -> int:
             figures["speedup_vs_mpremote"] = put_bps / mp_bps
 
         usb = args.usb_size
-        with Emulator(work / "usb", count=1, heap="64K", link="usb-fs") as emu:
+        with Emulator(work / "usb", count=1, heap="96K", link="usb-fs") as emu:
             client = owned_client(emu.drives[0].port)
             over_usb = Transfer(client, data[:usb], "usb.bin")
             figures["usb_fs_put_fraction"] = over_usb.put_bps / USB_FS_RATE_BPS
             figures["usb_fs_get_fraction"] = over_usb.get_bps / USB_FS_RATE_BPS
             client.close()
 
-        with Emulator(work / "five", count=5, heap="64K") as emu:
+        with Emulator(work / "five", count=5, heap="96K") as emu:
             clients = [owned_client(d.port) for d in emu.drives]
             results: list[float] = []
 

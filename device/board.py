@@ -3,8 +3,9 @@
 The binary stdio channel, serial number, flash root, the user-presence button and reboot
 live here; nothing else in the firmware looks at the platform. On the unix port (the
 emulator) the environment sets ``SEALKEEP_FLASH`` (flash root), ``SEALKEEP_SERIAL``,
-``SEALKEEP_CAPACITY`` (bytes; else the filesystem's figures), ``SEALKEEP_BACKOFF_MS`` and
-``SEALKEEP_MAX_FRAME``; the button is a file named ``button`` in the flash root, consumed
+``SEALKEEP_CAPACITY`` (bytes; else the filesystem's figures), ``SEALKEEP_BACKOFF_MS``,
+``SEALKEEP_MAX_FRAME`` and ``SEALKEEP_DEVICE_KEY`` (a file outside the flash); the button
+is a file named ``button`` in the flash root, consumed
 when used.
 """
 
@@ -105,6 +106,25 @@ def serial() -> str:
         with open(path, "w") as f:
             f.write(s)
     return s
+
+
+def device_key() -> "bytes | None":
+    """A key of this board that its flash does not hold, to seal the drive's secrets.
+
+    The emulator's is a file outside the flash folder (``SEALKEEP_DEVICE_KEY``). Stock
+    MicroPython reaches no eFuse or OTP key on the boards it runs on, so a board returns
+    None and its secrets lie in its flash as they are (see device/README.md)."""
+    if not UNIX:
+        return None
+    path = os.getenv("SEALKEEP_DEVICE_KEY")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            key = f.read(64)
+    except OSError:
+        return None
+    return key if len(key) >= 32 else None
 
 
 def presence() -> bool:

@@ -38,6 +38,8 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import (
     AuthenticationFailed,
@@ -46,14 +48,17 @@ from .errors import (
     DigestMismatch,
     DriveError,
     ForgedReply,
+    ImpostorDrive,
     LinkError,
     NoPutOpen,
+    OutdatedFirmware,
     ProtocolError,
     SealkeepError,
     SessionLost,
     drive_error,
     where,
 )
+from .pake import HostPake, PakeError
 from .protocol import errors as codes
 from .protocol import framing, messages, transcript
 from .transport import Transport
@@ -81,7 +86,7 @@ DEFAULT_WINDOW = 4
 # Extra seconds to allow per byte when the drive hashes a whole object (commit, verify).
 HASH_SECONDS_PER_BYTE = 1 / (256 * 1024)
 # Extra seconds for AUTH_PROVE when failures are on record: the drive delays its answer.
-BACKOFF_ALLOWANCE = 31.0
+BACKOFF_ALLOWANCE = 61.0
 # The drive delays its answer to a proof once this many failures are on record.
 BACKOFF_FROM = 3
 # A drive given extra time (backing off, hashing) says nothing until it answers: a damaged
@@ -102,6 +107,7 @@ class Role(IntEnum):
 
     OWNER = transcript.ROLE_OWNER
     CUSTODIAN = transcript.ROLE_CUSTODIAN
+    ENROL = transcript.ROLE_ENROL
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,9 @@ class Hello:
     kdf: dict[Any, Any] | None
     capacity: int
     free: int
-    owner_failures: int
-    custodian_failures: int
+    #: how long the drive would wait before answering the next attempt of each role
+    owner_delay_ms: int = 0
+    custodian_delay_ms: int = 0
     #: the drive's Ed25519 identity public key (protocol 2), pinned in the domain record
     identity: bytes | None = None
 
@@ -163,6 +170,9 @@ class VerifyResult:
 class Space:
     capacity: int
     free: int
+    #: exact failed attempts on record per role (said only inside a session)
+    owner_failures: int = 0
+    custodian_failures: int = 0
 
 
 class _Session:
@@ -305,7 +315,7 @@ class DriveClient:
         self._tail = b""  # the last bytes heard: what a port that is no drive says
         self._seq = secrets.randbelow(0xFFFF) + 1
         self._session: _Session | None = None
-        self._auth: tuple[int, bytes] | None = None
+        self._auth: tuple[int, bytes, bytes | None] | None = None
         self._failed_since_hello = [0, 0]  # our refused proofs per role, since the last HELLO
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -536,13 +546,15 @@ class DriveClient:
         retry_ms = fields.get(4)
         if code == codes.SESSION_MAC:
             self._session = None
-        if session_gone and code in (codes.SESSION_MAC, codes.NOT_AUTHENTICATED):
+        if session_gone:
+            # Inside a session only a MACed reply is the drive's word: an unMACed error is
+            # a lost session or a forgery, whatever code it names.
             raise SessionLost(
                 code,
                 text,
                 serial=self.serial,
                 port=self.port,
-                summary="the drive no longer has the secure session",
+                summary="the drive no longer has the secure session (its reply carried no MAC)",
             )
         raise self._error(code, text, expected=expected, retry_ms=retry_ms)
 
@@ -598,7 +610,7 @@ class DriveClient:
         text: str = fields[2]
         head = pending[0]
         if code not in _LINE_CODES:
-            self._raise_error_reply(fields)
+            self._raise_error_reply(fields, session_gone=head.session is not None)
         if len(pending) > 1 and head.session is not None:
             # The frames behind it carry later MAC counters: the drive will refuse them.
             self._drop_session(head.session)
@@ -631,7 +643,8 @@ class DriveClient:
         if session is not None:
             if mac is None:
                 if msg_id == messages.ERROR:
-                    # The drive answers without MAC only when it holds no session (any more).
+                    # The drive answers without MAC only when it holds no session (any more);
+                    # anyone on the line can send one too, so it means no more than that.
                     self._drop_session(session)
                     self._raise_error_reply(self._decode(body, "ERROR"), session_gone=True)
                 self._drop_session(session)
@@ -702,8 +715,8 @@ class DriveClient:
             self._rx = b""
             self._rx_pos = 0
         self.hello()
-        role, credential = self._auth
-        self.authenticate(role, credential)
+        role, credential, identity = self._auth
+        self.authenticate(role, credential, identity)
 
     def _retrying(self, action: Callable[[], T]) -> T:
         """Run an idempotent action, recovering the session a bounded number of times."""
@@ -736,8 +749,9 @@ class DriveClient:
             kdf=dict(kdf) if isinstance(kdf, dict) else None,
             capacity=r[10],
             free=r[11],
-            owner_failures=r.get(12, 0),
-            custodian_failures=r.get(13, 0),
+            owner_delay_ms=r.get(15, 0),
+            custodian_delay_ms=r.get(16, 0),
+            identity=bytes(r[14]) if isinstance(r.get(14), bytes) else None,
         )
         self._failed_since_hello = [0, 0]
         if info.max_frame < MIN_MAX_FRAME:
@@ -759,24 +773,42 @@ class DriveClient:
         salt: bytes,
         kdf: dict[Any, Any],
         domain: bytes,
-    ) -> None:
+        identity: bytes | None = None,
+    ) -> bytes:
         """Register a blank drive: its owner and custodian credentials, KDF salt and
-        parameters, and domain id. Refused (WrongState) once claimed."""
+        parameters, and domain id. Refused (WrongState) once claimed.
+
+        The claim travels in an enrol session: the drive proves its identity key (the one
+        ``identity`` pins, else the one its HELLO announced) and the credentials go masked
+        with pads of that session, so a tap on the line learns nothing. Returns the
+        drive's identity key, for the domain record to pin.
+        """
         for label, cred in (("owner", owner_credential), ("custodian", custodian_credential)):
             if len(cred) != transcript.CREDENTIAL_LEN:
                 raise ValueError(f"the {label} credential must be 32 bytes")
+        if not self.hello().blank:  # asked before an enrol attempt ends a session we hold
+            raise self._error(codes.WRONG_STATE, "drive already claimed")
+        key, th, proven = self._establish(Role.ENROL, transcript.ENROL_PASSWORD, identity)
         body = {
-            1: bytes(owner_credential),
-            2: bytes(custodian_credential),
+            1: transcript.mask(
+                owner_credential, transcript.derive(key, transcript.CLAIM_OWNER, th)
+            ),
+            2: transcript.mask(
+                custodian_credential, transcript.derive(key, transcript.CLAIM_CUSTODIAN, th)
+            ),
             3: bytes(salt),
             4: kdf,
             5: bytes(domain),
         }
-        self.call(messages.CLAIM, body, messages.OK)
-        self.info = None
+        try:
+            self.call(messages.CLAIM, body, messages.OK)
+        finally:
+            self._session = None  # the drive ends the enrol session with its answer
+            self.info = None
+        return proven
 
     def factory_reset(self) -> None:
-        """Wipe the drive back to blank (needs an owner session or the presence button)."""
+        """Wipe the drive back to blank (needs a custodian session or the presence button)."""
         try:
             self.call(messages.FACTORY_RESET, {}, messages.OK)
         except LinkError:
@@ -786,56 +818,98 @@ class DriveClient:
         self._auth = None
         self.info = None
 
-    def authenticate(self, role: int, credential: bytes) -> None:
-        """Open a secure session as owner (0) or custodian (1): mutual challenge-response.
+    def authenticate(self, role: int, credential: bytes, identity: bytes | None = None) -> None:
+        """Open a secure session as owner (0) or custodian (1).
 
-        The drive checks our proof first (counting failures); then the client checks the
-        drive's, so a drive that does not hold the credential is never trusted.
+        SPAKE2 with the credential as the password: a drive (or anyone on the line) learns
+        nothing it could test guesses against offline, and the drive signs the exchange
+        with its identity key: the pinned ``identity`` when given (a drive that cannot
+        sign with it is a look-alike, and nothing more is sent to it), else the key its
+        HELLO announced.
         """
         if role not in (Role.OWNER, Role.CUSTODIAN):
             raise ValueError("role must be 0 (owner) or 1 (custodian)")
         if len(credential) != transcript.CREDENTIAL_LEN:
             raise ValueError(f"the credential must be {transcript.CREDENTIAL_LEN} bytes")
+        self._establish(int(role), bytes(credential), identity)
+        self._auth = (int(role), bytes(credential), identity)
+
+    def _establish(
+        self, role: int, password: bytes, identity: bytes | None
+    ) -> tuple[bytes, bytes, bytes]:
+        """Run AUTH_BEGIN / AUTH_PROVE; returns (SPAKE2 key, transcript hash, identity)."""
         info = self._hello_once()
-        credential = bytes(credential)
-        self._session = None
-        host_nonce = secrets.token_bytes(transcript.NONCE_LEN)
-        r = self.call(messages.AUTH_BEGIN, {1: int(role), 2: host_nonce}, messages.AUTH_CHALLENGE)
-        drive_nonce = bytes(r[1])
-        if len(drive_nonce) != transcript.NONCE_LEN:
-            raise self._protocol(f"its challenge nonce is {len(drive_nonce)} bytes, not 32")
-        tr = transcript.transcript(info.serial, int(role), host_nonce, drive_nonce)
-        proof = transcript.derive(credential, transcript.HOST_PROOF, tr)
-        # After failures the drive delays its answer (up to 30 s): wait for it, but only
-        # then, so that a drive that stopped answering is not waited for half a minute.
-        on_record = info.owner_failures if role == Role.OWNER else info.custodian_failures
-        on_record += self._failed_since_hello[int(role)]
-        wait = self.timeout + (BACKOFF_ALLOWANCE if on_record >= BACKOFF_FROM - 1 else 0.0)
-        try:
-            r = self.call(messages.AUTH_PROVE, {1: proof}, messages.AUTH_OK, timeout=wait)
-        except AuthenticationFailed:
-            self._failed_since_hello[int(role)] += 1
-            raise
-        expected = transcript.derive(credential, transcript.DRIVE_PROOF, tr)
-        if not hmac.compare_digest(bytes(r[1]), expected):
-            who = "owner" if role == Role.OWNER else "custodian"
-            raise AuthenticationFailed(
-                codes.AUTH_FAILED,
-                "the drive's proof does not match",
+        if info.protocol < transcript.PROTOCOL or info.identity is None:
+            raise OutdatedFirmware(
+                codes.UNSUPPORTED_VERSION,
+                f"protocol {info.protocol}",
                 serial=self.serial,
                 port=self.port,
-                summary=f"the drive could not prove that it holds the {who} credential",
-                advice=(
-                    "It is not the drive that was claimed with this credential, or an "
-                    "impostor: nothing was sent to it. Check which drive is on this port."
+                summary=(
+                    f"the drive runs firmware {info.firmware} (protocol {info.protocol}); "
+                    f"this host needs protocol {transcript.PROTOCOL}"
                 ),
             )
-        self._session = _Session(
-            int(role),
-            transcript.derive(credential, transcript.SESSION_H2D, tr),
-            transcript.derive(credential, transcript.SESSION_D2H, tr),
+        expected = identity if identity is not None else info.identity
+        if expected != info.identity:
+            raise self._impostor("it announces another identity key than the one pinned")
+        self._session = None
+        exchange = HostPake(password, info.serial.encode("utf-8"))
+        x_msg = exchange.message
+        # After failures the drive waits before it answers (at most a minute): wait for it,
+        # but only then, so that a drive that stopped answering is not waited for so long.
+        delay = info.owner_delay_ms if role == Role.OWNER else info.custodian_delay_ms
+        slowed = role != Role.ENROL and (delay or self._failed_since_hello[role])
+        wait = self.timeout + (BACKOFF_ALLOWANCE if slowed else 0.0)
+        r = self.call(
+            messages.AUTH_BEGIN, {1: role, 2: x_msg}, messages.AUTH_CHALLENGE, timeout=wait
         )
-        self._auth = (int(role), credential)
+        y_msg, confirm, signature = bytes(r[1]), bytes(r[2]), bytes(r[3])
+        if len(y_msg) != transcript.ELEMENT_LEN or len(signature) != transcript.SIGNATURE_LEN:
+            raise self._protocol("its AUTH_CHALLENGE has fields of the wrong size")
+        th = transcript.transcript_hash(role, info.serial, x_msg, y_msg, expected)
+        try:
+            Ed25519PublicKey.from_public_bytes(expected).verify(
+                signature, transcript.identity_message(th)
+            )
+        except (InvalidSignature, ValueError):
+            raise self._impostor("it cannot sign with the identity key it is known by") from None
+        try:
+            key = exchange.finish(y_msg)
+        except PakeError:
+            raise self._protocol("its SPAKE2 message is not a valid group element") from None
+        if not hmac.compare_digest(confirm, transcript.derive(key, transcript.DRIVE_CONFIRM, th)):
+            # The drive counted this attempt; the wrong party is us or the drive: which,
+            # nothing unauthenticated can tell, so no advice rests on it.
+            if role != Role.ENROL:
+                self._failed_since_hello[role] += 1
+            who = {Role.OWNER: "owner", Role.CUSTODIAN: "custodian"}.get(Role(role), "enrol")
+            raise AuthenticationFailed(
+                codes.AUTH_FAILED,
+                "the session keys do not agree",
+                serial=self.serial,
+                port=self.port,
+                summary=f"the drive did not accept the {who} credential",
+            )
+        self.call(
+            messages.AUTH_PROVE,
+            {1: transcript.derive(key, transcript.HOST_CONFIRM, th)},
+            messages.AUTH_OK,
+        )
+        self._session = _Session(
+            role,
+            transcript.derive(key, transcript.SESSION_H2D, th),
+            transcript.derive(key, transcript.SESSION_D2H, th),
+        )
+        return key, th, expected
+
+    def _impostor(self, what: str) -> ImpostorDrive:
+        return ImpostorDrive(
+            codes.AUTH_FAILED,
+            what,
+            serial=self.serial,
+            port=self.port,
+        )
 
     def end_session(self) -> None:
         """Close the secure session on the drive and forget the credential."""
@@ -1121,6 +1195,6 @@ class DriveClient:
 
         def once() -> Space:
             r = self.call(messages.SPACE, {}, messages.SPACE_R)
-            return Space(r[1], r[2])
+            return Space(r[1], r[2], r.get(3, 0), r.get(4, 0))
 
         return self._retrying(once)

@@ -51,6 +51,7 @@ from .errors import (
     Backoff,
     DigestMismatch,
     DriveError,
+    ImpostorDrive,
     LinkError,
     LockedOut,
     ObjectNotFound,
@@ -647,11 +648,16 @@ def _install(
     The drive is added to ``claimed`` once it may hold the claim (also when the link broke
     while claiming), so a failure later can undo it.
     """
-    client, _ = claim.drive.use()
+    client, hello = claim.drive.use()
     owner = owner_credential_from_secret(secret, claim.serial)
     try:
         client.claim(
-            owner, claim.keys.credential, claim.params.salt, claim.params.to_map(), domain_id
+            owner,
+            claim.keys.credential,
+            claim.params.salt,
+            claim.params.to_map(),
+            domain_id,
+            identity=hello.identity,
         )
     except LinkError:
         claimed.append(claim)
@@ -676,17 +682,19 @@ def _install(
 
 
 def _undo(claims: Iterable[_Claim], secret: bytearray) -> tuple[list[str], list[Problem]]:
-    """Factory reset drives claimed by this ceremony; (undone, could not)."""
+    """Factory reset drives claimed by this ceremony; (undone, could not).
+
+    A reset needs the custodian's session (an owner cannot erase): the ceremony still holds
+    each new custodian's key."""
     undone: list[str] = []
     failed: list[Problem] = []
     for claim in claims:
         try:
             client, _ = claim.drive.use()
-            if client.session_role != Role.OWNER:
-                if client.hello().blank:
-                    undone.append(claim.serial)  # the claim never took hold
-                    continue
-                client.authenticate(Role.OWNER, owner_credential_from_secret(secret, claim.serial))
+            if client.hello().blank:
+                undone.append(claim.serial)  # the claim never took hold
+                continue
+            client.authenticate(Role.CUSTODIAN, claim.keys.credential)
             client.factory_reset()
             undone.append(claim.serial)
         except SealkeepError as exc:
@@ -884,21 +892,15 @@ def _unlock(
             candidate = derive_custodian_keys(passphrase, params)
         try:
             client.authenticate(Role.CUSTODIAN, candidate.credential)
-        except AuthenticationFailed as exc:
-            if exc.text == "the drive's proof does not match":
-                # The drive accepted the passphrase but could not prove it holds it.
-                return Problem(name, explain(exc), EXIT_AUTH)
+        except ImpostorDrive as exc:
+            return Problem(name, explain(exc), EXIT_AUTH)
+        except AuthenticationFailed:
             if passphrases.retry() and tries < 3:
                 note(f"drive {serial}: wrong passphrase, try again")
                 continue
             return Problem(name, "wrong passphrase (the drive refused it)", EXIT_AUTH)
-        except LockedOut:
-            return Problem(
-                name,
-                "locked out after too many wrong passphrases (only a factory reset, which "
-                "erases it, unlocks it)",
-                EXIT_AUTH,
-            )
+        except LockedOut as exc:
+            return Problem(name, explain(exc), EXIT_AUTH)
         except Backoff as exc:
             return Problem(name, f"slowing down attempts: {exc.hint()}", EXIT_AUTH)
         except SealkeepError as exc:
@@ -1274,7 +1276,7 @@ def _restore_old(
     snap: _Snapshot,
     old_secret: bytearray,
     old_keys: CustodianKeys,
-    new_secret: bytearray,
+    new_keys: CustodianKeys,
 ) -> None:
     """Put an old drive back exactly as it was (claim, share, record, sets)."""
     client, _ = snap.drive.use()
@@ -1285,14 +1287,21 @@ def _restore_old(
             # Still (or again) the old claim: only its objects may be missing.
             client.authenticate(Role.OWNER, owner_credential_from_secret(old_secret, serial))
         else:
-            client.authenticate(Role.OWNER, owner_credential_from_secret(new_secret, serial))
+            client.authenticate(Role.CUSTODIAN, new_keys.credential)
             client.factory_reset()
             hello = client.hello()
     if hello.blank:
         assert snap.hello.salt is not None and snap.hello.kdf is not None
         assert snap.hello.domain is not None
         owner = owner_credential_from_secret(old_secret, serial)
-        client.claim(owner, old_keys.credential, snap.hello.salt, snap.hello.kdf, snap.hello.domain)
+        client.claim(
+            owner,
+            old_keys.credential,
+            snap.hello.salt,
+            snap.hello.kdf,
+            snap.hello.domain,
+            identity=snap.hello.identity,
+        )
         client.authenticate(Role.OWNER, owner)
     held = {info.name for info in client.list()}
     for name, data in snap.objects.items():
@@ -1415,7 +1424,7 @@ def reshare_domain(
                     if snap_of is None:
                         failed += _undo([claim], new_secret)[1]
                     else:
-                        _restore_old(snap_of, old_secret, old_keys[claim.serial], new_secret)
+                        _restore_old(snap_of, old_secret, old_keys[claim.serial], claim.keys)
                 except SealkeepError as undo_exc:
                     failed.append(Problem(claim.drive.name, explain(undo_exc), 1))
             text = f"{what}: {exc} The drives were put back as they were"
@@ -1431,7 +1440,9 @@ def reshare_domain(
             touched.append(claim)
             try:
                 if claim.serial in by_serial:
-                    client = owner_login(session, claim.drive, owners)
+                    # Its custodian opened it for the quorum: that session may erase it.
+                    client, _ = claim.drive.use()
+                    client.authenticate(Role.CUSTODIAN, old_keys[claim.serial].credential)
                     client.factory_reset()
                     claim.drive.refresh()
                 _install(claim, new_secret, new_id, new_record, [])

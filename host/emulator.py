@@ -164,7 +164,7 @@ class _Drive:
 class Emulator:
     """N emulated drives under one folder. Use as a context manager, or start() / stop().
 
-    ``heap`` is the MicroPython heap (``64K``); ``capacity`` the flash size each drive
+    ``heap`` is the MicroPython heap (``96K``); ``capacity`` the flash size each drive
     announces (bytes; None: what the filesystem has); ``link`` the link model (``raw``,
     ``usb-fs``, ``uart:BAUD``); ``backoff_ms`` the drive's authentication back-off base
     (None: the firmware's default); ``settings`` more ``SEALKEEP_*`` variables for the
@@ -181,7 +181,7 @@ class Emulator:
         self,
         dir: Path | str,
         count: int,
-        heap: str = "64K",
+        heap: str = "96K",
         capacity: int | None = None,
         link: str | LinkSpec = "raw",
         backoff_ms: int | None = None,

@@ -37,11 +37,14 @@ __all__ = [
     "ForgedReply",
     "FrameRejected",
     "ImageRefused",
+    "ImpostorDrive",
     "LinkError",
     "LockedOut",
     "NoPutOpen",
     "NotAuthenticated",
+    "ObjectExists",
     "ObjectNotFound",
+    "OutdatedFirmware",
     "Permission",
     "PresenceRequired",
     "ProtocolError",
@@ -213,19 +216,31 @@ class AuthenticationFailed(DriveError):
     exit_code = EXIT_AUTH
     summary = "the drive rejected the credential"
     advice = (
-        "Check the passphrase or key. Each failure is counted on the drive; after 10 it "
-        "locks out until a factory reset."
+        "Check the passphrase or key. Each failure is counted on the drive, and from the "
+        "third on the drive waits longer before each answer (at most a minute); it never "
+        "locks."
+    )
+
+
+class ImpostorDrive(AuthenticationFailed):
+    """The drive on this port cannot prove the identity key it is known by."""
+
+    summary = "the drive is not the one this domain knows: a look-alike, or another drive"
+    advice = (
+        "Nothing was sent to it. Check which drive is on this port; a drive that really "
+        "is a member but was given a new board is replaced by a re-share."
     )
 
 
 class LockedOut(DriveError):
-    """Too many failed authentications for this role: only a factory reset unlocks."""
+    """A protocol 1 drive's lockout. Drives on current firmware never lock, and the reply
+    carries no MAC: it is a drive on old firmware, or a forgery on the line."""
 
     exit_code = EXIT_AUTH
-    summary = "the drive is locked for this credential after too many failed attempts"
+    summary = "the drive says it is locked (drives on current firmware never lock)"
     advice = (
-        "Only a factory reset unlocks it, and that erases the drive: rebuild it from the "
-        "other drives of the set."
+        "Do not erase it on this word alone: anyone on the line can send this reply. Check "
+        "its firmware with `sealkeep drives` and the cable."
     )
 
 
@@ -262,11 +277,14 @@ class Permission(DriveError):
 
 
 class PresenceRequired(DriveError):
-    """The drive wants an owner session or a press of its presence button."""
+    """Erasing wants the drive's custodian or a press of its presence button."""
 
     exit_code = EXIT_AUTH
-    summary = "the drive wants proof that someone is physically present"
-    advice = "Authenticate as the owner first, or press the drive's button while retrying."
+    summary = "erasing needs the drive's custodian or someone at the drive"
+    advice = (
+        "Give the custodian's passphrase, or press the drive's button while retrying; the "
+        "owner credential alone never erases."
+    )
 
 
 class BadName(DriveError):
@@ -332,6 +350,24 @@ class DriveInternalError(DriveError):
     advice = "Retry; if it persists, check the drive's flash and firmware (see its log)."
 
 
+class ObjectExists(DriveError):
+    """The drive keeps every object as written: an owner cannot replace one."""
+
+    exit_code = EXIT_STORAGE
+    summary = "the drive already holds an object of that name, and objects are never replaced"
+    advice = "Store it under a new name; deleting an object needs its custodian or the button."
+
+
+class OutdatedFirmware(DriveError):
+    """The drive speaks an older protocol than this host."""
+
+    exit_code = EXIT_PROTOCOL
+    advice = (
+        "Install current firmware on it: `sealkeep firmware install` on a blank board, or "
+        "`sealkeep firmware update` on a drive of a domain."
+    )
+
+
 class ImageRefused(DriveError):
     """The drive refused a firmware image: damaged, signed by another vendor or not at all,
     or older than its security counter allows."""
@@ -367,6 +403,7 @@ _BY_CODE: dict[int, type[DriveError]] = {
     codes.BAD_SIGNATURE: ImageRefused,
     codes.WRONG_VENDOR: ImageRefused,
     codes.DOWNGRADE: ImageRefused,
+    codes.EXISTS: ObjectExists,
 }
 
 

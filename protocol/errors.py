@@ -11,7 +11,7 @@ UNSUPPORTED_VERSION = 6
 WRONG_STATE = 10
 NOT_AUTHENTICATED = 11
 AUTH_FAILED = 12
-LOCKED_OUT = 13
+LOCKED_OUT = 13  # protocol 1 only: drives no longer lock
 BACKOFF = 14
 SESSION_MAC = 15
 # storage
@@ -56,11 +56,13 @@ BAD_IMAGE: int
 BAD_SIGNATURE: int
 WRONG_VENDOR: int
 DOWNGRADE: int
+EXISTS: int  # an owner may add objects, never replace one
 for name, value in (
     ("BAD_IMAGE", 33),
     ("BAD_SIGNATURE", 34),
     ("WRONG_VENDOR", 35),
     ("DOWNGRADE", 36),
+    ("EXISTS", 37),
 ):
     globals()[name] = value
     NAMES[value] = name

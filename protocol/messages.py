@@ -93,6 +93,7 @@ CAP_PRESENCE = "presence"
 
 REQUESTS = {
     HELLO: {},
+    # in an enrol session; 1 and 2 are masked with pads of the session (docs/protocol.md)
     CLAIM: {
         1: ("owner_credential", "b", True),
         2: ("custodian_credential", "b", True),
@@ -100,8 +101,8 @@ REQUESTS = {
         4: ("kdf", "m", True),
         5: ("domain", "b", True),
     },
-    AUTH_BEGIN: {1: ("role", "u", True), 2: ("nonce", "b", True)},
-    AUTH_PROVE: {1: ("proof", "b", True)},
+    AUTH_BEGIN: {1: ("role", "u", True), 2: ("x", "b", True)},
+    AUTH_PROVE: {1: ("confirm", "b", True)},
     LIST: {1: ("after", "t", False), 2: ("prefix", "t", False)},
     STAT: {1: ("name", "t", True)},
     READ: {1: ("name", "t", True), 2: ("offset", "u", True), 3: ("length", "u", True)},
@@ -118,6 +119,7 @@ REQUESTS[PUT_COMMIT] = REQUESTS[DELETE] = REQUESTS[VERIFY] = REQUESTS[STAT]
 
 REPLIES = {
     OK: {},
+    AUTH_OK: {},
     HELLO_R: {
         1: ("protocol", "u", True),
         2: ("firmware", "t", True),
@@ -130,11 +132,17 @@ REPLIES = {
         9: ("kdf", "m?", True),
         10: ("capacity", "u", True),
         11: ("free", "u", True),
-        12: ("owner_failures", "u", False),
-        13: ("custodian_failures", "u", False),
+        # 12, 13: exact failure counts (protocol 1), now only inside a session (SPACE_R)
+        # protocol 2 (a drive on older firmware leaves them out; the host then names it)
+        14: ("identity", "b", False),
+        15: ("owner_delay_ms", "u", False),
+        16: ("custodian_delay_ms", "u", False),
     },
-    AUTH_CHALLENGE: {1: ("nonce", "b", True)},
-    AUTH_OK: {1: ("proof", "b", True)},
+    AUTH_CHALLENGE: {
+        1: ("y", "b", True),
+        2: ("confirm", "b", True),
+        3: ("signature", "b", True),
+    },
     LIST_R: {1: ("entries", "a", True), 2: ("more", "?", True)},
     STAT_R: {1: ("name", "t", True), 2: ("size", "u", True), 3: ("digest", "b", True)},
     DATA: {1: ("data", "b", True)},
@@ -142,7 +150,12 @@ REPLIES = {
     PUT_ACK: {1: ("next", "u", True)},
     PUT_DONE: {1: ("digest", "b", True), 2: ("size", "u", True)},
     VERIFY_R: {1: ("digest", "b", True), 2: ("size", "u", True), 3: ("intact", "?", True)},
-    SPACE_R: {1: ("capacity", "u", True), 2: ("free", "u", True)},
+    SPACE_R: {
+        1: ("capacity", "u", True),
+        2: ("free", "u", True),
+        3: ("owner_failures", "u", False),
+        4: ("custodian_failures", "u", False),
+    },
     # FIRMWARE status: the running firmware's version, security counter and the vendor key
     # it trusts (null: none, it takes no update), and the files under slot/ as they are
     # (absent on the firmware of a source tree, which has no slots)

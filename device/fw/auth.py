@@ -1,13 +1,17 @@
-"""AUTH_BEGIN, AUTH_PROVE, SESSION_END: mutual challenge-response and sessions.
+"""AUTH_BEGIN, AUTH_PROVE, SESSION_END: SPAKE2 sessions signed by the drive's identity.
 
-A proof counts as a failure in flash before it is checked, so cutting the power mid-check
-still costs an attempt. With 3 or more failures on record the answer waits
-base x 2^(failures-3) ms (at most 30 s); at 10 the role is locked out until a factory
-reset. A success clears the role's count.
+An attempt counts as a failure in flash before AUTH_BEGIN is answered, and a confirmed
+AUTH_PROVE clears it, so an attempt abandoned after the challenge (where a guesser already
+learns whether its one guess was right) still counts, and cutting the power costs one too.
+From the third failure on the answer waits, doubling each time, at most 10 s for the owner
+(a 256-bit credential: slowing it is enough) and 60 s for the custodian. Nothing locks: an
+attacker on the line can slow the rightful custodian, never shut them out.
 """
 
-import os
+import sys
 import time
+
+from micropython import const
 
 from fw.ids import (
     AUTH_BEGIN,
@@ -16,30 +20,67 @@ from fw.ids import (
     AUTH_OK,
     BAD_BODY,
     INTERNAL,
-    LOCKED_OUT,
     OK,
     SESSION_END,
     WRONG_STATE,
 )
-from fw.state import LOCKOUT
 from fw.wire import WireError
 from protocol import transcript
 from protocol.hmac256 import equal
 
+_ENROL = const(2)
+_OWNER_CAP_MS = const(10000)
+_CUSTODIAN_CAP_MS = const(60000)
+
 
 class Session:
-    """An authenticated session: its role and each direction's MAC state."""
+    """An authenticated session: its role and each direction's MAC state; an enrol session
+    also keeps the pads that mask its claim."""
 
-    def __init__(self, role: int, credential: bytes, tr: bytes) -> None:
+    def __init__(self, role: int, key: bytes, th: bytes) -> None:
         self.role = role
         derive = transcript.derive
-        self.h2d = transcript.SessionMac(derive(credential, transcript.SESSION_H2D, tr))
-        self.d2h = transcript.SessionMac(derive(credential, transcript.SESSION_D2H, tr))
+        self.h2d = transcript.SessionMac(derive(key, transcript.SESSION_H2D, th))
+        self.d2h = transcript.SessionMac(derive(key, transcript.SESSION_D2H, th))
+        self.pads = None
+        if role == _ENROL:
+            self.pads = (
+                derive(key, transcript.CLAIM_OWNER, th),
+                derive(key, transcript.CLAIM_CUSTODIAN, th),
+            )
 
 
-def backoff_ms(link, failures: int) -> int:
-    """How long to wait before answering a proof with that many failures on record."""
-    return 0 if failures < 3 else min(link.backoff_ms << min(failures - 3, 20), 30000)
+def delay_ms(link, role: int) -> int:
+    """How long the next attempt for role waits, with the failures on record."""
+    failures = link.state.failures[role]
+    if failures < 3:
+        return 0
+    cap = _CUSTODIAN_CAP_MS if role else _OWNER_CAP_MS
+    return min(link.backoff_ms << min(failures - 3, 20), cap)
+
+
+def _challenge(link, role: int, x: bytes) -> tuple:
+    st = link.state
+    if role == _ENROL:
+        material = None
+    else:
+        material = st.get(6 + role)
+    from fw import ed25519, pake  # loaded for this step only: sessions need the heap
+
+    try:
+        try:
+            y, key = pake.respond(material or pake.ENROL_MATERIAL, x, link.serial.encode())
+        except ValueError:
+            raise WireError(BAD_BODY, "x is not a valid SPAKE2 message") from None
+        ident = st.identity
+        th = transcript.transcript_hash(role, link.serial, x, y, ident[32:])
+        signature = ed25519.sign(ident[:32], transcript.identity_message(th))
+    finally:
+        for name in ("fw.pake", "fw.ed25519"):
+            sys.modules.pop(name, None)
+    link.pending = (role, key, th)
+    confirm = transcript.derive(key, transcript.DRIVE_CONFIRM, th)
+    return AUTH_CHALLENGE, {1: y, 2: confirm, 3: signature}
 
 
 def call(link, msg_id: int, body: dict) -> tuple:
@@ -50,35 +91,27 @@ def call(link, msg_id: int, body: dict) -> tuple:
         link.end_session()
         return OK, {}
     if msg_id == AUTH_BEGIN:
-        if st.blank:
-            raise WireError(WRONG_STATE, "drive is blank")
         role = body[1]
-        if role > 1 or len(body[2]) != 32:
-            raise WireError(BAD_BODY, "role is 0 or 1, nonce 32 bytes")
-    else:
-        if not pending:
-            raise WireError(WRONG_STATE, "AUTH_PROVE without AUTH_BEGIN")
-        role = pending[0]
-    if st.failures[role] >= LOCKOUT:
-        raise WireError(LOCKED_OUT, "locked out: factory reset needed")
-    if st.damaged:
-        raise WireError(INTERNAL, "drive state damaged: factory reset needed")
-    if msg_id == AUTH_BEGIN:
-        nonce = os.urandom(32)
-        link.pending = (role, bytes(body[2]), nonce)
-        return AUTH_CHALLENGE, {1: nonce}
-    proof = body[1]
-    if len(proof) != 32:
-        raise WireError(BAD_BODY, "proof is 32 bytes")
-    failures = st.failures[role]
-    st.set_failures(role, failures + 1)  # counted before checking
-    delay = backoff_ms(link, failures)
-    if delay:
-        time.sleep_ms(delay)
-    cred = st.get(1 + role)
-    tr = transcript.transcript(link.serial, role, pending[1], pending[2])
-    if not equal(proof, transcript.derive(cred, transcript.HOST_PROOF, tr)):
-        raise WireError(AUTH_FAILED, f"wrong credential ({failures + 1} of {LOCKOUT})")
-    st.set_failures(role, 0)
-    link.session = Session(role, cred, tr)
-    return AUTH_OK, {1: transcript.derive(cred, transcript.DRIVE_PROOF, tr)}
+        if role > _ENROL or len(body[2]) != 32:
+            raise WireError(BAD_BODY, "role is 0, 1 or 2, x 32 bytes")
+        if st.damaged:
+            raise WireError(INTERNAL, "drive state damaged")
+        if st.blank != (role == _ENROL):
+            raise WireError(WRONG_STATE, "drive is blank" if st.blank else "drive is claimed")
+        if role != _ENROL:
+            delay = delay_ms(link, role)
+            st.set_failures(role, st.failures[role] + 1)  # counted before answering
+            if delay:
+                time.sleep_ms(delay)
+        return _challenge(link, role, bytes(body[2]))
+    if not pending:
+        raise WireError(WRONG_STATE, "AUTH_PROVE without AUTH_BEGIN")
+    role, key, th = pending
+    if len(body[1]) != 32 or not equal(
+        body[1], transcript.derive(key, transcript.HOST_CONFIRM, th)
+    ):
+        raise WireError(AUTH_FAILED, "wrong credential")
+    if role != _ENROL:
+        st.set_failures(role, 0)
+    link.session = Session(role, key, th)
+    return AUTH_OK, {}

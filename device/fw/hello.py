@@ -1,7 +1,11 @@
-"""HELLO: who the drive is, in the clear, whatever the session."""
+"""HELLO: who the drive is, in the clear, whatever the session.
+
+It says how long the next attempt of each role would wait, never how many failures are on
+record: exact counts are for a session (SPACE)."""
 
 import board
 
+from fw.auth import delay_ms
 from fw.ids import HELLO_R
 from fw.version import VERSION
 from fw.wire import drop
@@ -14,11 +18,12 @@ def call(link, msg_id: int, body: dict) -> tuple:
     caps = ["storage", "resume"]
     if board.BUTTON:
         caps.append("presence")
+    blank = st.blank
     return HELLO_R, {
-        1: 1,
+        1: 2,
         2: VERSION[0],
         3: link.serial,
-        4: "blank" if st.blank else "owned",
+        4: "blank" if blank else "owned",
         5: st.get(5),
         6: link.max_frame,
         7: caps,
@@ -26,6 +31,7 @@ def call(link, msg_id: int, body: dict) -> tuple:
         9: st.get(4),
         10: cap,
         11: free,
-        12: st.failures[0],
-        13: st.failures[1],
+        14: st.identity[32:],
+        15: 0 if blank else delay_ms(link, 0),
+        16: 0 if blank else delay_ms(link, 1),
     }

@@ -48,6 +48,7 @@ from fw.ids import (  # noqa: E402
     MALFORMED_FRAME,
     NOT_AUTHENTICATED,
     PERMISSION,
+    PRESENCE_REQUIRED,
     PUT_COMMIT,
     PUT_DATA,
     PUT_OPEN,
@@ -66,14 +67,15 @@ from fw.wire import WireError, check  # noqa: E402
 from protocol import cbor  # noqa: E402
 from protocol.hmac256 import equal  # noqa: E402
 
-# message id: (handler, access: 0 anyone, 1 any session, 2 owner session)
+# message id: (handler, access): 0 anyone (the handler decides), 1 an owner or custodian
+# session, 2 an owner session (adds objects), 3 a custodian session or the button (erases)
 ROUTES = {
     HELLO: (hello.call, 0),
     CLAIM: (claim.call, 0),
     FACTORY_RESET: (claim.call, 0),
     AUTH_BEGIN: (auth.call, 0),
     AUTH_PROVE: (auth.call, 0),
-    SESSION_END: (auth.call, 1),
+    SESSION_END: (auth.call, 0),
     LIST: (storage.call, 1),
     STAT: (storage.call, 1),
     READ: (storage.call, 1),
@@ -82,7 +84,7 @@ ROUTES = {
     PUT_OPEN: (storage.call, 2),
     PUT_DATA: (storage.call, 2),
     PUT_COMMIT: (storage.call, 2),
-    DELETE: (storage.call, 2),
+    DELETE: (storage.call, 3),
 }
 
 # Every module has its constants from fw.ids: drop it.
@@ -91,18 +93,18 @@ del sys.modules["fw.ids"], fw.ids
 
 class Link:
     """The drive as handlers see it: ``state`` (claim, counters), ``store``, ``session``,
-    ``pending`` (an AUTH_BEGIN awaiting its proof), ``serial``, ``max_frame``,
+    ``pending`` (an AUTH_BEGIN awaiting its confirmation), ``serial``, ``max_frame``,
     ``backoff_ms``."""
 
     def __init__(self) -> None:
         root = board.root()
         self.serial = board.serial()
         self.max_frame = MAX_FRAME
-        self.state = State(root)
+        self.state = State(root, board.device_key())
         self.store = Store(root, board.env("SEALKEEP_CAPACITY") or None, READER.rawmv)
         self.backoff_ms = board.env("SEALKEEP_BACKOFF_MS", 250)
         self.session: auth.Session | None = None
-        self.pending: tuple | None = None  # (role, host nonce, drive nonce)
+        self.pending: tuple | None = None  # (role, SPAKE2 key, transcript hash)
 
     def end_session(self) -> None:
         self.session = None
@@ -200,11 +202,16 @@ class Link:
             route = ROUTES.get(msg_id)
             if route is None:
                 raise WireError(UNKNOWN_MESSAGE, f"unknown message {msg_id}")
-            if route[1]:
-                if not sess:
+            need = route[1]
+            if need:
+                role = sess.role if sess else -1
+                if need == 3:
+                    if role != 1 and not board.presence():
+                        raise WireError(PRESENCE_REQUIRED, "needs the custodian or the button")
+                elif role < 0 or role > 1:  # an enrol session only claims
                     raise WireError(NOT_AUTHENTICATED, "needs a session")
-                if route[1] == 2 and sess.role:
-                    raise WireError(PERMISSION, "custodian session is read-only")
+                elif need == 2 and role:
+                    raise WireError(PERMISSION, "only the owner adds objects")
             try:
                 req = cbor.decode(body, True)
             except ValueError as exc:
@@ -219,7 +226,7 @@ class Link:
         except Exception as exc:
             sys.print_exception(exc, sys.stderr)  # type: ignore[arg-type]
             gc.collect()
-            self.error(seq, INTERNAL, repr(exc), sess)
+            self.error(seq, INTERNAL, "internal error (see the drive's log)", sess)
 
     def run(self) -> None:
         """Serve until the host side of the channel closes."""

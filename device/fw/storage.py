@@ -1,7 +1,8 @@
 """Storage commands: LIST, STAT, READ, PUT_OPEN/DATA/COMMIT, DELETE, VERIFY, SPACE.
 
 The store logic is in ``fw.store``; here requests are checked, store errors mapped to
-protocol errors and replies shaped. Any session may read; only the owner may write.
+protocol errors and replies shaped. Owner and custodian sessions read; the owner adds
+objects and never replaces one; the custodian (or the button) deletes (see fw.link).
 """
 
 from fw.ids import (
@@ -10,6 +11,7 @@ from fw.ids import (
     BAD_OFFSET,
     DATA,
     DIGEST_MISMATCH,
+    EXISTS,
     FULL,
     LIST,
     LIST_R,
@@ -60,7 +62,8 @@ def handle(link, msg_id: int, body: dict) -> tuple:
         return PUT_ACK, {1: store.put_write(body[1], body[2])}
     if msg_id == SPACE:
         cap, free, _ = store.space()
-        return SPACE_R, {1: cap, 2: free}
+        failures = link.state.failures
+        return SPACE_R, {1: cap, 2: free, 3: failures[0], 4: failures[1]}
     out = link.body_area()  # replies built in place: no copies, no large allocations
     if msg_id == LIST:
         # An entry takes at most 80 bytes (a 64-byte name, a 9-byte size, CBOR heads);
@@ -85,6 +88,11 @@ def handle(link, msg_id: int, body: dict) -> tuple:
     if msg_id == READ:
         n = min(body[3], framing.payload_room(link.max_frame))
         return DATA, link.data_reply(store.read(name, body[2], out[5 : 5 + n]))
+    if msg_id in (PUT_OPEN, PUT_COMMIT) and not name.startswith("sealkeep-firmware."):
+        # A boot consumes the firmware's own objects; every other object stays as written,
+        # so a host that holds the owner credential can add backups but never spoil one.
+        if store.exists(name):
+            raise WireError(EXISTS, "an object of that name exists: objects are never replaced")
     if msg_id == PUT_OPEN:
         return PUT_READY, {1: store.put_open(name, body[2], body[3])}
     if msg_id == PUT_COMMIT:

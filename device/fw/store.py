@@ -222,6 +222,9 @@ class Store:
         head = f.read(HEADER)
         return [name, f, int.from_bytes(head[32:], "big"), head[:32]]
 
+    def exists(self, name: str) -> bool:
+        return fsize(self.obj + name) >= 0
+
     def stat(self, name: str) -> "tuple[int, bytes]":
         """(size, digest) of a committed object."""
         r = self.open(name)

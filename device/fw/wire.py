@@ -48,13 +48,25 @@ def check(schema: dict, body: object) -> "str | None":
 
 def call(link, msg_id: int, body: dict) -> tuple:
     """FIRMWARE (routed here by main.py). Its reboot and status steps are anyone's (what
-    pulling the plug does, and what HELLO says) and answered here: an owner asks for them
+    pulling the plug does, and what HELLO says; a reboot on trial is the owner's) and
+    answered here: an owner asks for them
     in a session, where the heap has no room for more code. The other steps load
     ``fw.update``, which stays while an image arrives (loading it for every frame would
     fragment the heap); the next HELLO drops it (``drop()``) if the drive has not
     restarted by then."""
     step = body.get(1)
     if step == 4:  # protocol.messages.FIRMWARE_STEPS: reboot
+        # A reboot on trial sends the drive back to its old firmware: only its owner (or
+        # anyone, on a blank drive) may choose that; pulling the plug stays everyone's.
+        sess = link.session
+        if not (link.state.blank or (sess and sess.role == 0)):
+            try:
+                with open(board.root() + "/slot/record") as f:
+                    trial = f.read(200).split()[2] == "2"
+            except (OSError, IndexError):
+                trial = False
+            if trial:
+                raise WireError(11, "new firmware on trial: only its owner may restart it")
         reboot()
         return 0x80, {}  # OK
     if step == 5:  # status: FIRMWARE_R, the running firmware and the files of fw.update

@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--keep", action="store_true", help="keep the working folder (always kept with --dir)"
     )
-    p.add_argument("--heap", default="64K", metavar="SIZE", help="each drive's heap (default 64K)")
+    p.add_argument("--heap", default="96K", metavar="SIZE", help="each drive's heap (default 96K)")
     add_json_option(p)
     p.set_defaults(run=run)
 

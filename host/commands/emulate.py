@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--count", type=_count, default=5, help="how many drives (default 5)")
     p.add_argument("--dir", required=True, help="folder for the drives' flash and drives.json")
     p.add_argument(
-        "--heap", type=_heap, default="64K", help="MicroPython heap per drive (default 64K)"
+        "--heap", type=_heap, default="96K", help="MicroPython heap per drive (default 96K)"
     )
     p.add_argument(
         "--capacity",

@@ -1,9 +1,9 @@
 """Drive the real firmware on the MicroPython unix port through pipes, with protocol/ only.
 
 A deliberately small host: it builds frames with ``protocol.framing``, runs a session with
-``protocol.transcript`` and reads replies, so firmware tests do not depend on the host
-package. The firmware's stdin is a pipe whose read end is non-blocking, as the emulator
-gives it.
+``protocol.transcript`` and the ``spake2`` package, and reads replies, so firmware tests
+do not depend on the host package. The firmware's stdin is a pipe whose read end is
+non-blocking, as the emulator gives it.
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ class DriveError(Exception):
 
 
 class Session:
-    def __init__(self, role: int, credential: bytes, tr: bytes) -> None:
+    def __init__(self, role: int, key: bytes, th: bytes) -> None:
         self.role = role
-        self.h2d = transcript.SessionMac(transcript.derive(credential, transcript.SESSION_H2D, tr))
-        self.d2h = transcript.SessionMac(transcript.derive(credential, transcript.SESSION_D2H, tr))
+        self.key = key
+        self.th = th
+        self.h2d = transcript.SessionMac(transcript.derive(key, transcript.SESSION_H2D, th))
+        self.d2h = transcript.SessionMac(transcript.derive(key, transcript.SESSION_D2H, th))
 
 
 class Firmware:
@@ -64,7 +66,7 @@ class Firmware:
         self,
         flash: Path,
         serial: str = "SK-TEST0001",
-        heap: str = "64K",
+        heap: str = "96K",
         **settings: str | int,
     ) -> None:
         self.flash = Path(flash)
@@ -226,21 +228,53 @@ class Firmware:
         self.max_frame = fields[6]
         return fields
 
+    def enrol(self) -> Session:
+        return self.auth(transcript.ROLE_ENROL, transcript.ENROL_PASSWORD)
+
     def claim(self) -> dict[int, Any]:
-        return self.call(
-            messages.CLAIM, {1: OWNER, 2: CUSTODIAN, 3: b"salt" * 4, 4: KDF, 5: b"D" * 16}
-        )
+        """Claim in an enrol session, the credentials masked with its pads."""
+        sess = self.enrol()
+        pad_o = transcript.derive(sess.key, transcript.CLAIM_OWNER, sess.th)
+        pad_c = transcript.derive(sess.key, transcript.CLAIM_CUSTODIAN, sess.th)
+        body = {
+            1: transcript.mask(OWNER, pad_o),
+            2: transcript.mask(CUSTODIAN, pad_c),
+            3: b"salt" * 4,
+            4: KDF,
+            5: b"D" * 16,
+        }
+        try:
+            return self.call(messages.CLAIM, body)
+        finally:
+            self.session = None
+
+    def begin(self, role: int, credential: bytes) -> tuple[Any, bytes, dict[int, Any]]:
+        """AUTH_BEGIN: (the SPAKE2 side A, X, the challenge's fields)."""
+        import spake2
+
+        exchange = spake2.SPAKE2_A(credential, idA=transcript.HOST_ID, idB=self.serial.encode())
+        x_msg = exchange.start()[1:]
+        return exchange, x_msg, self.call(messages.AUTH_BEGIN, {1: role, 2: x_msg})
 
     def auth(self, role: int = 0, credential: bytes | None = None) -> Session:
+        """A session. Checks the drive's signature (against its HELLO key); sends its
+        confirmation whatever the drive's says, so a wrong credential gets the drive's
+        AUTH_FAILED (a DriveError), and checks the drive's confirmation after."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         if credential is None:
             credential = OWNER if role == 0 else CUSTODIAN
-        host_nonce = os.urandom(32)
-        drive_nonce = bytes(self.call(messages.AUTH_BEGIN, {1: role, 2: host_nonce})[1])
-        tr = transcript.transcript(self.serial, role, host_nonce, drive_nonce)
-        proof = transcript.derive(credential, transcript.HOST_PROOF, tr)
-        got = bytes(self.call(messages.AUTH_PROVE, {1: proof})[1])
-        assert got == transcript.derive(credential, transcript.DRIVE_PROOF, tr)
-        self.session = Session(role, credential, tr)
+        identity = bytes(self.hello()[14])
+        exchange, x_msg, r = self.begin(role, credential)
+        y_msg = bytes(r[1])
+        th = transcript.transcript_hash(role, self.serial, x_msg, y_msg, identity)
+        Ed25519PublicKey.from_public_bytes(identity).verify(
+            bytes(r[3]), transcript.identity_message(th)
+        )
+        key = exchange.finish(b"B" + y_msg)
+        self.call(messages.AUTH_PROVE, {1: transcript.derive(key, transcript.HOST_CONFIRM, th)})
+        assert bytes(r[2]) == transcript.derive(key, transcript.DRIVE_CONFIRM, th)
+        self.session = Session(role, key, th)
         return self.session
 
     # -- storage ---------------------------------------------------------------------------

@@ -9,8 +9,11 @@ construction code against their own copy of the protocol package.
 SERIAL = "SK-E6614103E7"
 OWNER_CREDENTIAL = bytes(range(32))
 CUSTODIAN_CREDENTIAL = bytes(range(32, 64))
-HOST_NONCE = bytes(range(0x40, 0x60))
-DRIVE_NONCE = bytes(range(0xA0, 0xC0))
+X_MSG = bytes(range(0x40, 0x60))  # SPAKE2 messages, as opaque on the wire as any bytes
+Y_MSG = bytes(range(0xA0, 0xC0))
+IDENTITY = bytes(range(0x60, 0x80))
+SIGNATURE = bytes(range(0x80, 0xC0))
+SESSION_KEY = bytes(range(0x10, 0x30))  # the SPAKE2 key of the example session
 SALT = bytes(range(0xF0, 0x100))
 DOMAIN = b"\x5e\xa1\x4e\xe9" * 4
 DIGEST = bytes(range(0xC0, 0xE0))
@@ -26,7 +29,7 @@ PLAIN = [
         "CLAIM",
         "CLAIM",
         2,
-        {
+        {  # (masked, in an enrol session: the example shows the shape)
             1: OWNER_CREDENTIAL,
             2: CUSTODIAN_CREDENTIAL,
             3: SALT,
@@ -35,7 +38,8 @@ PLAIN = [
         },
     ),
     ("FACTORY_RESET", "FACTORY_RESET", 3, {}),
-    ("AUTH_BEGIN", "AUTH_BEGIN", 4, {1: 0, 2: HOST_NONCE}),
+    ("AUTH_BEGIN", "AUTH_BEGIN", 4, {1: 0, 2: X_MSG}),
+    ("AUTH_BEGIN/enrol", "AUTH_BEGIN", 4, {1: 2, 2: X_MSG}),
     ("SESSION_END", "SESSION_END", 6, {}),
     ("LIST", "LIST", 7, {1: "a", 2: "bdk-"}),
     ("LIST/empty", "LIST", 7, {}),
@@ -53,7 +57,7 @@ PLAIN = [
         "HELLO_R",
         1,
         {
-            1: 1,
+            1: 2,
             2: "0.1.0",
             3: SERIAL,
             4: "owned",
@@ -64,8 +68,9 @@ PLAIN = [
             9: KDF,
             10: 1 << 30,
             11: (1 << 30) - 123456,
-            12: 0,
-            13: 2,
+            14: IDENTITY,
+            15: 0,
+            16: 2000,
         },
     ),
     (
@@ -73,7 +78,7 @@ PLAIN = [
         "HELLO_R",
         1,
         {
-            1: 1,
+            1: 2,
             2: "0.1.0",
             3: SERIAL,
             4: "blank",
@@ -84,9 +89,11 @@ PLAIN = [
             9: None,
             10: 1 << 30,
             11: 1 << 30,
+            14: IDENTITY,
+            15: 0,
+            16: 0,
         },
     ),
-    ("AUTH_CHALLENGE", "AUTH_CHALLENGE", 4, {1: DRIVE_NONCE}),
     (
         "LIST_R",
         "LIST_R",
@@ -100,7 +107,8 @@ PLAIN = [
     ("PUT_ACK", "PUT_ACK", 11, {1: 40}),
     ("PUT_DONE", "PUT_DONE", 12, {1: DIGEST, 2: 1 << 20}),
     ("VERIFY_R", "VERIFY_R", 14, {1: DIGEST, 2: 1 << 20, 3: True}),
-    ("SPACE_R", "SPACE_R", 15, {1: 1 << 30, 2: 0}),
+    ("SPACE_R", "SPACE_R", 15, {1: 1 << 30, 2: 0, 3: 0, 4: 4}),
+    ("ERROR/exists", "ERROR", 10, {1: 37, 2: "objects are never replaced"}),
     ("ERROR", "ERROR", 0, {1: 2, 2: "CRC mismatch"}),
     ("ERROR/bad_offset", "ERROR", 11, {1: 23, 2: "offset must be 65536", 3: 65536}),
     ("ERROR/backoff", "ERROR", 5, {1: 14, 2: "wait", 4: 1000}),
@@ -141,11 +149,11 @@ SESSION = [
 
 
 def session_keys(transcript):
-    """(owner transcript, host→drive key, drive→host key) of the example session."""
-    tr = transcript.transcript(SERIAL, transcript.ROLE_OWNER, HOST_NONCE, DRIVE_NONCE)
-    k_h2d = transcript.derive(OWNER_CREDENTIAL, transcript.SESSION_H2D, tr)
-    k_d2h = transcript.derive(OWNER_CREDENTIAL, transcript.SESSION_D2H, tr)
-    return tr, k_h2d, k_d2h
+    """(owner transcript hash, host→drive key, drive→host key) of the example session."""
+    th = transcript.transcript_hash(transcript.ROLE_OWNER, SERIAL, X_MSG, Y_MSG, IDENTITY)
+    k_h2d = transcript.derive(SESSION_KEY, transcript.SESSION_H2D, th)
+    k_d2h = transcript.derive(SESSION_KEY, transcript.SESSION_D2H, th)
+    return th, k_h2d, k_d2h
 
 
 def max_data(framing):
@@ -156,12 +164,14 @@ def max_data(framing):
 
 def bodies(transcript, framing):
     """Every example as (label, name, seq, direction or None, counter, body)."""
-    tr, _, _ = session_keys(transcript)
+    th, _, _ = session_keys(transcript)
     out = [(label, name, seq, None, 0, body) for label, name, seq, body in PLAIN]
-    host_proof = transcript.derive(OWNER_CREDENTIAL, transcript.HOST_PROOF, tr)
-    drive_proof = transcript.derive(OWNER_CREDENTIAL, transcript.DRIVE_PROOF, tr)
-    out.append(("AUTH_PROVE", "AUTH_PROVE", 5, None, 0, {1: host_proof}))
-    out.append(("AUTH_OK", "AUTH_OK", 5, None, 0, {1: drive_proof}))
+    drive_confirm = transcript.derive(SESSION_KEY, transcript.DRIVE_CONFIRM, th)
+    host_confirm = transcript.derive(SESSION_KEY, transcript.HOST_CONFIRM, th)
+    challenge = {1: Y_MSG, 2: drive_confirm, 3: SIGNATURE}
+    out.append(("AUTH_CHALLENGE", "AUTH_CHALLENGE", 4, None, 0, challenge))
+    out.append(("AUTH_PROVE", "AUTH_PROVE", 5, None, 0, {1: host_confirm}))
+    out.append(("AUTH_OK", "AUTH_OK", 5, None, 0, {}))
     for label, name, seq, direction, counter, body in SESSION:
         out.append((label, name, seq, direction, counter, body))
     out.append(("DATA/max+mac", "DATA", 22, "d2h", 2, {1: max_data(framing)}))

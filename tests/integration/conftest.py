@@ -29,7 +29,7 @@ class StartDrives(Protocol):
         *,
         capacity: int | None = None,
         link: str | LinkSpec = "raw",
-        heap: str = "64K",
+        heap: str = "96K",
         dir: Path | None = None,
         **options: Any,
     ) -> Emulator: ...
@@ -56,7 +56,7 @@ def emulated_drives(tmp_path: Path, micropython_command: str) -> Iterator[StartD
         *,
         capacity: int | None = None,
         link: str | LinkSpec = "raw",
-        heap: str = "64K",
+        heap: str = "96K",
         dir: Path | None = None,
         **options: Any,
     ) -> Emulator:

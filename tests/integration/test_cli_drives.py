@@ -108,7 +108,7 @@ def drives_json(spec: str) -> tuple[int, list[dict[str, Any]], str]:
 
 def test_emulate_then_drives_then_restart(emulate: type[Emulate], tmp_path: Path) -> None:
     d = tmp_path / "D"
-    emu = emulate(d, 5, "--heap", "64K")
+    emu = emulate(d, 5, "--heap", "96K")
     doc = emu.wait_ready()
     serials = [entry["serial"] for entry in doc["drives"]]
     ports = [entry["port"] for entry in doc["drives"]]
@@ -150,7 +150,7 @@ def test_emulate_then_drives_then_restart(emulate: type[Emulate], tmp_path: Path
     assert stopped.stderr.startswith("error: the emulator that wrote")
     assert "Traceback" not in stopped.stderr
 
-    emu = emulate(d, 5, "--heap", "64K")
+    emu = emulate(d, 5, "--heap", "96K")
     doc = emu.wait_ready()
     assert [entry["serial"] for entry in doc["drives"]] == serials
     code, rows, err = drives_json(f"@{d}/drives.json")

@@ -195,7 +195,7 @@ def test_relay_faults_give_clean_errors(emulated_drives: StartDrives, connect: C
     assert link.stats()["h2d"].corrupted == 1
 
     # Replies damaged every time: a clean timeout that says damaged frames arrived.
-    link.corrupt("d2h", probability=0.2)
+    link.corrupt("d2h", probability=0.05)
     with pytest.raises(LinkError, match="damaged frames") as exc:
         client.hello()
     assert exc.value.exit_code == 3

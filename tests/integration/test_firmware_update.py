@@ -299,9 +299,17 @@ def test_a_trial_that_fails_its_self_test_goes_back(
         calls.append(hello.firmware)
         return OWNER if len(calls) == 1 else bytes(32)  # the self-test's is wrong
 
-    with pytest.raises(fw.TrialFailed, match="failed its self-test"):
+    with pytest.raises(fw.TrialFailed, match="failed its self-test") as failed:
         fw.update_drive(emu.drives[0].port, images["v2"], credential)
     assert calls == ["1.0.0", "1.1.0"]
+    # Without the owner's session nobody may restart a drive on trial (else anyone on the
+    # line could keep it on old firmware): the next power cycle sends it back.
+    assert "when it restarts" in str(failed.value)
+    client = connect(emu.drives[0])
+    with pytest.raises(NotAuthenticated):
+        client.call(messages.FIRMWARE, {1: 4}, messages.OK)
+    client.close()
+    emu.kill(0, restart=True)
     back = status_when(connect, emu, lambda s: s.state == "confirmed")
     assert (back.version, back.active) == ("1.0.0", "a")
     assert read_back(connect, emu) == data

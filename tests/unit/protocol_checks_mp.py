@@ -12,6 +12,7 @@
 Builtins only (plus the protocol package handed in), so the same code runs on both.
 """
 
+import hashlib
 import sys
 
 
@@ -72,7 +73,7 @@ def answer(line, m):
     parse HEX                  parse_frame fields, or "err CODE"
     hmac KEY MSG               HMAC-SHA256
     name HEX                   name_ok of the UTF-8 text HEX: 1 or 0
-    tr SERIAL ROLE HN DN       transcript bytes
+    tr SERIAL ROLE X Y ID      transcript hash
     """
     f = line.split()
     op = f[0]
@@ -116,7 +117,8 @@ def answer(line, m):
             return "1" if m.messages.name_ok(str(_unhex(f[1]), "utf-8")) else "0"
         if op == "tr":
             serial = str(_unhex(f[1]), "utf-8")
-            return _hex(m.transcript.transcript(serial, int(f[2]), _unhex(f[3]), _unhex(f[4])))
+            args = (int(f[2]), serial, _unhex(f[3]), _unhex(f[4]), _unhex(f[5]))
+            return _hex(m.transcript.transcript_hash(*args))
     except Exception as e:
         return "EXC " + type(e).__name__ + " " + str(e)
     return "unknown case " + op
@@ -397,9 +399,12 @@ def check_hmac(m):
 def check_transcript(m):
     t = m.transcript
     bad = []
-    tr = t.transcript("SK1", 1, b"h" * 32, b"d" * 32)
-    if tr != b"\x03SK1\x01" + b"h" * 32 + b"d" * 32:
+    tr = t.transcript_hash(1, "SK1", b"x" * 32, b"y" * 32, b"i" * 32)
+    raw = b"sealkeep auth 2\x00\x01\x03SK1" + b"x" * 32 + b"y" * 32 + b"i" * 32
+    if tr != hashlib.sha256(raw).digest():
         bad.append("transcript layout")
+    if t.mask(b"\x0f" * 32, b"\xff" * 32) != b"\xf0" * 32:
+        bad.append("mask")
     if t.derive(b"k" * 32, b"lbl", tr) != m.hmac256.hmac_sha256(b"k" * 32, b"lbl\x00" + tr):
         bad.append("derive")
     key = b"K" * 32

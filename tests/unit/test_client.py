@@ -23,8 +23,11 @@ from typing import Any
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sealkeep import errors as E
 from sealkeep.client import DriveClient, ObjectInfo, Role
+from sealkeep.pake import HostPake, drive_material, drive_respond
 from sealkeep.protocol import errors as codes
 from sealkeep.protocol import framing, messages, transcript
 from sealkeep.protocol.hmac256 import equal
@@ -35,7 +38,6 @@ CUSTODIAN = bytes(range(32, 64))
 SALT = b"salt-0123456789a"
 KDF = {"alg": "argon2id", "t": 3, "m": 65536, "p": 1}
 DOMAIN = b"domain-1"
-LOCKOUT = 10
 
 
 class _Fail(Exception):
@@ -47,10 +49,14 @@ class _Fail(Exception):
 
 
 class _DSession:
-    def __init__(self, role: int, k_h2d: bytes, k_d2h: bytes) -> None:
+    def __init__(self, role: int, key: bytes, th: bytes) -> None:
         self.role = role
-        self.h2d = transcript.SessionMac(k_h2d)
-        self.d2h = transcript.SessionMac(k_d2h)
+        self.h2d = transcript.SessionMac(transcript.derive(key, transcript.SESSION_H2D, th))
+        self.d2h = transcript.SessionMac(transcript.derive(key, transcript.SESSION_D2H, th))
+        self.pads = (
+            transcript.derive(key, transcript.CLAIM_OWNER, th),
+            transcript.derive(key, transcript.CLAIM_CUSTODIAN, th),
+        )
 
 
 ReplyFilter = Callable[[int, bytes], list[bytes]]
@@ -97,17 +103,23 @@ class FakeDrive:
         self.silent = False
         self.bad_drive_proof = False
         self.restarting = False
+        self.identity_seed = secrets.token_bytes(32)
+        self.identity = (
+            Ed25519PrivateKey.from_private_bytes(self.identity_seed)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
 
     def wipe(self) -> None:
         self.blank = True
-        self.creds: list[bytes] = []
+        self.materials: list[bytes] = []
         self.salt = self.kdf = self.domain = None
         self.failures = [0, 0]
         self.objects: dict[str, tuple[bytes, bytes]] = {}  # name -> (data, digest)
         self.tmp: dict[str, tuple[int, bytes, bytearray]] = {}  # name -> (size, digest, data)
         self.put: str | None = None
         self.session: _DSession | None = None
-        self.pending: tuple[int, bytes, bytes] | None = None
+        self.pending: tuple[int, bytes, bytes] | None = None  # (role, key, th)
 
     # -- the link --------------------------------------------------------------------
 
@@ -220,26 +232,36 @@ class FakeDrive:
         if msg_id == messages.HELLO:
             return messages.HELLO_R, self.hello()
         if msg_id == messages.CLAIM:
+            if sess is None or sess.role != 2:
+                raise _Fail(codes.NOT_AUTHENTICATED, "a claim needs an enrol session")
             if not self.blank:
                 raise _Fail(codes.WRONG_STATE, "drive is already claimed")
             self.blank = False
-            self.creds = [req[1], req[2]]
+            self.materials = [
+                drive_material(transcript.mask(req[1], sess.pads[0])),
+                drive_material(transcript.mask(req[2], sess.pads[1])),
+            ]
             self.salt, self.kdf, self.domain = req[3], req[4], req[5]
             return messages.OK, {}
         if msg_id == messages.FACTORY_RESET:
-            if sess is None or sess.role != 0:
-                raise _Fail(codes.PRESENCE_REQUIRED, "needs an owner session or the button")
+            if sess is None or sess.role != 1:
+                raise _Fail(codes.PRESENCE_REQUIRED, "needs the custodian or the button")
             self.wipe()
             return messages.OK, {}
         if msg_id == messages.AUTH_BEGIN:
             return self.auth_begin(req)
         if msg_id == messages.AUTH_PROVE:
             return self.auth_prove(req)
-        if sess is None:
+        if msg_id == messages.SESSION_END:
+            return messages.OK, {}
+        if msg_id == messages.DELETE:
+            if sess is None or sess.role != 1:
+                raise _Fail(codes.PRESENCE_REQUIRED, "needs the custodian or the button")
+        elif sess is None or sess.role > 1:
             raise _Fail(codes.NOT_AUTHENTICATED, "needs an authenticated session")
-        if msg_id in (messages.PUT_OPEN, messages.PUT_DATA, messages.PUT_COMMIT, messages.DELETE):
+        if msg_id in (messages.PUT_OPEN, messages.PUT_DATA, messages.PUT_COMMIT):
             if sess.role != 0:
-                raise _Fail(codes.PERMISSION, "a custodian session is read-only")
+                raise _Fail(codes.PERMISSION, "only the owner adds objects")
         name = req.get(1)
         if msg_id in (
             messages.STAT,
@@ -250,10 +272,9 @@ class FakeDrive:
             messages.VERIFY,
         ) and not messages.name_ok(name):
             raise _Fail(codes.BAD_NAME, "bad object name")
-        if msg_id == messages.SESSION_END:
-            return messages.OK, {}
         if msg_id == messages.SPACE:
-            return messages.SPACE_R, {1: self.capacity, 2: self.capacity - self.used()}
+            free = self.capacity - self.used()
+            return messages.SPACE_R, {1: self.capacity, 2: free, 3: self.failures[0], 4: 0}
         if msg_id == messages.LIST:
             after, prefix = req.get(1, ""), req.get(2, "")
             names = sorted(n for n in self.objects if n > after and n.startswith(prefix))
@@ -277,6 +298,8 @@ class FakeDrive:
             data, digest = self.lookup(name)
             actual = hashlib.sha256(data).digest()
             return messages.VERIFY_R, {1: actual, 2: len(data), 3: actual == digest}
+        if msg_id in (messages.PUT_OPEN, messages.PUT_COMMIT) and name in self.objects:
+            raise _Fail(codes.EXISTS, "objects are never replaced")
         if msg_id == messages.PUT_OPEN:
             return messages.PUT_READY, {1: self.put_open(name, req[2], req[3])}
         if msg_id == messages.PUT_DATA:
@@ -287,7 +310,7 @@ class FakeDrive:
 
     def hello(self) -> dict[int, Any]:
         return {
-            1: 1,
+            1: 2,
             2: "0.1.0-fake",
             3: self.serial,
             4: messages.STATE_BLANK if self.blank else messages.STATE_OWNED,
@@ -298,8 +321,9 @@ class FakeDrive:
             9: None if self.blank else self.kdf,
             10: self.capacity,
             11: self.capacity - self.used(),
-            12: self.failures[0],
-            13: self.failures[1],
+            14: self.identity,
+            15: 250 if self.failures[0] >= 3 else 0,
+            16: 250 if self.failures[1] >= 3 else 0,
         }
 
     def used(self) -> int:
@@ -312,35 +336,34 @@ class FakeDrive:
         return self.objects[name]
 
     def auth_begin(self, req: dict[int, Any]) -> tuple[int, dict[int, Any]]:
-        if self.blank:
-            raise _Fail(codes.WRONG_STATE, "drive is blank: claim it first")
         role = req[1]
-        if self.failures[role] >= LOCKOUT:
-            raise _Fail(codes.LOCKED_OUT, "locked out")
-        nonce = secrets.token_bytes(32)
-        self.pending = (role, req[2], nonce)
-        return messages.AUTH_CHALLENGE, {1: nonce}
+        if self.blank != (role == 2):
+            raise _Fail(codes.WRONG_STATE, "drive is blank" if self.blank else "drive is claimed")
+        if role != 2:
+            self.failures[role] += 1  # counted before answering, like the firmware
+        material = drive_material(transcript.ENROL_PASSWORD) if role == 2 else self.materials[role]
+        y_msg, key = drive_respond(material, req[2], self.serial.encode())
+        th = transcript.transcript_hash(role, self.serial, req[2], y_msg, self.identity)
+        signature = Ed25519PrivateKey.from_private_bytes(self.identity_seed).sign(
+            transcript.identity_message(th)
+        )
+        confirm = transcript.derive(key, transcript.DRIVE_CONFIRM, th)
+        if self.bad_drive_proof:
+            signature = bytes(64)
+        self.pending = (role, key, th)
+        return messages.AUTH_CHALLENGE, {1: y_msg, 2: confirm, 3: signature}
 
     def auth_prove(self, req: dict[int, Any]) -> tuple[int, dict[int, Any]]:
         pending, self.pending = self.pending, None
         if pending is None:
             raise _Fail(codes.WRONG_STATE, "AUTH_PROVE without AUTH_BEGIN")
-        role, host_nonce, drive_nonce = pending
-        cred = self.creds[role]
-        tr = transcript.transcript(self.serial, role, host_nonce, drive_nonce)
-        if not equal(req[1], transcript.derive(cred, transcript.HOST_PROOF, tr)):
-            self.failures[role] += 1
-            raise _Fail(codes.AUTH_FAILED, f"wrong credential ({self.failures[role]} of 10)")
-        self.failures[role] = 0
-        self.session = _DSession(
-            role,
-            transcript.derive(cred, transcript.SESSION_H2D, tr),
-            transcript.derive(cred, transcript.SESSION_D2H, tr),
-        )
-        proof = transcript.derive(cred, transcript.DRIVE_PROOF, tr)
-        if self.bad_drive_proof:
-            proof = bytes(32)
-        return messages.AUTH_OK, {1: proof}
+        role, key, th = pending
+        if not equal(req[1], transcript.derive(key, transcript.HOST_CONFIRM, th)):
+            raise _Fail(codes.AUTH_FAILED, "wrong credential")
+        if role != 2:
+            self.failures[role] = 0
+        self.session = _DSession(role, key, th)
+        return messages.AUTH_OK, {}
 
     def put_open(self, name: str, size: int, digest: bytes) -> int:
         held = self.tmp.get(name)
@@ -493,8 +516,9 @@ def test_hello_fields(client: DriveClient, drive: FakeDrive) -> None:
     assert h.domain is None and h.salt is None and h.kdf is None
     assert h.max_frame == 4096 and "storage" in h.capabilities
     assert h.capacity == drive.capacity and h.free == drive.capacity
-    assert (h.owner_failures, h.custodian_failures) == (0, 0)
-    client.claim(OWNER, CUSTODIAN, SALT, KDF, DOMAIN)
+    assert (h.owner_delay_ms, h.custodian_delay_ms) == (0, 0)
+    assert h.identity == drive.identity
+    assert client.claim(OWNER, CUSTODIAN, SALT, KDF, DOMAIN) == drive.identity
     h = client.hello()
     assert (h.state, h.domain, h.salt, h.kdf) == ("owned", DOMAIN, SALT, KDF)
     assert client.serial == drive.serial and client.port == "fake://drive-7"
@@ -578,6 +602,11 @@ def test_read_stat_delete_verify_space(owned: DriveClient, drive: FakeDrive) -> 
     v = owned.verify("x.bin")
     assert (v.size, v.intact, v.digest) == (10000, True, hashlib.sha256(data).digest())
     assert owned.space().free == drive.capacity - 10000
+    with pytest.raises(E.PresenceRequired):
+        owned.delete("x.bin")  # an owner adds, never erases
+    with pytest.raises(E.ObjectExists):
+        owned.put("x.bin", b"other")  # nor replaces
+    owned.authenticate(Role.CUSTODIAN, CUSTODIAN)
     owned.delete("x.bin")
     with pytest.raises(E.ObjectNotFound):
         owned.stat("x.bin")
@@ -886,49 +915,86 @@ def test_wrong_credential(client: DriveClient, drive: FakeDrive) -> None:
     with pytest.raises(E.AuthenticationFailed) as info:
         client.authenticate(Role.CUSTODIAN, OWNER)
     err = info.value
-    assert err.code == codes.AUTH_FAILED and err.name == "AUTH_FAILED"
-    assert "1 of 10" in err.text and drive.serial in str(err) and err.exit_code == 4
-    assert client.session_role is None
-    for _ in range(LOCKOUT - 1):
+    assert err.code == codes.AUTH_FAILED and drive.serial in str(err) and err.exit_code == 4
+    assert "custodian" in str(err) and "never locks" in str(err)
+    assert client.session_role is None and drive.failures[1] == 1
+    for _ in range(12):  # nothing locks: the right passphrase still opens it
         with pytest.raises(E.AuthenticationFailed):
             client.authenticate(Role.CUSTODIAN, OWNER)
-    with pytest.raises(E.LockedOut) as locked:
-        client.authenticate(Role.CUSTODIAN, CUSTODIAN)
-    assert "factory reset" in str(locked.value)
-    client.authenticate(Role.OWNER, OWNER)  # the other role is unaffected
+    assert client.hello().custodian_delay_ms > 0
+    client.authenticate(Role.CUSTODIAN, CUSTODIAN)
+    assert client.space().custodian_failures == 0
+    client.authenticate(Role.OWNER, OWNER)
+
+
+def test_an_abandoned_attempt_still_counts(client: DriveClient, drive: FakeDrive) -> None:
+    client.claim(OWNER, CUSTODIAN, SALT, KDF, DOMAIN)
+    exchange = HostPake(OWNER, drive.serial.encode())
+    client.call(messages.AUTH_BEGIN, {1: 1, 2: exchange.message}, messages.AUTH_CHALLENGE)
+    assert drive.failures[1] == 1  # counted before the challenge, not at the proof
 
 
 def test_drive_that_cannot_prove_itself(client: DriveClient, drive: FakeDrive) -> None:
     client.claim(OWNER, CUSTODIAN, SALT, KDF, DOMAIN)
     drive.bad_drive_proof = True
-    with pytest.raises(E.AuthenticationFailed) as info:
+    sent = len(drive.requests)
+    with pytest.raises(E.ImpostorDrive) as info:
         client.authenticate(Role.OWNER, OWNER)
     text = str(info.value)
-    assert "could not prove" in text and "owner credential" in text and drive.serial in text
+    assert "cannot sign" in text and "look-alike" in text and drive.serial in text
     assert client.session_role is None
+    assert messages.AUTH_PROVE not in [m for m, _, _ in drive.requests[sent:]]
 
 
-def test_custodian_session_is_read_only(client: DriveClient) -> None:
+def test_a_look_alike_is_named_before_anything_is_sent(
+    client: DriveClient, drive: FakeDrive
+) -> None:
+    pinned = drive.identity
     client.claim(OWNER, CUSTODIAN, SALT, KDF, DOMAIN)
-    client.authenticate(Role.OWNER, OWNER)
-    client.put("k.bin", b"key")
-    client.authenticate(Role.CUSTODIAN, CUSTODIAN)
-    assert client.get("k.bin") == b"key"
-    with pytest.raises(E.Permission) as info:
-        client.put("k2.bin", b"x")
-    assert info.value.code == codes.PERMISSION and "owner" in str(info.value)
+    drive.identity_seed = secrets.token_bytes(32)  # another board with the same serial
+    drive.identity = (
+        Ed25519PrivateKey.from_private_bytes(drive.identity_seed)
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
+    client.hello()
+    sent = len(drive.requests)
+    with pytest.raises(E.ImpostorDrive) as info:
+        client.authenticate(Role.CUSTODIAN, CUSTODIAN, identity=pinned)
+    assert "another identity key" in str(info.value)
+    assert len(drive.requests) == sent  # not even AUTH_BEGIN went out
 
 
-def test_end_session_and_not_authenticated(owned: DriveClient) -> None:
-    owned.end_session()
-    assert owned.session_role is None
-    with pytest.raises(E.NotAuthenticated) as info:
-        owned.list()
-    assert info.value.exit_code == 4
+def test_claim_is_masked_on_the_wire(client: DriveClient, drive: FakeDrive) -> None:
+    client.claim(OWNER, CUSTODIAN, SALT, KDF, DOMAIN)
+    frames = b"".join(frame for _, _, frame in drive.requests)
+    assert OWNER not in frames and CUSTODIAN not in frames
+    claim = next(frame for m, _, frame in drive.requests if m == messages.CLAIM)
+    _, flags, _, _, mac, _ = framing.parse_frame(memoryview(claim))
+    assert flags & framing.FLAG_MAC and mac is not None  # bound to the enrol session
+
+
+def test_unmaced_error_in_a_session_means_only_session_lost(
+    owned: DriveClient, drive: FakeDrive
+) -> None:
+    """Someone on the line answers a session request with an unMACed LOCKED_OUT."""
+
+    def forge(number: int, frame: bytes) -> list[bytes]:
+        return [drive.error(_split(frame)[1], codes.LOCKED_OUT, "locked out")]
+
+    drive.reply_filter = forge
+    with pytest.raises(E.SessionLost) as info:
+        owned.call(messages.SPACE, {}, messages.SPACE_R)
+    assert not isinstance(info.value, E.LockedOut)
+    assert "reset" not in str(info.value).lower() and "erase" not in str(info.value).lower()
 
 
 def test_factory_reset(owned: DriveClient, drive: FakeDrive) -> None:
     owned.put("gone.bin", b"x")
+    with pytest.raises(E.PresenceRequired):
+        owned.factory_reset()  # the owner's session cannot erase
+    assert "gone.bin" in drive.objects
+    owned.authenticate(Role.CUSTODIAN, CUSTODIAN)
     owned.factory_reset()
     assert owned.session_role is None and drive.blank and not drive.objects
     assert owned.hello().blank

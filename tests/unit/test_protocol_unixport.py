@@ -148,9 +148,8 @@ def auth_cases(rng: random.Random) -> list[str]:
     cases.append(f"name {h(b'x' * 64)}")
     for _ in range(20):
         serial = rand_text(rng).encode()
-        cases.append(
-            f"tr {h(serial)} {rng.randrange(2)} {h(rng.randbytes(32))} {h(rng.randbytes(32))}"
-        )
+        x, y, ident = (h(rng.randbytes(32)) for _ in range(3))
+        cases.append(f"tr {h(serial)} {rng.randrange(3)} {x} {y} {ident}")
     return cases
 
 

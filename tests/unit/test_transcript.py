@@ -82,42 +82,51 @@ def test_equal(a: bytes, b: bytes) -> None:
     assert equal(memoryview(a), a)
 
 
-def test_transcript_layout() -> None:
-    host_nonce = bytes(range(32))
-    drive_nonce = bytes(range(100, 132))
-    tr = transcript.transcript("SK-ü1", transcript.ROLE_CUSTODIAN, host_nonce, drive_nonce)
+def test_transcript_hash_layout() -> None:
+    x, y, ident = bytes(range(32)), bytes(range(100, 132)), bytes(range(200, 232))
+    th = transcript.transcript_hash(transcript.ROLE_CUSTODIAN, "SK-ü1", x, y, ident)
     serial = "SK-ü1".encode()
-    assert tr == bytes([len(serial)]) + serial + b"\x01" + host_nonce + drive_nonce
-    assert tr[0] == 6  # UTF-8 length, not characters
-    owner = transcript.transcript("SK-ü1", transcript.ROLE_OWNER, host_nonce, drive_nonce)
-    assert owner != tr
-    assert transcript.transcript("", 0, b"", b"") == b"\x00\x00"
-    assert len(transcript.transcript("x" * 255, 0, b"", b"")) == 257
+    want = hashlib.sha256(
+        b"sealkeep auth 2\x00\x01" + bytes([len(serial)]) + serial + x + y + ident
+    )
+    assert th == want.digest()
+    assert serial[0:2] == b"SK" and len(serial) == 6  # UTF-8 length, not characters
+    others = {
+        transcript.transcript_hash(transcript.ROLE_OWNER, "SK-ü1", x, y, ident),
+        transcript.transcript_hash(transcript.ROLE_CUSTODIAN, "SK-ü2", x, y, ident),
+        transcript.transcript_hash(transcript.ROLE_CUSTODIAN, "SK-ü1", y, x, ident),
+        transcript.transcript_hash(transcript.ROLE_CUSTODIAN, "SK-ü1", x, y, bytes(32)),
+    }
+    assert th not in others and len(others) == 4
+    transcript.transcript_hash(0, "x" * 255, x, y, ident)
     with pytest.raises(ValueError):
-        transcript.transcript("x" * 256, 0, b"", b"")
+        transcript.transcript_hash(0, "x" * 256, x, y, ident)
 
 
 def test_derivations_are_labelled_hmacs() -> None:
-    cred = bytes(range(32))
-    tr = transcript.transcript("SK1", 0, b"h" * 32, b"d" * 32)
+    key = bytes(range(32))
+    th = hashlib.sha256(b"th").digest()
     labels = [
-        transcript.HOST_PROOF,
-        transcript.DRIVE_PROOF,
+        transcript.DRIVE_CONFIRM,
+        transcript.HOST_CONFIRM,
         transcript.SESSION_H2D,
         transcript.SESSION_D2H,
+        transcript.CLAIM_OWNER,
+        transcript.CLAIM_CUSTODIAN,
     ]
     outputs = set()
     for label in labels:
-        want = hmac.new(cred, label + b"\x00" + tr, hashlib.sha256).digest()
-        assert derive(cred, label, tr) == want
+        want = hmac.new(key, label + b"\x00" + th, hashlib.sha256).digest()
+        assert derive(key, label, th) == want
         outputs.add(want)
-    assert len(outputs) == 4
-    assert labels == [
-        b"sealkeep host proof",
-        b"sealkeep drive proof",
-        b"sealkeep session h2d",
-        b"sealkeep session d2h",
-    ]
+    assert len(outputs) == len(labels)
+    assert transcript.identity_message(th) == b"sealkeep drive identity\x00" + th
+
+
+def test_mask_is_its_own_inverse() -> None:
+    secret, pad = bytes(range(32)), hashlib.sha256(b"pad").digest()
+    masked = transcript.mask(secret, pad)
+    assert masked != secret and transcript.mask(masked, pad) == secret
 
 
 def test_session_mac_counters() -> None:
@@ -149,19 +158,18 @@ def test_session_mac_accepts_any_buffer(signed: bytes, counter: int) -> None:
 
 
 def test_handshake_and_session() -> None:
-    """Both ends derive the same proofs and keys; the wrong credential does not."""
-    cred = bytes(range(32))
-    host_nonce = b"\x11" * transcript.NONCE_LEN
-    drive_nonce = b"\x22" * transcript.NONCE_LEN
-    tr = transcript.transcript("SK1", transcript.ROLE_OWNER, host_nonce, drive_nonce)
-    host_proof = derive(cred, transcript.HOST_PROOF, tr)
-    assert equal(host_proof, derive(cred, transcript.HOST_PROOF, tr))
-    assert not equal(host_proof, derive(b"\x00" * 32, transcript.HOST_PROOF, tr))
-    assert host_proof != derive(cred, transcript.DRIVE_PROOF, tr)
+    """Both ends derive the same confirmations and keys from one SPAKE2 key; another key
+    does not."""
+    key = bytes(range(32))
+    th = transcript.transcript_hash(0, "SK1", b"\x11" * 32, b"\x22" * 32, b"\x33" * 32)
+    host_confirm = derive(key, transcript.HOST_CONFIRM, th)
+    assert equal(host_confirm, derive(key, transcript.HOST_CONFIRM, th))
+    assert not equal(host_confirm, derive(b"\x00" * 32, transcript.HOST_CONFIRM, th))
+    assert host_confirm != derive(key, transcript.DRIVE_CONFIRM, th)
 
-    host_out = SessionMac(derive(cred, transcript.SESSION_H2D, tr))
-    drive_in = SessionMac(derive(cred, transcript.SESSION_H2D, tr))
-    drive_out = SessionMac(derive(cred, transcript.SESSION_D2H, tr))
+    host_out = SessionMac(derive(key, transcript.SESSION_H2D, th))
+    drive_in = SessionMac(derive(key, transcript.SESSION_H2D, th))
+    drive_out = SessionMac(derive(key, transcript.SESSION_D2H, th))
 
     writer = framing.FrameWriter(256)
     frame = writer.begin(0x18, 3, framing.FLAG_MAC)

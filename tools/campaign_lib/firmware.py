@@ -419,7 +419,7 @@ class Trial:
     def run(self) -> None:
         rng = self.ctx.rng
         name = f"firmware-{self.number}"
-        heap = STEPPED_HEAP if self.phase in STEPS else "64K"
+        heap = STEPPED_HEAP if self.phase in STEPS else "96K"
         emulator = self.ctx.emulator(name, 1, image=self.images.v1_path, heap=heap)
         try:
             creds = new_creds(rng)
