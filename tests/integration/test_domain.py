@@ -13,6 +13,7 @@ from sealkeep import shamir
 from sealkeep.client import Role
 from sealkeep.domain import (
     DOMAIN_OBJECT,
+    ENV_KDF_FLOOR,
     ENV_KDF_MEMORY,
     ENV_KDF_TIME,
     SHARE_OBJECT,
@@ -30,6 +31,7 @@ from sealkeep.domain import (
     reshare_domain,
     share_aad,
 )
+from sealkeep.domainrecord import pack_sealed_share, unpack_sealed_share
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import DomainError, Hsm, HsmSession
 from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share, unseal_share
@@ -59,6 +61,7 @@ def custodians(emulator: Emulator, **override: str) -> Passphrases:
 def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_KDF_MEMORY, "8")
     monkeypatch.setenv(ENV_KDF_TIME, "1")
+    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
 
 
 @pytest.fixture
@@ -203,7 +206,9 @@ def forge(hsm: Hsm, token: SoftHsmToken, emulator: Emulator, index: int, mutate:
         )
         client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
         aad = share_aad(hello.domain, hello.serial)
-        share = shamir.Share.decode(unseal_share(keys, client.get(SHARE_OBJECT), aad))
+        share, sealed_record = unpack_sealed_share(
+            unseal_share(keys, client.get(SHARE_OBJECT), aad)
+        )
         value = bytearray(share.value)
         value[0] ^= 1
         record = share.share_set
@@ -215,7 +220,7 @@ def forge(hsm: Hsm, token: SoftHsmToken, emulator: Emulator, index: int, mutate:
             )
             record = dataclasses.replace(record, checks=tuple(checks))
         share = shamir.Share(share.index, bytes(value), record)
-        client.put(SHARE_OBJECT, seal_share(keys, share.encode(), aad))
+        client.put(SHARE_OBJECT, seal_share(keys, pack_sealed_share(share, sealed_record), aad))
 
 
 @pytest.mark.parametrize(("mutate", "reason"), [("value", "corrupt"), ("record", "forged")])
