@@ -378,7 +378,7 @@ def new_domain_secret() -> bytearray:
     return secret
 
 
-def split_domain_secret(secret: bytearray) -> tuple[memoryview, memoryview]:
+def split_domain_secret(secret: bytes | bytearray) -> tuple[memoryview, memoryview]:
     """(AES wrap key, HMAC owner root) of a domain secret: views into it, not copies."""
     if len(secret) != DOMAIN_SECRET_LEN:
         raise DomainError(f"a domain secret has {DOMAIN_SECRET_LEN} bytes, not {len(secret)}")
@@ -386,7 +386,7 @@ def split_domain_secret(secret: bytearray) -> tuple[memoryview, memoryview]:
     return view[:DOMAIN_KEY_LEN], view[DOMAIN_KEY_LEN:]
 
 
-def owner_root_hmac(secret: bytearray, message: bytes) -> bytes:
+def owner_root_hmac(secret: bytes | bytearray, message: bytes) -> bytes:
     """``HMAC-SHA256(owner root, message)``, what the HSM's owner key computes.
 
     ``hmac.digest`` hands the key buffer to OpenSSL's one-shot HMAC, which wipes its own
@@ -397,7 +397,7 @@ def owner_root_hmac(secret: bytearray, message: bytes) -> bytes:
         return hmac.digest(owner_root, message, "sha256")
 
 
-def domain_id_from_secret(secret: bytearray) -> bytes:
+def domain_id_from_secret(secret: bytes | bytearray) -> bytes:
     """The domain id, ``HMAC-SHA256(owner root, "sealkeep domain id")[:16]``, computed here.
 
     The HSM computes the same value with the imported owner root (:meth:`HsmSession.domain_id`).
@@ -405,7 +405,7 @@ def domain_id_from_secret(secret: bytearray) -> bytes:
     return owner_root_hmac(secret, DOMAIN_ID_INFO)[:DOMAIN_ID_LEN]
 
 
-def owner_credential_from_secret(secret: bytearray, serial: str) -> bytes:
+def owner_credential_from_secret(secret: bytes | bytearray, serial: str) -> bytes:
     """The owner credential of drive ``serial``, computed here (see :meth:`owner_credential`)."""
     return owner_root_hmac(secret, OWNER_KEY_INFO + serial.encode())
 
@@ -676,7 +676,9 @@ class _RawModule:
             array[i].type = kind
             array[i].pValue = ctypes.addressof(packed)
             array[i].ulValueLen = len(template[kind])
-        secret = (ctypes.c_char * len(value)).from_buffer(value)
+        kind = ctypes.c_char * len(value)
+        # A caller holding the secret in immutable bytes has copies we cannot wipe anyway.
+        secret = kind.from_buffer_copy(value) if value.readonly else kind.from_buffer(value)
         try:
             array[len(template)].type = int(Attribute.VALUE)
             array[len(template)].pValue = ctypes.addressof(secret)
@@ -1314,7 +1316,7 @@ class HsmSession:
                 f"the domain owner key of {self.where} cannot compute an HMAC: {exc!r}"
             ) from None
 
-    def import_domain(self, secret: bytearray) -> bytes:
+    def import_domain(self, secret: bytes | bytearray) -> bytes:
         """Store the domain secret as non-extractable token objects; returns the domain id.
 
         Refuses a slot that already holds a domain (:class:`DomainError`). Nothing is left
