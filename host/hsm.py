@@ -676,9 +676,13 @@ class _RawModule:
             array[i].type = kind
             array[i].pValue = ctypes.addressof(packed)
             array[i].ulValueLen = len(template[kind])
-        kind = ctypes.c_char * len(value)
+        buffer_type = ctypes.c_char * len(value)
         # A caller holding the secret in immutable bytes has copies we cannot wipe anyway.
-        secret = kind.from_buffer_copy(value) if value.readonly else kind.from_buffer(value)
+        secret = (
+            buffer_type.from_buffer_copy(value)
+            if value.readonly
+            else buffer_type.from_buffer(value)
+        )
         try:
             array[len(template)].type = int(Attribute.VALUE)
             array[len(template)].pValue = ctypes.addressof(secret)
