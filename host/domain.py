@@ -7,14 +7,17 @@ among the domain's drives. Each drive of the domain holds:
 - its claim: the owner credential (derived from the domain secret and the drive's serial,
   recomputed by the HSM whenever the host needs an owner session), the custodian credential
   and the Argon2id salt and parameters (from its custodian's passphrase), and the domain id;
-- ``share``: its Shamir share, sealed (AES-GCM) under the key derived from the passphrase,
-  with the domain id and serial as additional data;
-- ``domain``: a small CBOR record (domain id, k, serials of the set, created), so later
-  commands know which drives make the set;
+- ``share``: its Shamir share and a copy of the domain record, sealed together (AES-GCM)
+  under the key derived from the passphrase, with the domain id and serial as additional
+  data; recovery takes k and n from these sealed copies only;
+- ``domain``: the domain record (domain id, k, the members in share order with the KDF
+  parameters and identity key pinned for each, the split id), MACed with the owner root, so
+  later commands know which drives make the set (see :mod:`sealkeep.domainrecord`);
 - ``set-<id>``: the backup sets (see :mod:`sealkeep.backupset`).
 
 The secret is in host memory only during a ceremony (create, recover, re-share), in a
-``bytearray`` overwritten before the ceremony returns, whatever happens.
+``bytearray`` overwritten before the ceremony returns, whatever happens (what that does and
+does not promise: docs/threat-model.md, "Memory").
 
 Argon2id costs: production defaults (64 MiB, 3 passes); ``SEALKEEP_KDF_MEMORY_KIB`` and
 ``SEALKEEP_KDF_TIME`` override them for new claims (tests use tiny values). A drive says
