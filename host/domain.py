@@ -7,18 +7,24 @@ among the domain's drives. Each drive of the domain holds:
 - its claim: the owner credential (derived from the domain secret and the drive's serial,
   recomputed by the HSM whenever the host needs an owner session), the custodian credential
   and the Argon2id salt and parameters (from its custodian's passphrase), and the domain id;
-- ``share``: its Shamir share, sealed (AES-GCM) under the key derived from the passphrase,
-  with the domain id and serial as additional data;
-- ``domain``: a small CBOR record (domain id, k, serials of the set, created), so later
-  commands know which drives make the set;
+- ``share``: its Shamir share and a copy of the domain record, sealed together (AES-GCM)
+  under the key derived from the passphrase, with the domain id and serial as additional
+  data; recovery takes k and n from these sealed copies only;
+- ``domain``: the domain record (domain id, k, the members in share order with the KDF
+  parameters and identity key pinned for each, the split id), MACed with the owner root, so
+  later commands know which drives make the set (see :mod:`sealkeep.domainrecord`);
 - ``set-<id>``: the backup sets (see :mod:`sealkeep.backupset`).
 
 The secret is in host memory only during a ceremony (create, recover, re-share), in a
-``bytearray`` overwritten before the ceremony returns, whatever happens.
+``bytearray`` overwritten before the ceremony returns, whatever happens (what that does and
+does not promise: docs/threat-model.md, "Memory").
 
 Argon2id costs: production defaults (64 MiB, 3 passes); ``SEALKEEP_KDF_MEMORY_KIB`` and
-``SEALKEEP_KDF_TIME`` override them for new claims (tests use tiny values). A drive always
-says which parameters its own claim used.
+``SEALKEEP_KDF_TIME`` override them for new claims (tests use tiny values). A drive says
+which parameters its own claim used, but that HELLO is unauthenticated: costs below the
+host's floor (the production defaults unless ``SEALKEEP_KDF_FLOOR=m=KIB,t=PASSES`` lowers
+it, which only tests do) are refused before a passphrase is derived with them, and the
+parameters of every drive are pinned in the authenticated domain record.
 """
 
 from __future__ import annotations
@@ -34,12 +40,20 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import cbor2
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 
 from . import manifest, shamir
 from .client import DriveClient, Hello, Role
+from .domainrecord import (
+    DomainRecord,
+    Member,
+    RecordError,
+    inconsistency,
+    new_record,
+    pack_sealed_share,
+    unpack_sealed_share,
+)
 from .drivespec import DriveAddress, parse_drives
 from .errors import (
     EXIT_AUTH,
@@ -74,8 +88,10 @@ from .hsm import (
 from .kdf import (
     DEFAULT_M_COST_KIB,
     DEFAULT_T_COST,
+    PRODUCTION_FLOOR,
     CustodianKeys,
     KdfError,
+    KdfFloor,
     KdfParams,
     ShareSealError,
     derive_custodian_keys,
@@ -89,14 +105,16 @@ SET_SIZES = (3, 5, 7)
 SHARE_OBJECT = "share"
 DOMAIN_OBJECT = "domain"
 SET_PREFIX = "set-"
-RECORD_FORMAT = 1
 OBJECT_OVERHEAD = 40  # what a drive stores per object besides its data (digest and size)
 
 ENV_KDF_MEMORY = "SEALKEEP_KDF_MEMORY_KIB"
 ENV_KDF_TIME = "SEALKEEP_KDF_TIME"
+ENV_KDF_FLOOR = "SEALKEEP_KDF_FLOOR"
 KDF_HELP = (
     f"Argon2id costs for new passphrases: {DEFAULT_M_COST_KIB} KiB and {DEFAULT_T_COST} passes "
-    f"unless ${ENV_KDF_MEMORY} / ${ENV_KDF_TIME} say otherwise (lower them only for tests)."
+    f"unless ${ENV_KDF_MEMORY} / ${ENV_KDF_TIME} say otherwise; drives announcing less than "
+    f"the floor (the same unless ${ENV_KDF_FLOOR}=m=KIB,t=PASSES lowers it) are refused. "
+    "Lower them only for tests."
 )
 
 Note = Callable[[str], None]
@@ -208,14 +226,63 @@ def _env_int(name: str, default: int) -> int:
         raise InputError(f"${name} must be a whole number, not {raw!r}") from None
 
 
+def kdf_floor() -> KdfFloor:
+    """The cheapest Argon2id costs this host accepts: a host setting, never a drive's word.
+
+    ``$SEALKEEP_KDF_FLOOR`` (``m=KIB,t=PASSES``, either part optional) replaces the
+    production floor; the test suite lowers it to run claims with tiny costs.
+    """
+    raw = os.environ.get(ENV_KDF_FLOOR, "").strip()
+    if not raw:
+        return PRODUCTION_FLOOR
+    values = {"m": PRODUCTION_FLOOR.m_cost_kib, "t": PRODUCTION_FLOOR.t_cost}
+    for part in raw.split(","):
+        name, sep, number = part.strip().partition("=")
+        if not sep or name.strip() not in values or not number.strip().isdigit():
+            raise InputError(
+                f"${ENV_KDF_FLOOR} must read like `m=65536,t=3` (KiB and passes), not {raw!r}"
+            )
+        values[name.strip()] = int(number)
+    return KdfFloor(t_cost=values["t"], m_cost_kib=values["m"])
+
+
 def new_kdf_params() -> KdfParams:
-    """Argon2id parameters with a fresh salt, for one new claim."""
+    """Argon2id parameters with a fresh salt, for one new claim (never below the floor)."""
     t_cost = _env_int(ENV_KDF_TIME, DEFAULT_T_COST)
     m_cost = _env_int(ENV_KDF_MEMORY, DEFAULT_M_COST_KIB)
     try:
-        return KdfParams.new(t_cost=t_cost, m_cost_kib=m_cost)
+        params = KdfParams.new(t_cost=t_cost, m_cost_kib=m_cost)
     except KdfError as exc:
         raise InputError(f"{exc} (check ${ENV_KDF_TIME} and ${ENV_KDF_MEMORY})") from None
+    shortfall = kdf_floor().shortfall(params)
+    if shortfall is not None:
+        raise InputError(
+            f"${ENV_KDF_TIME} and ${ENV_KDF_MEMORY} ask for {shortfall}: raise them (only "
+            f"tests lower ${ENV_KDF_FLOOR} as well)"
+        )
+    return params
+
+
+def drive_kdf_params(hello: Hello, floor: KdfFloor | None = None) -> KdfParams:
+    """The Argon2id parameters a drive announces, refused when unusable or below the floor.
+
+    HELLO is unauthenticated, so whoever answers on the port chooses these: nothing is
+    derived with them (let alone proven to the drive) until they pass the host's floor.
+    """
+    if hello.salt is None or hello.kdf is None:
+        raise KdfError("its claim lacks the KDF salt or parameters")
+    try:
+        params = KdfParams.from_map(hello.salt, hello.kdf)
+    except KdfError as exc:
+        raise KdfError(f"its KDF parameters are unusable ({exc})") from None
+    shortfall = (floor or kdf_floor()).shortfall(params)
+    if shortfall is not None:
+        raise KdfError(
+            f"it announces {shortfall}: no drive claimed by this host does, so it may be an "
+            "impostor fishing for a passphrase proof that is cheap to attack; no passphrase "
+            "was tried on it"
+        )
+    return params
 
 
 def default_threshold(count: int) -> int:
@@ -255,69 +322,6 @@ def share_aad(domain_id: bytes, serial: str) -> bytes:
 def wipe(buffer: bytearray) -> None:
     for i in range(len(buffer)):
         buffer[i] = 0
-
-
-# --- the domain record on every drive ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DomainRecord:
-    """The ``domain`` object: which drives make the domain's set, and its threshold."""
-
-    domain_id: bytes
-    threshold: int
-    members: tuple[str, ...]
-    created: int
-
-    @property
-    def count(self) -> int:
-        return len(self.members)
-
-    def encode(self) -> bytes:
-        return bytes(
-            cbor2.dumps(
-                {
-                    "format": RECORD_FORMAT,
-                    "domain_id": self.domain_id,
-                    "threshold": self.threshold,
-                    "drives": list(self.members),
-                    "created": self.created,
-                },
-                canonical=True,
-            )
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> DomainRecord:
-        try:
-            obj = cbor2.loads(data)
-        except Exception as exc:  # cbor2 raises several types on garbage
-            raise CeremonyError(f"the domain record is not valid CBOR ({exc})") from None
-        if not isinstance(obj, dict) or obj.get("format") != RECORD_FORMAT:
-            raise CeremonyError("the domain record has an unknown format")
-        domain_id = obj.get("domain_id")
-        threshold = obj.get("threshold")
-        members = obj.get("drives")
-        created = obj.get("created")
-        if (
-            not isinstance(domain_id, bytes)
-            or not isinstance(threshold, int)
-            or not isinstance(created, int)
-            or not isinstance(members, list)
-            or not all(isinstance(m, str) for m in members)
-            or not 1 <= threshold <= len(members)
-        ):
-            raise CeremonyError("the domain record is malformed")
-        return cls(domain_id, threshold, tuple(members), created)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "domain_id": self.domain_id.hex(),
-            "threshold": self.threshold,
-            "count": self.count,
-            "drives": list(self.members),
-            "created": self.created,
-        }
 
 
 # --- drives -----------------------------------------------------------------------------------
@@ -538,6 +542,16 @@ class OwnerKeys:
             self._cache[serial] = credential
         return credential
 
+    def mac(self, message: bytes) -> bytes:
+        """``HMAC-SHA256(owner root, message)`` computed by the HSM (checks domain records)."""
+        key: Any = self._owner_key()
+        try:
+            return bytes(key.sign(message, mechanism=Mechanism.SHA256_HMAC))
+        except PKCS11Error as exc:
+            raise DomainError(
+                f"the domain owner key of {self.session.where} cannot compute an HMAC: {exc!r}"
+            ) from None
+
 
 def owner_login(session: HsmSession, drive: Drive, owners: OwnerKeys | None = None) -> DriveClient:
     """An owner session on ``drive`` with the credential the HSM computes for its serial."""
@@ -547,8 +561,12 @@ def owner_login(session: HsmSession, drive: Drive, owners: OwnerKeys | None = No
     return client
 
 
-def read_record(client: DriveClient) -> DomainRecord:
-    return DomainRecord.decode(client.get(DOMAIN_OBJECT))
+def read_record(client: DriveClient, owners: OwnerKeys | None = None) -> DomainRecord:
+    """The drive's domain record; with ``owners``, only one whose MAC the HSM confirms."""
+    record = DomainRecord.decode(client.get(DOMAIN_OBJECT))
+    if owners is not None and not record.verify_with(owners.mac):
+        raise RecordError("the domain record's MAC does not verify: it was altered or forged")
+    return record
 
 
 def login_domain_drives(
@@ -570,9 +588,9 @@ def login_domain_drives(
         logged.append(drive)
         if record is None:
             try:
-                record = read_record(client)
-            except (ObjectNotFound, CeremonyError):
-                record = None
+                record = read_record(client, owners)
+            except (ObjectNotFound, RecordError):
+                record = None  # the next drive's record may do
             except SealkeepError as exc:
                 problems.append(Problem(drive.name, explain(exc), error_code(exc)))
                 logged.remove(drive)
@@ -612,6 +630,14 @@ def _derive_all(passphrases: Sequence[str], params: Sequence[KdfParams]) -> list
         return [derive_custodian_keys(p, k) for p, k in zip(passphrases, params, strict=True)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(derive_custodian_keys, passphrases, params))
+
+
+def _roster(drives: Sequence[Drive], params: Sequence[KdfParams]) -> list[Member]:
+    """The members a new record pins: serial, KDF parameters, identity key (if any)."""
+    return [
+        Member(d.use()[1].serial, p, d.use()[1].identity)
+        for d, p in zip(drives, params, strict=True)
+    ]
 
 
 def require_drives(drives: Sequence[Drive], what: str) -> None:
@@ -664,7 +690,9 @@ def _install(
         raise
     claimed.append(claim)
     client.authenticate(Role.OWNER, owner)
-    sealed = seal_share(claim.keys, claim.share.encode(), share_aad(domain_id, claim.serial))
+    sealed = seal_share(
+        claim.keys, pack_sealed_share(claim.share, record), share_aad(domain_id, claim.serial)
+    )
     objects = [(SHARE_OBJECT, sealed), (DOMAIN_OBJECT, record.encode()), *claim.extra]
     for name, data in objects:
         client.put(name, data)
@@ -763,7 +791,9 @@ def create_domain(
     try:
         domain_id = domain_id_from_secret(secret)
         shares = shamir.split(secret, k, len(drives))
-        record = DomainRecord(domain_id, k, tuple(serials), int(time.time()))
+        record = new_record(
+            domain_id, k, _roster(drives, params), int(time.time()), shares[0], secret
+        )
         claims = [
             _Claim(d, s, key, p, share)
             for d, s, key, p, share in zip(drives, serials, keys, params, shares, strict=True)
@@ -819,6 +849,9 @@ class Unlocked:
     keys: CustodianKeys = field(repr=False)
     share: shamir.Share = field(repr=False)
     sealed: bytes = field(repr=False)
+    #: the domain record sealed with the share (authenticated by this custodian's key only)
+    record: DomainRecord
+    hello: Hello
 
 
 @dataclass
@@ -853,12 +886,10 @@ def choose_domain(group: Sequence[Drive]) -> bytes:
 
 
 def _kdf_params(hello: Hello) -> KdfParams | None:
-    if hello.salt is None or hello.kdf is None:
-        return None
     try:
-        return KdfParams.from_map(hello.salt, hello.kdf)
+        return drive_kdf_params(hello)
     except KdfError:
-        return None
+        return None  # _unlock names the drive
 
 
 def _unlock(
@@ -871,12 +902,10 @@ def _unlock(
     client, hello = drive.use()
     serial = hello.serial
     name = drive.name
-    if hello.salt is None or hello.kdf is None:
-        return Problem(name, "its claim lacks the KDF salt or parameters", EXIT_INTEGRITY)
     try:
-        params = KdfParams.from_map(hello.salt, hello.kdf)
+        params = drive_kdf_params(hello)
     except KdfError as exc:
-        return Problem(name, f"its KDF parameters are unusable ({exc})", EXIT_INTEGRITY)
+        return Problem(name, str(exc), EXIT_INTEGRITY)
     keys: CustodianKeys | None = None
     passphrase = ""
     tries = 0
@@ -921,16 +950,19 @@ def _unlock(
             client.end_session()
     try:
         raw = unseal_share(keys, sealed, share_aad(domain_id, serial))
-        share = shamir.Share.decode(raw)
+        share, record = unpack_sealed_share(raw)
     except ShareSealError:
         return Problem(
             name,
             "corrupt share: its sealed share does not open although the passphrase is right",
             EXIT_INTEGRITY,
         )
-    except shamir.ShareFormatError as exc:
+    except RecordError as exc:
         return Problem(name, f"corrupt share: {exc}", EXIT_INTEGRITY)
-    return Unlocked(drive, serial, passphrase, keys, share, sealed)
+    reason = inconsistency(share, record, serial, domain_id)
+    if reason is not None:
+        return Problem(name, f"forged share: {reason}", EXIT_INTEGRITY)
+    return Unlocked(drive, serial, passphrase, keys, share, sealed, record, hello)
 
 
 def gather_shares(
@@ -938,11 +970,15 @@ def gather_shares(
     passphrases: Passphrases,
     domain_id: bytes | None = None,
     note: Note = _quiet,
+    pinned: DomainRecord | None = None,
 ) -> Gathered:
     """Unlock every drive of the domain with its custodian's passphrase and open its share.
 
     Drives that are unreachable, blank or of another domain, a wrong passphrase, a locked
-    drive and a share that does not open are all named in ``problems``.
+    drive and a share that does not open are all named in ``problems``. ``pinned`` is a
+    domain record already authenticated (by the slot's owner key): a drive announcing other
+    KDF parameters or another identity than it pins for it is refused before any passphrase
+    is derived or proven for it.
     """
     chosen = domain_id if domain_id is not None else choose_domain(drives)
     members, problems = classify(drives, chosen)
@@ -953,6 +989,13 @@ def gather_shares(
         for d in members
         if d not in ready
     ]
+    if pinned is not None:
+        for drive in list(ready):
+            member = pinned.member(drive.use()[1].serial)
+            reason = None if member is None else _announces_other(drive.use()[1], member)
+            if reason is not None:
+                ready.remove(drive)
+                problems.append(Problem(drive.name, reason, EXIT_INTEGRITY))
     prepared: dict[str, CustodianKeys] = {}
     if passphrases.from_file:
         # Every passphrase is known: run the Argon2id derivations side by side.
@@ -972,11 +1015,17 @@ def gather_shares(
     return Gathered(chosen, unlocked, problems)
 
 
-def _shortfall(gathered: Gathered, exc: shamir.NotEnoughSharesError | None) -> DriveProblems:
-    problems = list(gathered.problems)
+def _shortfall(
+    gathered: Gathered,
+    exc: shamir.NotEnoughSharesError | None,
+    refused: Sequence[Problem] = (),
+) -> DriveProblems:
+    problems = [*gathered.problems, *refused]
     if exc is not None:
+        named = {p.drive for p in problems}
         for bad in exc.bad:
-            problems.append(Problem(bad.name, bad.reason, EXIT_INTEGRITY))
+            if bad.name not in named:
+                problems.append(Problem(bad.name, bad.reason, EXIT_INTEGRITY))
         need = exc.needed
         have = exc.distinct
         headline = (
@@ -991,7 +1040,7 @@ def _shortfall(gathered: Gathered, exc: shamir.NotEnoughSharesError | None) -> D
 
 @dataclass
 class Rebuilt:
-    """A rebuilt domain secret (wipe it!) and how it was obtained."""
+    """A rebuilt domain secret (wipe it!), the record it verified, how it was obtained."""
 
     secret: bytearray = field(repr=False)
     domain_id: bytes
@@ -1000,35 +1049,143 @@ class Rebuilt:
     used: tuple[str, ...]
     bad: list[Problem]
     gathered: Gathered
+    record: DomainRecord
 
     def wipe(self) -> None:
         wipe(self.secret)
 
 
+def _share_name(unlocked: Unlocked) -> str:
+    return f"drive {unlocked.serial}"
+
+
+def _announces_other(hello: Hello, member: Member) -> str | None:
+    """Why a drive's HELLO does not match what the domain record pins for it, or None."""
+    announced = _kdf_params(hello)
+    if announced != member.kdf:
+        what = (
+            "unusable"
+            if announced is None
+            else (f"{announced.t_cost} pass(es), {announced.m_cost_kib} KiB")
+        )
+        return (
+            f"it announces Argon2id salt or costs ({what}) other than the ones the domain "
+            f"record pins for it ({member.kdf.t_cost} pass(es), {member.kdf.m_cost_kib} KiB): "
+            "no passphrase was tried on it"
+        )
+    if member.identity is not None and hello.identity != member.identity:
+        return "it presents another identity key than the one the domain record pins for it"
+    return None
+
+
+def _pin_problem(unlocked: Unlocked, record: DomainRecord) -> str | None:
+    """Why a drive does not announce what ``record`` pins for it, or None."""
+    member = record.member(unlocked.serial)
+    if member is None:
+        return f"the domain record ({record.describe()}) does not list this drive"
+    return _announces_other(unlocked.hello, member)
+
+
+def _statements(gathered: Gathered) -> list[list[Unlocked]]:
+    """The unlocked drives grouped by the domain record sealed with their share.
+
+    Honest custodians' copies are identical, so the group most drives state comes first;
+    among equals, the record that lists more of the drives that gave a share (a forged
+    record rarely knows the others), then the higher threshold (the cautious reading).
+    """
+    groups: dict[bytes, list[Unlocked]] = {}
+    for unlocked in gathered.unlocked:
+        groups.setdefault(unlocked.record.encode(), []).append(unlocked)
+    serials = {u.serial for u in gathered.unlocked}
+
+    def rank(group: list[Unlocked]) -> tuple[int, int, int]:
+        record = group[0].record
+        return (len(group), len(serials & set(record.members)), record.threshold)
+
+    return sorted(groups.values(), key=rank, reverse=True)
+
+
 def rebuild(gathered: Gathered) -> Rebuilt:
-    """Combine the gathered shares; bad ones are named, too few is an error saying how many."""
+    """Combine the gathered shares; bad ones are named, too few is an error saying how many.
+
+    k and n come only from the domain records sealed with the shares (each authenticated by
+    its custodian's key). Shares whose sealed records differ are never combined together;
+    a group that reaches its own threshold must rebuild a secret whose domain id is the
+    domain's and that verifies the record's MAC, or its drives are named as forged. The
+    drives of every other record are named as well.
+    """
     if not gathered.unlocked:
         raise _shortfall(gathered, None)
-    try:
-        result = shamir.recover(gathered.shares())
-    except shamir.NotEnoughSharesError as exc:
-        raise _shortfall(gathered, exc) from None
-    bad = [Problem(b.name, b.reason, EXIT_INTEGRITY) for b in result.bad]
-    if domain_id_from_secret(result.secret) != gathered.domain_id:
-        result.wipe()
-        raise CeremonyError(
-            f"the shares rebuild a key that is not domain {gathered.domain_id.hex()}: the "
-            "drives' claims do not match their shares"
+    forged: list[Problem] = []
+    short_of: list[tuple[list[Unlocked], shamir.NotEnoughSharesError]] = []
+    for group in _statements(gathered):
+        record = group[0].record
+        shares = {_share_name(u): u.share for u in group}
+        try:
+            result = shamir.recover(shares)
+        except shamir.NotEnoughSharesError as exc:
+            short_of.append((group, exc))
+            continue
+        if (
+            domain_id_from_secret(result.secret) != gathered.domain_id
+            or record.domain_id != gathered.domain_id
+            or not record.verify_secret(result.secret)
+        ):
+            result.wipe()
+            forged += [
+                Problem(
+                    _share_name(u),
+                    f"forged share: its sealed record says {record.threshold} of "
+                    f"{record.count}, and its shares rebuild a key that is not domain "
+                    f"{short(gathered.domain_id.hex())}",
+                    EXIT_INTEGRITY,
+                )
+                for u in group
+            ]
+            continue
+        bad = [Problem(b.name, b.reason, EXIT_INTEGRITY) for b in result.bad]
+        for other in gathered.unlocked:
+            if other.record is record or other.record == record:
+                reason = _pin_problem(other, record)
+            else:
+                reason = (
+                    f"forged or stale share: its sealed record ({other.record.describe()}) "
+                    f"is not the domain's verified record ({record.describe()})"
+                )
+            named = _share_name(other)
+            if reason is not None and all(p.drive != named for p in [*bad, *forged]):
+                bad.append(Problem(named, reason, EXIT_INTEGRITY))
+        return Rebuilt(
+            result.secret,
+            gathered.domain_id,
+            record.threshold,
+            record.count,
+            result.used,
+            forged + bad,
+            gathered,
+            record,
         )
-    return Rebuilt(
-        result.secret,
-        gathered.domain_id,
-        result.share_set.threshold,
-        result.share_set.count,
-        result.used,
-        bad,
-        gathered,
-    )
+    if not short_of:
+        raise drive_problems(
+            f"no shares of domain {short(gathered.domain_id.hex())} could be combined",
+            [*gathered.problems, *forged],
+        )
+    # Nothing verified: the record most drives state speaks for the shortfall; drives that
+    # sealed another record are named, since their shares cannot count towards it.
+    main_group, main_exc = short_of[0]
+    main = main_group[0].record
+    holders = ", ".join(_share_name(u) for u in main_group)
+    disagreeing = [
+        Problem(
+            _share_name(u),
+            f"its sealed record ({u.record.describe()}) differs from the one {holders} "
+            f"sealed ({main.describe()}); fewer than k shares agree on either",
+            EXIT_INTEGRITY,
+        )
+        for group, _ in short_of[1:]
+        for u in group
+    ]
+    raise _shortfall(gathered, main_exc, [*forged, *disagreeing])
 
 
 @dataclass
@@ -1206,13 +1363,14 @@ def _rewrap_sets(
     if len(found) != 1:
         raise DomainError(f"{session.where} does not hold exactly one domain wrap key")
     old_wrap = found[0]
-    wrap_value, _ = split_domain_secret(new_secret)
+    wrap_value, owner_root = split_domain_secret(new_secret)
+    owner_root.release()
     capabilities = (
         MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
     )
     result: dict[str, bytes] = {}
     try:
-        new_wrap = raw.create_object(
+        new_wrap = session.create_secret_key(
             {
                 Attribute.CLASS: ObjectClass.SECRET_KEY,
                 Attribute.KEY_TYPE: KeyType.AES,
@@ -1221,7 +1379,6 @@ def _rewrap_sets(
                 Attribute.SENSITIVE: True,
                 Attribute.EXTRACTABLE: False,
                 Attribute.LABEL: "sealkeep-reshare",
-                Attribute.VALUE: bytes(wrap_value),
                 Attribute.WRAP: True,
                 Attribute.UNWRAP: False,
                 Attribute.ENCRYPT: False,
@@ -1229,10 +1386,13 @@ def _rewrap_sets(
                 Attribute.SIGN: False,
                 Attribute.VERIFY: False,
                 Attribute.DERIVE: False,
-            }
+            },
+            wrap_value,
         )
     except PKCS11Error as exc:
         raise DomainError(f"cannot load the new domain key into {session.where}: {exc!r}") from None
+    finally:
+        wrap_value.release()
     try:
         for name, data in sets.items():
             header = manifest.read_header(data)
@@ -1362,8 +1522,11 @@ def reshare_domain(
             continue
         snapshots.append(snap)
         if record is None and DOMAIN_OBJECT in snap.objects:
-            with suppress(CeremonyError):
-                record = DomainRecord.decode(snap.objects[DOMAIN_OBJECT])
+            with suppress(RecordError):
+                candidate = DomainRecord.decode(snap.objects[DOMAIN_OBJECT])
+                # Only a record the slot's owner key confirms says who must be present.
+                if candidate.verify_with(owners.mac) and candidate.domain_id == old_id:
+                    record = candidate
     if problems:
         raise drive_problems("the drives of the current domain cannot be read", problems)
     if record is not None and len(old_drives) < record.threshold:
@@ -1374,7 +1537,7 @@ def reshare_domain(
         )
 
     # The quorum: k custodians open their shares, which must rebuild the current secret.
-    gathered = gather_shares(old_drives, passphrases, old_id, note)
+    gathered = gather_shares(old_drives, passphrases, old_id, note, pinned=record)
     if gathered.problems:
         raise drive_problems(
             "every drive of the current domain in the new set must be opened by its custodian",
@@ -1408,7 +1571,9 @@ def reshare_domain(
         new_id = domain_id_from_secret(new_secret)
         moved = _rewrap_sets(session, sets, new_secret, new_id)
         shares = shamir.split(new_secret, k, len(drives))
-        new_record = DomainRecord(new_id, k, tuple(serials), int(time.time()))
+        record_of_new = new_record(
+            new_id, k, _roster(drives, params), int(time.time()), shares[0], new_secret
+        )
         claims = [
             _Claim(d, s, key, p, share, sorted(moved.items()))
             for d, s, key, p, share in zip(drives, serials, keys, params, shares, strict=True)
@@ -1445,7 +1610,7 @@ def reshare_domain(
                     client.authenticate(Role.CUSTODIAN, old_keys[claim.serial].credential)
                     client.factory_reset()
                     claim.drive.refresh()
-                _install(claim, new_secret, new_id, new_record, [])
+                _install(claim, new_secret, new_id, record_of_new, [])
                 claim.drive.refresh()
             except BaseException as exc:
                 error = roll_back(f"the re-share failed at {claim.drive.name}", exc)
@@ -1464,7 +1629,7 @@ def reshare_domain(
             raise roll_back(
                 f"the new domain key could not be stored in {session.where}", exc
             ) from exc
-        retired = [s for s in (record.members if record else ()) if s not in serials]
+        retired = [s for s in rebuilt.record.members if s not in serials]
         if retired:
             warnings.append(
                 f"warning: drive(s) {', '.join(retired)} of the old set were left out: their "

@@ -360,15 +360,41 @@ def _ident(attrs: Attributes) -> tuple[int, str, bytes]:
 
 
 def new_domain_secret() -> bytearray:
-    """A fresh random domain secret: AES-256 wrap key ‖ 32-byte HMAC owner root."""
-    return bytearray(secrets.token_bytes(DOMAIN_SECRET_LEN))
+    """A fresh random domain secret: AES-256 wrap key ‖ 32-byte HMAC owner root.
+
+    The random bytes are read straight into the one mutable buffer the ceremony wipes:
+    ``secrets.token_bytes`` would leave an immutable copy behind in freed memory.
+    """
+    secret = bytearray(DOMAIN_SECRET_LEN)
+    view = memoryview(secret)
+    with open("/dev/urandom", "rb", buffering=0) as source:
+        filled = 0
+        while filled < DOMAIN_SECRET_LEN:
+            got = source.readinto(view[filled:])
+            if not got:
+                raise DomainError("the system's random source ended early")
+            filled += got
+    view.release()
+    return secret
 
 
-def split_domain_secret(secret: bytes | bytearray) -> tuple[bytes, bytes]:
-    """(AES wrap key, HMAC owner root) of a domain secret."""
+def split_domain_secret(secret: bytes | bytearray) -> tuple[memoryview, memoryview]:
+    """(AES wrap key, HMAC owner root) of a domain secret: views into it, not copies."""
     if len(secret) != DOMAIN_SECRET_LEN:
         raise DomainError(f"a domain secret has {DOMAIN_SECRET_LEN} bytes, not {len(secret)}")
-    return bytes(secret[:DOMAIN_KEY_LEN]), bytes(secret[DOMAIN_KEY_LEN:])
+    view = memoryview(secret)
+    return view[:DOMAIN_KEY_LEN], view[DOMAIN_KEY_LEN:]
+
+
+def owner_root_hmac(secret: bytes | bytearray, message: bytes) -> bytes:
+    """``HMAC-SHA256(owner root, message)``, what the HSM's owner key computes.
+
+    ``hmac.digest`` hands the key buffer to OpenSSL's one-shot HMAC, which wipes its own
+    state; ``hmac.new`` would not copy it either, but its pure-Python fallback pads a copy.
+    """
+    _, owner_root = split_domain_secret(secret)
+    with owner_root:
+        return hmac.digest(owner_root, message, "sha256")
 
 
 def domain_id_from_secret(secret: bytes | bytearray) -> bytes:
@@ -376,14 +402,12 @@ def domain_id_from_secret(secret: bytes | bytearray) -> bytes:
 
     The HSM computes the same value with the imported owner root (:meth:`HsmSession.domain_id`).
     """
-    _, owner_root = split_domain_secret(secret)
-    return hmac.new(owner_root, DOMAIN_ID_INFO, hashlib.sha256).digest()[:DOMAIN_ID_LEN]
+    return owner_root_hmac(secret, DOMAIN_ID_INFO)[:DOMAIN_ID_LEN]
 
 
 def owner_credential_from_secret(secret: bytes | bytearray, serial: str) -> bytes:
     """The owner credential of drive ``serial``, computed here (see :meth:`owner_credential`)."""
-    _, owner_root = split_domain_secret(secret)
-    return hmac.new(owner_root, OWNER_KEY_INFO + serial.encode(), hashlib.sha256).digest()
+    return owner_root_hmac(secret, OWNER_KEY_INFO + serial.encode())
 
 
 # --- records ------------------------------------------------------------------------------
@@ -545,6 +569,7 @@ _READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, _CKR_ATTRIBUTE_TYPE_INVALID)
 _VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values take two calls
 _FIND_BATCH = 4096
 # Positions in CK_FUNCTION_LIST (PKCS#11 v2.x, after the version).
+_FN_CREATE_OBJECT = 20
 _FN_GET_ATTRIBUTE_VALUE = 24
 _FN_FIND_OBJECTS_INIT = 26
 _FN_FIND_OBJECTS = 27
@@ -632,11 +657,43 @@ class _RawModule:
 
         self._library = library  # keeps the module referenced while the functions are bound
         self._get = bind(_FN_GET_ATTRIBUTE_VALUE, _CK_ULONG, _CK_ULONG, _ATTRS, _CK_ULONG)
+        self._create = bind(_FN_CREATE_OBJECT, _CK_ULONG, _ATTRS, _CK_ULONG, _ULONGS)
         self._find_init = bind(_FN_FIND_OBJECTS_INIT, _CK_ULONG, _ATTRS, _CK_ULONG)
         self._find = bind(_FN_FIND_OBJECTS, _CK_ULONG, _ULONGS, _CK_ULONG, _ULONGS)
         self._find_final = bind(_FN_FIND_OBJECTS_FINAL, _CK_ULONG)
         self._templates: dict[tuple[int, ...], _Template] = {}
         self._lock = threading.Lock()  # the templates' buffers are shared
+
+    def create_secret(self, session: int, template: dict[int, bytes], value: memoryview) -> int:
+        """C_CreateObject whose CKA_VALUE points into ``value`` (a writable buffer we wipe).
+
+        python-pkcs11 packs every attribute into a new ``bytes`` and a malloc'd copy, both
+        freed without being wiped; this hands the module our own buffer instead.
+        """
+        array = (_CkAttribute * (len(template) + 1))()
+        values = [ctypes.create_string_buffer(v, len(v)) for v in template.values()]
+        for i, (kind, packed) in enumerate(zip(template, values, strict=True)):
+            array[i].type = kind
+            array[i].pValue = ctypes.addressof(packed)
+            array[i].ulValueLen = len(template[kind])
+        buffer_type = ctypes.c_char * len(value)
+        # A caller holding the secret in immutable bytes has copies we cannot wipe anyway.
+        secret = (
+            buffer_type.from_buffer_copy(value)
+            if value.readonly
+            else buffer_type.from_buffer(value)
+        )
+        try:
+            array[len(template)].type = int(Attribute.VALUE)
+            array[len(template)].pValue = ctypes.addressof(secret)
+            array[len(template)].ulValueLen = len(value)
+            handle = _CK_ULONG()
+            rv = self._create(session, array, len(template) + 1, ctypes.byref(handle))
+        finally:
+            del secret  # releases the export of ``value``
+        if rv != _CKR_OK:
+            raise pkcs11.exceptions.PKCS11Error(f"C_CreateObject: 0x{rv:x}")
+        return int(handle.value)
 
     def find(self, session: int, template: dict[int, bytes]) -> list[int]:
         """The handles of the objects matching ``template`` (values packed already)."""
@@ -1238,6 +1295,23 @@ class HsmSession:
             )
         return domain
 
+    def create_secret_key(self, template: dict[Attribute, Any], value: memoryview) -> Any:
+        """A secret key object with CKA_VALUE ``value``, copied by the module alone.
+
+        Where direct calls work, the module reads the value from our buffer (see
+        :meth:`_RawModule.create_secret`); otherwise python-pkcs11 makes copies that are
+        freed unwiped (docs/threat-model.md, "Memory").
+        """
+        raw = self.hsm.raw()
+        if raw is None:
+            return self.session.create_object({**template, A.VALUE: value})
+        packed = {int(k): self._mapper.pack_attribute(k, v) for k, v in template.items()}
+        handle = raw.create_secret(int(self.session.handle), packed, value)
+        found: dict[Attribute, Any] = {
+            k: template[k] for k in (A.CLASS, A.LABEL, A.ID) if k in template
+        }
+        return _ListedObject(self.session, handle, found)
+
     def _hmac(self, owner_key: Any, message: bytes) -> bytes:
         try:
             return bytes(owner_key.sign(message, mechanism=Mechanism.SHA256_HMAC))
@@ -1279,25 +1353,25 @@ class HsmSession:
         created: list[Any] = []
         try:
             created.append(
-                self.session.create_object(
+                self.create_secret_key(
                     {
                         **base,
                         A.KEY_TYPE: KeyType.AES,
                         A.LABEL: DOMAIN_WRAP_LABEL,
-                        A.VALUE: wrap_value,
                         A.WRAP: True,
                         A.UNWRAP: True,
-                    }
+                    },
+                    wrap_value,
                 )
             )
-            owner_key = self.session.create_object(
+            owner_key = self.create_secret_key(
                 {
                     **base,
                     A.KEY_TYPE: KeyType.GENERIC_SECRET,
                     A.LABEL: DOMAIN_OWNER_LABEL,
-                    A.VALUE: owner_value,
                     A.SIGN: True,
-                }
+                },
+                owner_value,
             )
             created.append(owner_key)
             computed = self._hmac(owner_key, DOMAIN_ID_INFO)[:DOMAIN_ID_LEN]

@@ -16,8 +16,9 @@ import math
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from argon2.low_level import Type, hash_secret_raw
@@ -25,6 +26,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from zxcvbn import zxcvbn
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from .errors import SealkeepError
 
@@ -48,9 +51,28 @@ MIN_M_COST_KIB, MAX_M_COST_KIB = 8, 1024 * 1024
 MIN_PARALLELISM, MAX_PARALLELISM = 1, 16
 MIN_SALT_LEN, MAX_SALT_LEN = 8, 64
 
-# Passphrase policy.
+# Passphrase policy: at least 10^12 guesses as zxcvbn counts them (it knows dictionaries,
+# names, dates, keyboard walks and l33t). Someone holding a dumped drive pays one
+# production-cost Argon2id (64 MiB, 3 passes, ~0.2 s on one core here) per guess, so 10^12
+# guesses are some 6,000 core-years to exhaust, and the 64 MiB each guess needs caps how
+# many a GPU runs at once. See docs/threat-model.md.
 MIN_PASSPHRASE_LEN = 12
-MIN_ENTROPY_BITS = 60.0
+MIN_GUESSES = 10**12
+# zxcvbn's cost grows with the square of the length; longer input is judged on its start.
+ZXCVBN_MAX_LENGTH = 100
+
+# Generated passphrases: words drawn with `secrets` from zxcvbn's English frequency list,
+# the 4,096 most common words of 4 to 8 letters (12 bits each), enough of them for 80 bits.
+GENERATED_WORDS_POOL = 4096
+GENERATED_MIN_BITS = 80
+
+# The production floor: a drive that announces cheaper Argon2id costs than this is refused
+# before any passphrase is derived or proven with them, since a fake drive that made the
+# host use t=1 and 8 KiB would get a proof that tests guesses almost for free. The floor is
+# a host setting (SEALKEEP_KDF_FLOOR, read in sealkeep.domain); nothing a drive sends
+# lowers it.
+FLOOR_T_COST = DEFAULT_T_COST
+FLOOR_M_COST_KIB = DEFAULT_M_COST_KIB
 
 # Keys of the CBOR map that carries the parameters (integer keys, as the drive codec likes).
 _MAP_T, _MAP_M, _MAP_P = 1, 2, 3
@@ -113,6 +135,29 @@ class KdfParams:
                 raise KdfError(f"KDF parameters lack an integer {name} (key {key})")
             values.append(value)
         return cls(salt, values[0], values[1], values[2])
+
+
+@dataclass(frozen=True)
+class KdfFloor:
+    """The cheapest Argon2id costs the host accepts from a drive or uses for a claim."""
+
+    t_cost: int = FLOOR_T_COST
+    m_cost_kib: int = FLOOR_M_COST_KIB
+
+    def shortfall(self, params: KdfParams) -> str | None:
+        """Why ``params`` are cheaper than this floor, or None when they are not."""
+        if params.t_cost >= self.t_cost and params.m_cost_kib >= self.m_cost_kib:
+            return None
+        return (
+            f"Argon2id costs {params.t_cost} pass(es) and {params.m_cost_kib} KiB are below "
+            f"the floor of {self.t_cost} pass(es) and {self.m_cost_kib} KiB"
+        )
+
+    def describe(self) -> str:
+        return f"m={self.m_cost_kib},t={self.t_cost}"
+
+
+PRODUCTION_FLOOR = KdfFloor()
 
 
 @dataclass(frozen=True)
@@ -191,97 +236,57 @@ def unseal_share(keys: CustodianKeys, sealed: bytes, aad: bytes = b"") -> bytes:
 
 # --- passphrase strength --------------------------------------------------------------------
 
-_COMMON = (
-    "password",
-    "passw0rd",
-    "qwerty",
-    "azerty",
-    "letmein",
-    "welcome",
-    "admin",
-    "secret",
-    "iloveyou",
-    "monkey",
-    "dragon",
-    "sealkeep",
-    "123456",
-    "abc123",
-)
-_KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm", "1234567890")
 
+def estimate_guesses(passphrase: str, context: Sequence[str] = ()) -> float:
+    """How many guesses zxcvbn expects an informed attacker to need for ``passphrase``.
 
-def _pool_size(text: str) -> int:
-    pool = 0
-    if re.search(r"[a-z]", text):
-        pool += 26
-    if re.search(r"[A-Z]", text):
-        pool += 26
-    if re.search(r"[0-9]", text):
-        pool += 10
-    if re.search(r"[ -/:-@\[-`{-~]", text):
-        pool += 33
-    if any(ord(ch) > 127 for ch in text):
-        pool += 100
-    return max(pool, 1)
-
-
-def _smallest_period(text: str) -> int:
-    """Length of the shortest unit that repeats to make ``text`` (``abcabc`` -> 3)."""
-    n = len(text)
-    for size in range(1, n // 2 + 1):
-        if n % size == 0 and text[:size] * (n // size) == text:
-            return size
-    return n
-
-
-def _is_run(a: str, b: str) -> bool:
-    """True when ``b`` continues a predictable run after ``a``."""
-    if a == b:
-        return True
-    if abs(ord(a) - ord(b)) == 1:
-        return True
-    lower = (a + b).lower()
-    return any(lower in row or lower[::-1] in row for row in _KEYBOARD_ROWS)
-
-
-def estimate_entropy_bits(passphrase: str) -> float:
-    """A deliberately simple, conservative estimate of a passphrase's entropy in bits.
-
-    Character-class pool size times an effective length, where repeated units count once,
-    characters continuing a run (``aaaa``, ``abcd``, ``4321``, ``qwer``) count a quarter, and
-    well-known weak words are taken out first.
+    ``context`` holds words the attacker knows (the drive serial, the product name): a
+    passphrase built from them counts as guessable.
     """
     text = unicodedata.normalize("NFC", passphrase)
-    pool = _pool_size(text)
-    lowered = text.lower()
-    for word in _COMMON:
-        lowered = lowered.replace(word, "\x00")
-    unit = lowered[: _smallest_period(lowered)]
-    effective = 0.0
-    previous = ""
-    for ch in unit:
-        if ch == "\x00":
-            effective += 1.0  # a common word is worth about one character
-        elif previous and _is_run(previous, ch):
-            effective += 0.25
-        else:
-            effective += 1.0
-        previous = ch
-    return effective * math.log2(pool)
+    result = zxcvbn(
+        text[:ZXCVBN_MAX_LENGTH],
+        user_inputs=["sealkeep", "custodian", "passphrase", *context],
+        max_length=ZXCVBN_MAX_LENGTH,
+    )
+    return float(result["guesses"])
 
 
-def passphrase_weakness(passphrase: str) -> str | None:
+def passphrase_weakness(passphrase: str, context: Sequence[str] = ()) -> str | None:
     """Why a passphrase is too weak for a custodian, or None when it is acceptable."""
     length = len(unicodedata.normalize("NFC", passphrase))
     if length < MIN_PASSPHRASE_LEN:
         return (
             f"too short: {length} characters, at least {MIN_PASSPHRASE_LEN} are needed "
-            "(a few unrelated words work well)"
+            "(five or more unrelated words work well, or accept a generated passphrase)"
         )
-    bits = estimate_entropy_bits(passphrase)
-    if bits < MIN_ENTROPY_BITS:
+    guesses = estimate_guesses(passphrase, context)
+    if guesses < MIN_GUESSES:
         return (
-            f"too predictable: about {math.floor(bits)} bits of entropy, at least "
-            f"{MIN_ENTROPY_BITS:.0f} are needed (avoid repeats, sequences and common words)"
+            f"too guessable: about 10^{math.floor(math.log10(max(guesses, 1)))} guesses find "
+            f"it, and at least 10^{round(math.log10(MIN_GUESSES))} are needed, because anyone "
+            "holding the drive can test guesses offline; words, names, dates, keyboard runs "
+            "and l33t substitutions are the first things tried, so use five or more unrelated "
+            "words, or accept a generated passphrase"
         )
     return None
+
+
+@cache
+def passphrase_words() -> tuple[str, ...]:
+    """The word list of generated passphrases (see :data:`GENERATED_WORDS_POOL`)."""
+    words = [w for w in FREQUENCY_LISTS["english_wikipedia"] if re.fullmatch("[a-z]{4,8}", w)]
+    if len(words) < GENERATED_WORDS_POOL:
+        raise KdfError(f"zxcvbn's English list has only {len(words)} words of 4 to 8 letters")
+    return tuple(words[:GENERATED_WORDS_POOL])
+
+
+def generated_word_count() -> int:
+    """How many words a generated passphrase has: enough for :data:`GENERATED_MIN_BITS`."""
+    return math.ceil(GENERATED_MIN_BITS / math.log2(len(passphrase_words())))
+
+
+def generate_passphrase() -> str:
+    """A passphrase of random common words (at least 80 bits), separated by spaces."""
+    words = passphrase_words()
+    return " ".join(secrets.choice(words) for _ in range(generated_word_count()))

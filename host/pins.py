@@ -8,8 +8,9 @@ Custodian passphrases come from ``--passphrases FILE`` (for automation: one
 ``SERIAL PASSPHRASE`` line per drive; the passphrase is the rest of the line, inner spaces
 included, trailing ones not; blank lines and lines starting with ``#`` are skipped) or
 from prompts naming each drive's serial. A new passphrase is asked twice and must pass
-the strength check; one for an existing drive is asked once (the drive itself says
-whether it is right).
+the strength check (:func:`sealkeep.kdf.passphrase_weakness`); at the prompt an empty
+answer has a passphrase of random words generated, shown once and typed back. One for an
+existing drive is asked once (the drive itself says whether it is right).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .drivespec import UsageError
-from .kdf import passphrase_weakness
+from .kdf import generate_passphrase, passphrase_weakness
 
 ENV_PIN = "SEALKEEP_PIN"
 MAX_TRIES = 3
@@ -201,22 +202,38 @@ class Passphrases:
         return self._entries is None
 
     def new(self, serial: str) -> str:
-        """A new passphrase for drive ``serial``, twice and strong enough."""
+        """A new passphrase for drive ``serial``, twice and strong enough.
+
+        At the prompt an empty answer offers a generated passphrase of random words: it is
+        shown (on the terminal only) for the custodian to write down, and typed back.
+        """
         if self._entries is not None:
             passphrase = self._listed(serial)
-            weakness = passphrase_weakness(passphrase)
+            weakness = passphrase_weakness(passphrase, (serial,))
             if weakness is not None:
                 raise InputError(f"the passphrase for drive {serial} in {self.path} is {weakness}")
             return passphrase
         ask = self._ask()
         say = self._warn or _stderr
         for _ in range(MAX_TRIES):
-            first = ask(f"New passphrase for the custodian of drive {serial}: ")
-            weakness = passphrase_weakness(first)
-            if weakness is not None:
-                say(f"That passphrase is {weakness}. Try again.")
-                continue
-            second = ask(f"The same passphrase again, for drive {serial}: ")
+            first = ask(
+                f"New passphrase for the custodian of drive {serial} "
+                "(or press Enter to have one generated): "
+            )
+            if not first:
+                first = generate_passphrase()
+                say(
+                    f"Generated passphrase for drive {serial}:\n\n    {first}\n\n"
+                    "The custodian writes it down now and keeps it apart from the drive; "
+                    "it is not shown again."
+                )
+                second = ask(f"Type the generated passphrase back, for drive {serial}: ")
+            else:
+                weakness = passphrase_weakness(first, (serial,))
+                if weakness is not None:
+                    say(f"That passphrase is {weakness}. Try again.")
+                    continue
+                second = ask(f"The same passphrase again, for drive {serial}: ")
             if second != first:
                 say("The two entries differ. Try again.")
                 continue

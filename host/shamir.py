@@ -21,7 +21,9 @@ The checks are hashes of high-entropy values (the secret must be random key mate
 domain key is), so publishing them reveals nothing useful.
 
 Table-based arithmetic is not constant-time; this code runs only during domain ceremonies on
-the operator's machine.
+the operator's machine. The secret, the random coefficients and every intermediate value
+live in ``bytearray`` buffers that are overwritten before a function returns (the secret
+itself is the caller's to wipe); nothing makes an immutable ``bytes`` copy of them.
 """
 
 from __future__ import annotations
@@ -101,21 +103,52 @@ def gf_div(a: int, b: int) -> int:
     return _EXP[(_LOG[a] - _LOG[b]) % 255]
 
 
-def _scale(factor: int, data: bytes | bytearray) -> bytes:
-    """``factor * data[i]`` for every byte."""
+def _wipe(buffer: bytearray) -> None:
+    buffer[:] = bytes(len(buffer))  # a run of zeros, written in place
+
+
+def _random(length: int) -> bytearray:
+    """Random bytes read straight into a buffer we can wipe (``secrets`` returns bytes)."""
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    with open("/dev/urandom", "rb", buffering=0) as source:
+        filled = 0
+        while filled < length:
+            got = source.readinto(view[filled:])
+            if not got:
+                raise ShamirError("the system's random source ended early")
+            filled += got
+    view.release()
+    return buffer
+
+
+def _scale_into(out: bytearray, factor: int, data: bytes | bytearray) -> None:
+    """``out[i] = factor * data[i]`` for every byte, in place."""
     if factor == 0:
-        return bytes(len(data))
+        _wipe(out)
+        return
     lf = _LOG[factor]
-    return bytes(0 if y == 0 else _EXP[lf + _LOG[y]] for y in data)
+    for i, y in enumerate(data):
+        out[i] = 0 if y == 0 else _EXP[lf + _LOG[y]]
 
 
 def _evaluate(coefficients: Sequence[bytes | bytearray], x: int) -> bytes:
-    """Values at ``x`` of the byte-wise polynomials; ``coefficients[0]`` is the constant."""
+    """Values at ``x`` of the byte-wise polynomials; ``coefficients[0]`` is the constant.
+
+    The share value is returned as ``bytes`` (it is encoded and sealed as such); the
+    partial sums, which with the coefficients would give the secret away, are wiped.
+    """
     acc = bytearray(coefficients[-1])
-    for coefficient in reversed(coefficients[:-1]):
-        scaled = _scale(x, acc)
-        acc = bytearray(s ^ c for s, c in zip(scaled, coefficient, strict=True))
-    return bytes(acc)
+    scaled = bytearray(len(acc))
+    try:
+        for coefficient in reversed(coefficients[:-1]):
+            _scale_into(scaled, x, acc)
+            for i, c in enumerate(coefficient):
+                acc[i] = scaled[i] ^ c
+        return bytes(acc)
+    finally:
+        _wipe(acc)
+        _wipe(scaled)
 
 
 def interpolate_at_zero(points: Sequence[tuple[int, bytes]]) -> bytearray:
@@ -124,16 +157,21 @@ def interpolate_at_zero(points: Sequence[tuple[int, bytes]]) -> bytearray:
     if len(set(xs)) != len(xs) or any(not 1 <= x <= MAX_SHARES for x in xs):
         raise ValueError("share indexes must be distinct and in 1..255")
     length = len(points[0][1])
+    if any(len(yi) != length for _, yi in points):
+        raise ValueError("shares of one secret have one length")
     result = bytearray(length)
-    for i, (xi, yi) in enumerate(points):
-        if len(yi) != length:
-            raise ValueError("shares of one secret have one length")
-        basis = 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                basis = gf_mul(basis, gf_div(xj, xj ^ xi))
-        for pos, byte in enumerate(_scale(basis, yi)):
-            result[pos] ^= byte
+    term = bytearray(length)
+    try:
+        for i, (xi, yi) in enumerate(points):
+            basis = 1
+            for j, xj in enumerate(xs):
+                if j != i:
+                    basis = gf_mul(basis, gf_div(xj, xj ^ xi))
+            _scale_into(term, basis, yi)
+            for pos, byte in enumerate(term):
+                result[pos] ^= byte
+    finally:
+        _wipe(term)
     return result
 
 
@@ -223,7 +261,7 @@ class ShareSet:
 
     def verify_secret(self, secret: bytes | bytearray) -> bool:
         """True when ``secret`` is the one this record was dealt from."""
-        expected_tag = hmac.new(secret, SHARE_SET_LABEL + self.body(), hashlib.sha256).digest()
+        expected_tag = hmac.digest(secret, SHARE_SET_LABEL + self.body(), "sha256")
         return hmac.compare_digest(
             secret_check_value(secret), self.secret_check
         ) and hmac.compare_digest(expected_tag, self.tag)
@@ -330,7 +368,8 @@ def share_check_value(set_id: bytes, index: int, value: bytes) -> bytes:
 
 def secret_check_value(secret: bytes | bytearray) -> bytes:
     """A public value identifying a secret (the domain) without revealing it."""
-    return hmac.new(secret, SECRET_CHECK_LABEL, hashlib.sha256).digest()[:SECRET_CHECK_LEN]
+    # hmac.digest hands the key buffer to OpenSSL's one-shot HMAC: no copy on our side.
+    return hmac.digest(secret, SECRET_CHECK_LABEL, "sha256")[:SECRET_CHECK_LEN]
 
 
 # --- split and combine --------------------------------------------------------------------
@@ -342,13 +381,17 @@ def split(secret: bytes | bytearray, k: int, n: int) -> list[Share]:
         raise ShamirError(f"threshold {k} of {n} is impossible: need 1 <= k <= n <= 255")
     if not 1 <= len(secret) <= MAX_SECRET_LEN:
         raise ShamirError(f"secret must be 1..{MAX_SECRET_LEN} bytes, got {len(secret)}")
-    coefficients: list[bytes | bytearray] = [bytes(secret)]
-    coefficients += [secrets.token_bytes(len(secret)) for _ in range(k - 1)]
-    values = [_evaluate(coefficients, x) for x in range(1, n + 1)]
+    # The secret is used in place as the constant coefficient; the random ones are wiped.
+    random_coefficients = [_random(len(secret)) for _ in range(k - 1)]
+    try:
+        values = [_evaluate([secret, *random_coefficients], x) for x in range(1, n + 1)]
+    finally:
+        for coefficient in random_coefficients:
+            _wipe(coefficient)
     set_id = secrets.token_bytes(SET_ID_LEN)
     checks = tuple(share_check_value(set_id, i + 1, v) for i, v in enumerate(values))
     unsigned = ShareSet(set_id, k, n, checks, secret_check_value(secret), b"")
-    tag = hmac.new(secret, SHARE_SET_LABEL + unsigned.body(), hashlib.sha256).digest()
+    tag = hmac.digest(secret, SHARE_SET_LABEL + unsigned.body(), "sha256")
     share_set = ShareSet(set_id, k, n, checks, unsigned.secret_check, tag)
     return [Share(i + 1, v, share_set) for i, v in enumerate(values)]
 
@@ -364,8 +407,7 @@ class Recovery:
 
     def wipe(self) -> None:
         """Overwrite the secret in place."""
-        for i in range(len(self.secret)):
-            self.secret[i] = 0
+        _wipe(self.secret)
 
 
 def _named(shares: Mapping[str, Share] | Iterable[Share]) -> list[tuple[str, Share]]:
@@ -437,8 +479,7 @@ def recover(
         secret = interpolate_at_zero([(s.index, s.value) for _, s in chosen])
         if not record.verify_secret(secret):
             # A record nobody who knew the secret wrote: its shares are all forgeries.
-            for i in range(len(secret)):
-                secret[i] = 0
+            _wipe(secret)
             for name, share in usable:
                 if record.matches(share.index, share.value):
                     bad[name] = BadShare(name, share.index, "forged: its share set does not verify")

@@ -18,6 +18,7 @@ from sealkeep.backupset import (
     verify_set,
 )
 from sealkeep.domain import (
+    ENV_KDF_FLOOR,
     ENV_KDF_MEMORY,
     ENV_KDF_TIME,
     DriveGroup,
@@ -59,6 +60,7 @@ def custodians(*emulators: Emulator) -> Passphrases:
 def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_KDF_MEMORY, "8")
     monkeypatch.setenv(ENV_KDF_TIME, "1")
+    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
 
 
 @pytest.fixture

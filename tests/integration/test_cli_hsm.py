@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sealkeep.backupset import set_object_name
-from sealkeep.domain import ENV_KDF_MEMORY, ENV_KDF_TIME
+from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import Hsm
 
@@ -29,7 +29,7 @@ class Cli:
     """Runs ``python -m sealkeep`` with the test's tokens, cheap Argon2id and a PIN file."""
 
     def __init__(self, farm: SoftHsmFarm, tmp: Path) -> None:
-        self.env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1"}
+        self.env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
         self.env.pop("SEALKEEP_PIN", None)
         self.env.pop("SEALKEEP_DRIVES", None)
         self.pin_file = tmp / "pin"

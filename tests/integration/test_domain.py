@@ -13,6 +13,7 @@ from sealkeep import shamir
 from sealkeep.client import Role
 from sealkeep.domain import (
     DOMAIN_OBJECT,
+    ENV_KDF_FLOOR,
     ENV_KDF_MEMORY,
     ENV_KDF_TIME,
     SHARE_OBJECT,
@@ -22,17 +23,24 @@ from sealkeep.domain import (
     DriveProblems,
     DrivesCorrupt,
     DrivesRefused,
+    OwnerKeys,
     check_threshold,
     create_domain,
     gather_shares,
+    kdf_floor,
+    login_domain_drives,
+    new_kdf_params,
+    owner_login,
+    read_record,
     rebuild,
     recover_domain,
     reshare_domain,
     share_aad,
 )
+from sealkeep.domainrecord import Member, RecordError, pack_sealed_share, unpack_sealed_share
 from sealkeep.emulator import Emulator
-from sealkeep.hsm import DomainError, Hsm, HsmSession
-from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share, unseal_share
+from sealkeep.hsm import DomainError, Hsm, HsmSession, domain_id_from_secret, new_domain_secret
+from sealkeep.kdf import KdfFloor, KdfParams, derive_custodian_keys, seal_share, unseal_share
 from sealkeep.pins import InputError, Passphrases
 
 if TYPE_CHECKING:
@@ -59,6 +67,7 @@ def custodians(emulator: Emulator, **override: str) -> Passphrases:
 def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_KDF_MEMORY, "8")
     monkeypatch.setenv(ENV_KDF_TIME, "1")
+    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
 
 
 @pytest.fixture
@@ -203,7 +212,9 @@ def forge(hsm: Hsm, token: SoftHsmToken, emulator: Emulator, index: int, mutate:
         )
         client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
         aad = share_aad(hello.domain, hello.serial)
-        share = shamir.Share.decode(unseal_share(keys, client.get(SHARE_OBJECT), aad))
+        share, sealed_record = unpack_sealed_share(
+            unseal_share(keys, client.get(SHARE_OBJECT), aad)
+        )
         value = bytearray(share.value)
         value[0] ^= 1
         record = share.share_set
@@ -219,7 +230,7 @@ def forge(hsm: Hsm, token: SoftHsmToken, emulator: Emulator, index: int, mutate:
         client.authenticate(Role.CUSTODIAN, keys.credential)
         client.delete(SHARE_OBJECT)
         client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
-        client.put(SHARE_OBJECT, seal_share(keys, share.encode(), aad))
+        client.put(SHARE_OBJECT, seal_share(keys, pack_sealed_share(share, sealed_record), aad))
 
 
 @pytest.mark.parametrize(("mutate", "reason"), [("value", "corrupt"), ("record", "forged")])
@@ -439,3 +450,165 @@ def test_reshare_puts_everything_back_when_a_drive_fails(
         rebuilt = rebuild(gather_shares(group.drives[:2], custodians(emulator)))
         assert rebuilt.domain_id == old_id
         rebuilt.wipe()
+
+
+# --- what a drive announces, and what the record pins -----------------------------------------
+
+
+def test_a_drive_announcing_costs_below_the_floor_gets_no_passphrase(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drives were claimed with t=1, 8 KiB under a floor the tests lowered; with the
+    production floor back, such a HELLO is refused, named, before any proof is sent."""
+    emulator = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    monkeypatch.delenv(ENV_KDF_FLOOR)
+    with DriveGroup(ports(emulator, 0, 1)) as group:
+        gathered = gather_shares(group.drives, custodians(emulator))
+        assert gathered.unlocked == []
+        assert [p.drive for p in gathered.problems] == [d.name for d in group.drives]
+        for problem in gathered.problems:
+            assert "below the floor of 3 pass(es) and 65536 KiB" in problem.reason
+            assert "no passphrase was tried" in problem.reason
+        for drive in group.drives:
+            assert drive.refresh().custodian_failures == 0
+        with pytest.raises(DrivesCorrupt, match="below the floor"):
+            rebuild(gathered)
+
+
+def test_the_kdf_floor_is_a_host_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_KDF_FLOOR)
+    assert kdf_floor() == KdfFloor(3, 65536)
+    with pytest.raises(InputError, match="below the floor"):
+        new_kdf_params()  # $SEALKEEP_KDF_MEMORY_KIB=8 and TIME=1 from the fixture
+    monkeypatch.setenv(ENV_KDF_FLOOR, "m=16")
+    assert kdf_floor() == KdfFloor(3, 16)
+    monkeypatch.setenv(ENV_KDF_FLOOR, "t=one")
+    with pytest.raises(InputError, match=ENV_KDF_FLOOR):
+        kdf_floor()
+
+
+def test_a_drive_announcing_other_kdf_than_the_record_pins_is_refused(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        record = read_record(owner_login(session, group.drives[1]), OwnerKeys(session))
+        assert [m.kdf for m in record.roster] == [
+            KdfParams.from_map(d.use()[1].salt or b"", d.use()[1].kdf or {}) for d in group
+        ]
+        for drive in group:
+            drive.use()[0].end_session()
+        # Whatever answers on drive 0's port now announces more passes than its claim used.
+        liar = group.drives[0]
+        assert liar.hello is not None and liar.hello.kdf is not None
+        liar.hello = dataclasses.replace(liar.hello, kdf={**liar.hello.kdf, 1: 2})
+        gathered = gather_shares(group.drives, custodians(emulator), pinned=record)
+        assert [p.drive for p in gathered.problems] == [liar.name]
+        assert "other than the ones the domain record pins" in gathered.problems[0].reason
+        assert liar.refresh().custodian_failures == 0
+        assert len(gathered.unlocked) == 2
+
+
+# --- an insider custodian -------------------------------------------------------------------
+
+
+def write_insider_split(hsm: Hsm, token: SoftHsmToken, emulator: Emulator, index: int) -> bytes:
+    """An insider custodian (who knows only their own passphrase) replaces their drive's
+    sealed share and domain record with a self-consistent 1-of-1 split of a secret of their
+    own, sealed with their own key. The HSM's owner session only stands in for direct
+    writes to the drive's flash."""
+    drive = emulator.drives[index]
+    with open_slot(hsm, token) as session, DriveGroup([drive.port]) as group:
+        client, hello = group.drives[0].use()
+        assert hello.salt is not None and hello.kdf is not None and hello.domain is not None
+        params = KdfParams.from_map(hello.salt, hello.kdf)
+        keys = derive_custodian_keys(passphrase(hello.serial), params)
+        own = new_domain_secret()
+        (share,) = shamir.split(own, 1, 1)
+        record = DomainRecord(
+            hello.domain,
+            1,
+            (Member(hello.serial, params, hello.identity),),
+            0,
+            share.share_set.set_id,
+        ).signed(own)
+        aad = share_aad(hello.domain, hello.serial)
+        client.authenticate(Role.CUSTODIAN, keys.credential)  # erasing is the custodian's
+        for name in (SHARE_OBJECT, DOMAIN_OBJECT):
+            client.delete(name)
+        client.authenticate(Role.OWNER, session.owner_credential(hello.serial))
+        client.put(SHARE_OBJECT, seal_share(keys, pack_sealed_share(share, record), aad))
+        client.put(DOMAIN_OBJECT, record.encode())
+        return domain_id_from_secret(own)
+
+
+def test_an_insiders_one_of_one_split_is_refused_and_named(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    domain_id = make_domain(hsm, tokens["source"], emulator)
+    insider, honest = emulator.drives[0].serial, emulator.drives[1].serial
+    write_insider_split(hsm, tokens["source"], emulator, 0)
+    # Fewer than k = 2 honest shares: the insider's secret is not taken, and the insider
+    # (not the honest drive) is named.
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator, 0, 1)) as group:
+        with pytest.raises(DrivesCorrupt) as caught:
+            recover_domain(session, group.drives, custodians(emulator))
+        assert session.domain_id() is None
+        error = caught.value
+        assert "only 1 good share(s) of the 2 needed: 1 more" in str(error)
+        assert [name for name, _ in error.problems] == [f"drive {insider}"]
+        assert "forged share" in error.problems[0][1]
+        assert honest not in str(error).split("more drive(s)")[1].split(":", 1)[1]
+    # With k honest shares present, the domain is rebuilt and the insider named.
+    with DriveGroup(ports(emulator)) as group:
+        rebuilt = rebuild(gather_shares(group.drives, custodians(emulator)))
+        try:
+            assert rebuilt.domain_id == domain_id
+            assert (rebuilt.threshold, rebuilt.count) == (2, 3)
+            assert [p.drive for p in rebuilt.bad] == [f"drive {insider}"]
+            assert rebuilt.record.members == tuple(d.serial for d in emulator.drives)
+        finally:
+            rebuilt.wipe()
+
+
+def test_an_insider_alone_rebuilds_nothing(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    write_insider_split(hsm, tokens["source"], emulator, 2)
+    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator, 2)) as group:
+        with pytest.raises(DrivesCorrupt) as caught:
+            recover_domain(session, group.drives, custodians(emulator))
+        assert [name for name, _ in caught.value.problems] == [f"drive {emulator.drives[2].serial}"]
+        assert session.domain_id() is None
+
+
+def test_records_are_macd_and_checked_by_the_hsm(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
+) -> None:
+    emulator = start(3)
+    make_domain(hsm, tokens["source"], emulator)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        owners = OwnerKeys(session)
+        client = owner_login(session, group.drives[0], owners)
+        record = read_record(client, owners)
+        assert record.threshold == 2 and len(record.mac) == 32
+        altered = dataclasses.replace(record, threshold=1)
+        hello = group.drives[0].use()[1]
+        assert hello.salt is not None and hello.kdf is not None
+        keys = derive_custodian_keys(
+            passphrase(hello.serial), KdfParams.from_map(hello.salt, hello.kdf)
+        )
+        client.authenticate(Role.CUSTODIAN, keys.credential)  # an insider custodian
+        client.delete(DOMAIN_OBJECT)
+        client = owner_login(session, group.drives[0], owners)
+        client.put(DOMAIN_OBJECT, altered.encode())
+        with pytest.raises(RecordError, match="MAC does not verify"):
+            read_record(client, owners)
+        # Another drive's authentic record is used instead.
+        _, problems, found = login_domain_drives(session, group.drives, record.domain_id)
+        assert problems == [] and found == record

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import secrets
 
 import pytest
 from argon2.low_level import Type, hash_secret_raw
 from sealkeep.kdf import (
     CREDENTIAL_LABEL,
+    MIN_GUESSES,
     SHARE_SEAL_LABEL,
     KdfError,
+    KdfFloor,
     KdfParams,
     ShareSealError,
     derive_custodian_keys,
-    estimate_entropy_bits,
+    estimate_guesses,
+    generate_passphrase,
+    generated_word_count,
     passphrase_weakness,
+    passphrase_words,
     seal_share,
     stretch,
     unseal_share,
@@ -138,12 +145,30 @@ def test_the_credential_does_not_open_the_share() -> None:
         "password1234",
         "qwertyuiop12",
         "abcabcabcabcabc",
+        # Each has every character class (or length) a class-counting check asks for, and
+        # each is among the first things a dictionary attacker tries.
+        "Summer2024!!",
+        "P@ssword2024!!",
+        "correcthorsebattery",
     ],
 )
 def test_weak_passphrases_are_refused_with_a_reason(weak: str) -> None:
     reason = passphrase_weakness(weak)
     assert reason is not None
-    assert reason.startswith(("too short", "too predictable"))
+    assert reason.startswith(("too short", "too guessable"))
+
+
+def test_the_refusal_says_why_and_what_to_do() -> None:
+    reason = passphrase_weakness("P@ssword2024!!")
+    assert reason is not None
+    assert "10^12 are needed" in reason and "offline" in reason
+    assert "generated passphrase" in reason
+
+
+def test_the_drive_serial_counts_as_known_to_the_attacker() -> None:
+    phrase = "SK-0042-7731 SK-0042-7731"
+    assert passphrase_weakness(phrase) is None
+    assert passphrase_weakness(phrase, ("SK-0042-7731",)) is not None
 
 
 @pytest.mark.parametrize(
@@ -151,7 +176,6 @@ def test_weak_passphrases_are_refused_with_a_reason(weak: str) -> None:
     [
         "correct horse battery staple",
         "Tr0ub4dor&3xyz",
-        "Xk9#mP2$vL7q",
         "river otter piano 42",
         "überzeugend Wolke sieben",
     ],
@@ -160,6 +184,42 @@ def test_strong_passphrases_pass(strong: str) -> None:
     assert passphrase_weakness(strong) is None
 
 
-def test_entropy_estimate_orders_sensibly() -> None:
-    assert estimate_entropy_bits("aaaaaaaaaaaa") < estimate_entropy_bits("a7Kq!zP3m9Lx")
-    assert estimate_entropy_bits("abcdabcdabcd") == estimate_entropy_bits("abcd")
+def test_a_long_random_passphrase_passes() -> None:
+    for _ in range(20):
+        assert passphrase_weakness(secrets.token_urlsafe(18)) is None
+
+
+def test_generated_passphrases_pass_and_carry_80_bits() -> None:
+    words = passphrase_words()
+    assert len(words) == len(set(words)) == 4096
+    assert all(4 <= len(w) <= 8 and w.isascii() and w.isalpha() for w in words)
+    count = generated_word_count()
+    assert count * math.log2(len(words)) >= 80
+    seen = set()
+    for _ in range(20):
+        phrase = generate_passphrase()
+        parts = phrase.split(" ")
+        assert len(parts) == count and all(p in words for p in parts)
+        assert passphrase_weakness(phrase) is None
+        seen.add(phrase)
+    assert len(seen) == 20
+
+
+def test_guess_estimates_order_sensibly() -> None:
+    assert estimate_guesses("aaaaaaaaaaaa") < estimate_guesses("a7Kq!zP3m9Lx")
+    assert (
+        estimate_guesses("Summer2024!!")
+        < MIN_GUESSES
+        <= estimate_guesses("orbit lantern quietly 42 maple")
+    )
+
+
+def test_floor_refuses_cheaper_costs() -> None:
+    floor = KdfFloor()
+    assert (floor.t_cost, floor.m_cost_kib) == (3, 65536)
+    assert floor.shortfall(KdfParams.new()) is None
+    reason = floor.shortfall(KdfParams(SALT, 1, 8, 1))
+    assert reason is not None and "below the floor" in reason
+    assert floor.shortfall(KdfParams(SALT, 3, 65535, 1)) is not None
+    assert floor.shortfall(KdfParams(SALT, 2, 1 << 20, 1)) is not None
+    assert KdfFloor(1, 8).shortfall(KdfParams(SALT, 1, 8, 1)) is None

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sealkeep.kdf import passphrase_weakness
 from sealkeep.pins import (
     ENV_PIN,
     InputError,
@@ -121,6 +122,39 @@ def test_new_passphrase_is_asked_twice_and_checked() -> None:
     assert len(shown) == 5 and all("SK-7" in s for s in shown)
     assert "too short" in warnings[0]
     assert "differ" in warnings[1]
+
+
+def test_new_passphrase_refuses_dictionary_passphrases_with_classes() -> None:
+    warnings: list[str] = []
+    ask, _ = prompter(["Summer2024!!", "P@ssword2024!!", "correcthorsebattery"])
+    source = Passphrases(prompt=ask, warn=warnings.append)
+    with pytest.raises(InputError, match="after 3 tries"):
+        source.new("SK-7")
+    assert len(warnings) == 3 and all("too guessable" in w for w in warnings)
+
+
+def test_an_empty_answer_offers_a_generated_passphrase() -> None:
+    shown_to_custodian: list[str] = []
+    answers: list[str] = [""]
+
+    def ask(text: str) -> str:
+        if answers:
+            return answers.pop()
+        # The custodian types back what was shown.
+        assert "Type the generated passphrase back" in text
+        return shown_to_custodian[-1].split("\n")[2].strip()
+
+    source = Passphrases(prompt=ask, warn=shown_to_custodian.append)
+    phrase = source.new("SK-7")
+    assert phrase in shown_to_custodian[-1]
+    assert len(phrase.split(" ")) >= 7
+    assert passphrase_weakness(phrase) is None
+
+
+def test_a_generated_passphrase_typed_back_wrong_is_not_taken() -> None:
+    ask, _ = prompter(["", "not what was shown", STRONG, STRONG])
+    source = Passphrases(prompt=ask, warn=lambda _: None)
+    assert source.new("SK-7") == STRONG
 
 
 def test_new_passphrase_gives_up() -> None:

@@ -37,7 +37,11 @@ from sealkeep.transport import open_transport
 T = TypeVar("T")
 
 # Cheap Argon2id for every claim the campaign makes (custodian credentials).
-KDF_ENV = {"SEALKEEP_KDF_MEMORY_KIB": "8", "SEALKEEP_KDF_TIME": "1"}
+KDF_ENV = {
+    "SEALKEEP_KDF_MEMORY_KIB": "8",
+    "SEALKEEP_KDF_TIME": "1",
+    "SEALKEEP_KDF_FLOOR": "m=8,t=1",
+}
 CLAIM_KDF = {1: 8, 2: 1, 3: 1}
 MAX_NOTES = 8
 

@@ -49,6 +49,7 @@ from sealkeep.domain import (
     rebuild,
     share_aad,
 )
+from sealkeep.domainrecord import pack_sealed_share, unpack_sealed_share
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import HsmSession, domain_id_from_secret
 from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share, unseal_share
@@ -306,7 +307,7 @@ def _forged_share(rig: Rig, liar: int, ctx: Ctx) -> bytes:
     params = KdfParams.from_map(state[3], state[4])
     keys = derive_custodian_keys(rig.passes.existing(drive.serial), params)
     aad = share_aad(rig.domain_id, drive.serial)
-    share = shamir.Share.decode(unseal_share(keys, stored[HEADER:], aad))
+    share, record_sealed = unpack_sealed_share(unseal_share(keys, stored[HEADER:], aad))
     value = bytearray(share.value)
     value[ctx.rng.randrange(len(value))] ^= 1 + ctx.rng.randrange(255)
     record = share.share_set
@@ -321,7 +322,7 @@ def _forged_share(rig: Rig, liar: int, ctx: Ctx) -> bytes:
             record.secret_check,
             record.tag,
         )
-    forged = shamir.Share(share.index, bytes(value), record).encode()
+    forged = pack_sealed_share(shamir.Share(share.index, bytes(value), record), record_sealed)
     sealed = seal_share(keys, forged, aad)
     return hashlib.sha256(sealed).digest() + len(sealed).to_bytes(8, "big") + sealed
 
