@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cbor2
 import pytest
 from sealkeep import shamir
 from sealkeep.client import Role
@@ -470,8 +471,10 @@ def test_a_drive_announcing_costs_below_the_floor_gets_no_passphrase(
         for problem in gathered.problems:
             assert "below the floor of 3 pass(es) and 65536 KiB" in problem.reason
             assert "no passphrase was tried" in problem.reason
-        for drive in group.drives:
-            assert drive.refresh().custodian_failures == 0
+        for drive in group.drives:  # no attempt was spent: none is slowed
+            assert drive.refresh().custodian_delay_ms == 0
+        emulator_flash = [d.flash for d in emulator.drives[:2]]
+        assert all(cbor2.loads((f / "auth").read_bytes()) == [0, 0] for f in emulator_flash)
         with pytest.raises(DrivesCorrupt, match="below the floor"):
             rebuild(gathered)
 
@@ -507,7 +510,8 @@ def test_a_drive_announcing_other_kdf_than_the_record_pins_is_refused(
         gathered = gather_shares(group.drives, custodians(emulator), pinned=record)
         assert [p.drive for p in gathered.problems] == [liar.name]
         assert "other than the ones the domain record pins" in gathered.problems[0].reason
-        assert liar.refresh().custodian_failures == 0
+        assert liar.refresh().custodian_delay_ms == 0
+        assert cbor2.loads((emulator.drives[0].flash / "auth").read_bytes()) == [0, 0]
         assert len(gathered.unlocked) == 2
 
 
