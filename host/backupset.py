@@ -315,6 +315,7 @@ def backup(
             token=session.token_info(),
             domain_id=domain_id,
             wrapped_kek=kek.wrapped,
+            wrapped_manifest_key=kek.wrapped_manifest_key,
             entries=entries,
             skipped=skipped,
         )
@@ -499,7 +500,7 @@ class VerifyResult:
 def authenticate_copy(session: HsmSession, data: bytes) -> manifest.Manifest:
     """Open a set in the HSM: unwrap its KEK with the domain key, authenticate and decode it."""
     header = manifest.read_header(data)
-    kek = session.open_set_key(header.wrapped_kek)
+    kek = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
     try:
         return manifest.unseal(data, kek)
     finally:

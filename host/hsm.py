@@ -29,6 +29,7 @@ import secrets
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import pkcs11
@@ -50,11 +51,15 @@ from .hsm_base import (
     DOMAIN_APPLICATION,
     DOMAIN_ID_INFO,
     DOMAIN_ID_LEN,
+    DOMAIN_LABELS,
     DOMAIN_MARKER_LABEL,
     DOMAIN_OWNER_LABEL,
+    DOMAIN_SEAL_LABEL,
     DOMAIN_SECRET_LEN,
     DOMAIN_WRAP_LABEL,
     ENV_MODULE,
+    HIERARCHY_PER_PURPOSE,
+    HIERARCHY_SHARED_KEK,
     OWNER_KEY_INFO,
     WRAP_MECHANISM,
     A,
@@ -93,7 +98,15 @@ from .hsm_base import (
     split_domain_secret,
 )
 from .hsm_keys import (
+    MANIFEST_KEY_TEMPLATE,
+    SET_KEY_TEMPLATE,
+    SessionKeys,
+    SetCarrier,
     SetKey,
+    domain_key_template,
+    domain_key_values,
+    probe_protections,
+    set_key_wrap_value,
 )
 from .hsm_proof import (
     _prove,
@@ -196,6 +209,7 @@ class Hsm:
         label = serial = model = manufacturer = ""
         initialized = False
         domain_id = None
+        hierarchy: int | None = None
         if present:
             try:
                 token = slot.get_token()
@@ -205,7 +219,9 @@ class Hsm:
                 manufacturer = token.manufacturer_id
                 initialized = bool(token.flags & TokenFlag.TOKEN_INITIALIZED)
                 if initialized:
-                    domain_id = _read_marker(token)
+                    marker = _read_marker(token)
+                    if marker is not None:
+                        domain_id, hierarchy = marker
             except PKCS11Error:
                 pass
         return SlotInfo(
@@ -218,6 +234,7 @@ class Hsm:
             model=model,
             manufacturer=manufacturer,
             domain_id=domain_id,
+            domain_hierarchy=hierarchy,
         )
 
     def open(self, slot_id: int, pin: str) -> HsmSession:
@@ -270,14 +287,28 @@ class Hsm:
             self._logins[slot_id] = (known[0], known[1] - 1)
 
 
-def _read_marker(token: Any) -> bytes | None:
-    """The domain id from the public marker object, without logging in."""
+def _read_marker(token: Any) -> tuple[bytes, int] | None:
+    """(domain id, key hierarchy) from the public marker object, without logging in.
+
+    The marker of key hierarchy 1 holds the domain id alone; later ones add a version byte.
+    """
     with token.open() as session:
         for obj in session.get_objects({A.CLASS: ObjectClass.DATA, A.LABEL: DOMAIN_MARKER_LABEL}):
             value = obj[A.VALUE]
             if isinstance(value, bytes) and len(value) == DOMAIN_ID_LEN:
-                return value
+                return value, HIERARCHY_SHARED_KEK
+            if isinstance(value, bytes) and len(value) == DOMAIN_ID_LEN + 1:
+                return value[:DOMAIN_ID_LEN], value[DOMAIN_ID_LEN]
     return None
+
+
+@dataclass(frozen=True)
+class _DomainKeys:
+    """The domain's keys in a slot: wrap and owner always, seal in key hierarchy 2."""
+
+    wrap: Any | None
+    owner: Any | None
+    seal: Any | None
 
 
 class HsmSession:
@@ -289,7 +320,7 @@ class HsmSession:
         self.info = info
         self.session = session
         self._closed = False
-        self._domain_keys: tuple[Any | None, Any | None] | None = None
+        self._domain_keys: _DomainKeys | None = None
         self._mapper = _Mapper()
         self._decoded: dict[tuple[int, bytes], AttrValue | None] = {}
 
@@ -458,8 +489,8 @@ class HsmSession:
         A.DERIVE: False,
     }
 
-    def _find_domain_keys(self) -> tuple[Any | None, Any | None]:
-        found: dict[str, list[Any]] = {DOMAIN_WRAP_LABEL: [], DOMAIN_OWNER_LABEL: []}
+    def _find_domain_keys(self) -> _DomainKeys:
+        found: dict[str, list[Any]] = {label: [] for label in DOMAIN_LABELS}
         for obj in self._token_objects(self._DOMAIN_KEY_SEARCH):
             with suppress(PKCS11Error):
                 label = obj[A.LABEL]
@@ -468,8 +499,14 @@ class HsmSession:
         for label, objects in found.items():
             if len(objects) > 1:
                 raise DomainError(f"{self.where} holds {len(objects)} objects labelled {label!r}")
-        wrap, owner = found[DOMAIN_WRAP_LABEL], found[DOMAIN_OWNER_LABEL]
-        return (wrap[0] if wrap else None, owner[0] if owner else None)
+        wrap, owner, seal = (
+            found[DOMAIN_WRAP_LABEL],
+            found[DOMAIN_OWNER_LABEL],
+            found[DOMAIN_SEAL_LABEL],
+        )
+        return _DomainKeys(
+            wrap[0] if wrap else None, owner[0] if owner else None, seal[0] if seal else None
+        )
 
     def _find_one(self, object_class: ObjectClass, label: str) -> Any | None:
         found = list(self._token_objects({A.CLASS: object_class, A.LABEL: label}))
@@ -477,28 +514,39 @@ class HsmSession:
             raise DomainError(f"{self.where} holds {len(found)} objects labelled {label!r}")
         return found[0] if found else None
 
-    def _domain_objects(self) -> tuple[Any | None, Any | None, Any | None]:
-        """The domain's wrap key, owner key and marker, each searched for by its label."""
+    def _domain_objects(self) -> list[Any | None]:
+        """The domain's keys and marker, each searched for by its label."""
         self._domain_keys = None
-        return (
-            self._find_one(ObjectClass.SECRET_KEY, DOMAIN_WRAP_LABEL),
-            self._find_one(ObjectClass.SECRET_KEY, DOMAIN_OWNER_LABEL),
+        return [
+            *(self._find_one(ObjectClass.SECRET_KEY, label) for label in sorted(DOMAIN_LABELS)),
             self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL),
-        )
+        ]
 
-    def domain_keys(self) -> tuple[Any | None, Any | None]:
-        """The domain's wrap key and owner key (None where absent).
+    def _keys(self) -> _DomainKeys:
+        """The domain keys, found once both the wrap and the owner key are there.
 
-        Once both are found, the session keeps them: handles stay valid while the session
-        lasts, and this session's own import and removal of a domain refresh them. An
-        absent domain is looked for again each time (another process may recover one).
+        Handles stay valid while the session lasts, and this session's own import and
+        removal of a domain refresh them. An absent domain is looked for again each time
+        (another process may recover one).
         """
         if self._domain_keys is not None:
             return self._domain_keys
         keys = self._find_domain_keys()
-        if keys[0] is not None and keys[1] is not None:
+        if keys.wrap is not None and keys.owner is not None:
             self._domain_keys = keys
         return keys
+
+    def domain_keys(self) -> tuple[Any | None, Any | None]:
+        """The domain's wrap key and owner key (None where absent)."""
+        keys = self._keys()
+        return keys.wrap, keys.owner
+
+    def domain_hierarchy(self) -> int | None:
+        """The key hierarchy of the slot's domain (see :mod:`sealkeep.hsm_keys`), or None."""
+        keys = self._keys()
+        if keys.wrap is None or keys.owner is None:
+            return None
+        return HIERARCHY_PER_PURPOSE if keys.seal is not None else HIERARCHY_SHARED_KEK
 
     def domain_id(self) -> bytes | None:
         """The id of the backup domain this slot holds (computed in the HSM), or None."""
@@ -525,13 +573,33 @@ class HsmSession:
                 f"the domain owner key of {self.where} cannot compute an HMAC: {exc!r}"
             ) from None
 
-    def import_domain(self, secret: bytes | bytearray) -> bytes:
+    def _direct(self) -> RawModule:
+        raw = self.hsm.raw()
+        if raw is None:
+            raise DomainError(
+                f"sealkeep cannot call {self.hsm.module} directly, which key templates need"
+            )
+        return raw
+
+    def probe_protections(self) -> list[str]:
+        """What the token does not enforce of the key hierarchy, in plain sentences.
+
+        Raises :class:`DomainError` when it lacks what the hierarchy cannot do without.
+        """
+        try:
+            return probe_protections(self._direct(), int(self.session.handle), self.session)
+        except PKCS11Error as exc:
+            raise DomainError(f"cannot check what {self.where} enforces: {exc}") from None
+
+    def import_domain(
+        self, secret: bytes | bytearray, hierarchy: int = HIERARCHY_PER_PURPOSE
+    ) -> bytes:
         """Store the domain secret as non-extractable token objects; returns the domain id.
 
-        Refuses a slot that already holds a domain (:class:`DomainError`). Nothing is left
-        behind if any step fails.
+        ``hierarchy`` is :data:`HIERARCHY_PER_PURPOSE` but for tests, which make the
+        domains older versions made. Refuses a slot that already holds a domain
+        (:class:`DomainError`). Nothing is left behind if any step fails.
         """
-        wrap_value, owner_value = split_domain_secret(secret)
         expected = domain_id_from_secret(secret)
         existing = self.domain_id()
         if existing is not None:
@@ -539,52 +607,18 @@ class HsmSession:
             raise DomainError(f"{self.where} already holds backup domain {existing.hex()}{same}")
         # Leftovers of an interrupted import (a marker or one key alone) are cleared first.
         self.remove_domain()
-        base = {
-            A.CLASS: ObjectClass.SECRET_KEY,
-            A.TOKEN: True,
-            A.PRIVATE: True,
-            A.SENSITIVE: True,
-            A.EXTRACTABLE: False,
-            A.MODIFIABLE: False,
-            A.ID: expected,
-            A.ENCRYPT: False,
-            A.DECRYPT: False,
-            A.SIGN: False,
-            A.VERIFY: False,
-            A.WRAP: False,
-            A.UNWRAP: False,
-            A.DERIVE: False,
-        }
         created: list[Any] = []
         try:
-            created.append(
-                self.session.create_object(
-                    {
-                        **base,
-                        A.KEY_TYPE: KeyType.AES,
-                        A.LABEL: DOMAIN_WRAP_LABEL,
-                        A.VALUE: wrap_value,
-                        A.WRAP: True,
-                        A.UNWRAP: True,
-                    }
-                )
-            )
-            owner_key = self.session.create_object(
-                {
-                    **base,
-                    A.KEY_TYPE: KeyType.GENERIC_SECRET,
-                    A.LABEL: DOMAIN_OWNER_LABEL,
-                    A.VALUE: owner_value,
-                    A.SIGN: True,
-                }
-            )
-            created.append(owner_key)
+            wrap_key, seal_key, owner_key = self._create_domain_keys(secret, hierarchy, created)
             computed = self._hmac(owner_key, DOMAIN_ID_INFO)[:DOMAIN_ID_LEN]
             if computed != expected:
                 raise DomainError(
                     f"{self.where} computes HMAC-SHA256 differently from the standard: "
                     "the domain cannot be used there"
                 )
+            marker = expected
+            if hierarchy != HIERARCHY_SHARED_KEK:
+                marker += bytes([hierarchy])  # markers of hierarchy 1 hold the id alone
             created.append(
                 self.session.create_object(
                     {
@@ -593,22 +627,89 @@ class HsmSession:
                         A.PRIVATE: False,
                         A.LABEL: DOMAIN_MARKER_LABEL,
                         A.APPLICATION: DOMAIN_APPLICATION,
-                        A.VALUE: expected,
+                        A.VALUE: marker,
                     }
                 )
             )
         except PKCS11Error as exc:
-            for obj in created:
-                with suppress(PKCS11Error):
-                    obj.destroy()
+            self._destroy_all(created)
             raise DomainError(f"cannot store the domain key in {self.where}: {exc!r}") from None
         except BaseException:
-            for obj in created:
-                with suppress(PKCS11Error):
-                    obj.destroy()
+            self._destroy_all(created)
             raise
-        self._domain_keys = (created[0], owner_key)
+        self._domain_keys = _DomainKeys(wrap_key, owner_key, seal_key)
         return expected
+
+    @staticmethod
+    def _destroy_all(objects: Iterable[Any]) -> None:
+        for obj in objects:
+            with suppress(PKCS11Error):
+                obj.destroy()
+
+    def _create_domain_keys(
+        self, secret: bytes | bytearray, hierarchy: int, created: list[Any]
+    ) -> tuple[Any, Any | None, Any]:
+        """(wrap key, seal key or None, owner key), each appended to ``created`` as made."""
+        domain_id = domain_id_from_secret(secret)
+        locked = {
+            A.CLASS: ObjectClass.SECRET_KEY,
+            A.TOKEN: True,
+            A.PRIVATE: True,
+            A.SENSITIVE: True,
+            A.EXTRACTABLE: False,
+            A.ID: domain_id,
+            A.ENCRYPT: False,
+            A.DECRYPT: False,
+            A.SIGN: False,
+            A.VERIFY: False,
+            A.WRAP: False,
+            A.UNWRAP: False,
+            A.DERIVE: False,
+        }
+        if hierarchy == HIERARCHY_SHARED_KEK:
+            wrap_value, owner_value = split_domain_secret(secret)
+            wrap_key = self.session.create_object(
+                {
+                    **locked,
+                    A.KEY_TYPE: KeyType.AES,
+                    A.LABEL: DOMAIN_WRAP_LABEL,
+                    A.VALUE: wrap_value,
+                    A.WRAP: True,
+                    A.UNWRAP: True,
+                    A.MODIFIABLE: False,
+                }
+            )
+            created.append(wrap_key)
+            seal_key = None
+        else:
+            wrap_value, seal_value, owner_value = domain_key_values(secret)
+            raw = self._direct()
+            handle = int(self.session.handle)
+            keys = []
+            for label, value, forced in (
+                (DOMAIN_WRAP_LABEL, wrap_value, SET_KEY_TEMPLATE),
+                (DOMAIN_SEAL_LABEL, seal_value, MANIFEST_KEY_TEMPLATE),
+            ):
+                made = raw.create_object(
+                    handle, domain_key_template(label, domain_id, value, forced)
+                )
+                template = {A.TOKEN: True, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label}
+                keys.append(_ListedObject(self.session, made, {**template, A.ID: domain_id}))
+                created.append(keys[-1])
+            wrap_key, seal_key = keys
+        owner_key = self.session.create_object(
+            {
+                **locked,
+                A.KEY_TYPE: KeyType.GENERIC_SECRET,
+                A.LABEL: DOMAIN_OWNER_LABEL,
+                A.VALUE: owner_value,
+                A.SIGN: True,
+                A.COPYABLE: hierarchy == HIERARCHY_SHARED_KEK,
+                A.MODIFIABLE: False,
+            }
+        )
+        created.append(owner_key)
+        return wrap_key, seal_key, owner_key
 
     def remove_domain(self) -> None:
         """Destroy the domain objects of this slot (for re-import or tests)."""
@@ -640,38 +741,58 @@ class HsmSession:
 
     # -- set keys --------------------------------------------------------------------------
 
-    _KEK_CAPABILITIES = (
+    # The KEK of a set of hierarchy 1 (which sealkeep still opens and makes in slots that
+    # hold a domain of that hierarchy, until a re-share replaces it).
+    _SHARED_KEK_CAPABILITIES = (
         MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
     )
 
+    def _session_keys(self) -> SessionKeys:
+        return SessionKeys(self._direct(), int(self.session.handle), self._resolve_session_key)
+
+    def _resolve_session_key(self, handle: int, label: str, key_id: bytes) -> Any:
+        template = {A.TOKEN: False, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label, A.ID: key_id}
+        return _ListedObject(self.session, handle, template)
+
     def new_set_key(self) -> SetKey:
-        """A fresh AES-256 KEK (session object), and its value wrapped by the domain key."""
-        wrap_key = self._wrap_key()
+        """Fresh keys for a set (session objects), and their values wrapped by the domain."""
+        wrap_key, seal_key = self._wrap_key(), self._keys().seal
         try:
-            kek = self.session.generate_key(
-                KeyType.AES,
-                256,
-                store=False,
-                capabilities=self._KEK_CAPABILITIES,
-                template={A.SENSITIVE: True, A.EXTRACTABLE: True, A.PRIVATE: True},
-            )
-            wrapped = bytes(wrap_key.wrap_key(kek, mechanism=WRAP_MECHANISM))
+            if seal_key is None:
+                return self._new_shared_kek(wrap_key)
+            return self._session_keys().generate(int(wrap_key.handle), int(seal_key.handle))
         except PKCS11Error as exc:
             raise HsmError(f"cannot make a set key in {self.where}: {exc!r}") from None
-        return SetKey(kek, wrapped)
 
-    def open_set_key(self, wrapped: bytes) -> SetKey:
-        """Unwrap a set's KEK with this slot's domain key (as a session object)."""
-        wrap_key = self._wrap_key()
+    def _new_shared_kek(self, wrap_key: Any) -> SetKey:
+        kek = self.session.generate_key(
+            KeyType.AES,
+            256,
+            store=False,
+            capabilities=self._SHARED_KEK_CAPABILITIES,
+            template={A.SENSITIVE: True, A.EXTRACTABLE: True, A.PRIVATE: True},
+        )
+        return SetKey(kek, bytes(wrap_key.wrap_key(kek, mechanism=WRAP_MECHANISM)))
+
+    def open_set_key(self, wrapped: bytes, wrapped_manifest_key: bytes | None = None) -> SetKey:
+        """Unwrap a set's keys with this slot's domain keys (as session objects)."""
+        wrap_key, seal_key = self._wrap_key(), self._keys().seal
+        if (seal_key is None) != (wrapped_manifest_key is None):
+            raise SetKeyError(self._hierarchy_mismatch(seal_key is None))
         try:
-            kek = wrap_key.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.AES,
-                wrapped,
-                mechanism=WRAP_MECHANISM,
-                store=False,
-                capabilities=self._KEK_CAPABILITIES,
-                template={A.SENSITIVE: True, A.EXTRACTABLE: False, A.PRIVATE: True},
+            if seal_key is None or wrapped_manifest_key is None:
+                kek = wrap_key.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    wrapped,
+                    mechanism=WRAP_MECHANISM,
+                    store=False,
+                    capabilities=self._SHARED_KEK_CAPABILITIES,
+                    template={A.SENSITIVE: True, A.EXTRACTABLE: False, A.PRIVATE: True},
+                )
+                return SetKey(kek, bytes(wrapped))
+            return self._session_keys().open(
+                int(wrap_key.handle), int(seal_key.handle), wrapped, wrapped_manifest_key
             )
         except PKCS11Error:
             # SoftHSM2 reports a failed integrity check of AES key wrap as GeneralError.
@@ -679,7 +800,36 @@ class HsmSession:
                 f"the set key does not unwrap with the domain key of {self.where}: the set "
                 "belongs to another backup domain, or its wrapped key is corrupt"
             ) from None
-        return SetKey(kek, bytes(wrapped))
+
+    def set_carrier(
+        self, old_secret: bytes | bytearray, new_secret: bytes | bytearray
+    ) -> SetCarrier:
+        """What moves this slot's sets to the domain of ``new_secret`` (see :class:`SetCarrier`).
+
+        ``old_secret`` is the secret of the domain the slot holds now. Close it after use.
+        """
+        hierarchy = self.domain_hierarchy()
+        if hierarchy is None:
+            self.require_domain()
+            raise AssertionError("unreachable")
+        old_wrap = set_key_wrap_value(old_secret, hierarchy)
+        try:
+            return SetCarrier(self._session_keys(), old_wrap, new_secret)
+        except PKCS11Error as exc:
+            raise DomainError(f"cannot load the domain keys into {self.where}: {exc!r}") from None
+
+    def _hierarchy_mismatch(self, slot_is_old: bool) -> str:
+        if slot_is_old:
+            return (
+                f"the set was made under the current key hierarchy and {self.where} holds its "
+                "domain under the old one: re-share the domain (`sealkeep domain reshare`), "
+                "which upgrades the slot, then restore"
+            )
+        return (
+            f"the set was made under the old key hierarchy, which the domain in {self.where} "
+            "no longer opens: a re-share of the domain (`sealkeep domain reshare`) carries "
+            "the sets it finds on the drives over to the current one"
+        )
 
     # -- backup ----------------------------------------------------------------------------
 
@@ -788,6 +938,12 @@ class HsmSession:
             if entry.wrapped is None or entry.key_type is None:
                 raise ValueError("the set holds no wrapped value or key type for it")
             key_type = KeyType(entry.key_type)
+            # Every restored key is sensitive, whatever it was: a set's KEK of key hierarchy 2
+            # refuses any other unwrap, and no key comes back more readable than it left.
+            # MODIFIABLE goes last: SoftHSM2 refuses what follows MODIFIABLE false there.
+            template[A.SENSITIVE] = True
+            if A.MODIFIABLE in template:
+                template[A.MODIFIABLE] = template.pop(A.MODIFIABLE)
             for flag in _CAPABILITY_FLAGS:
                 template.setdefault(flag, DEFAULT)
             return kek.handle.unwrap_key(

@@ -44,7 +44,14 @@ DOMAIN_WRAP_LABEL = "sealkeep-domain-wrap"
 DOMAIN_OWNER_LABEL = "sealkeep-domain-owner"
 DOMAIN_MARKER_LABEL = "sealkeep-domain"
 DOMAIN_APPLICATION = "sealkeep"
-DOMAIN_LABELS = frozenset({DOMAIN_WRAP_LABEL, DOMAIN_OWNER_LABEL})
+DOMAIN_SEAL_LABEL = "sealkeep-domain-seal"
+DOMAIN_LABELS = frozenset({DOMAIN_WRAP_LABEL, DOMAIN_OWNER_LABEL, DOMAIN_SEAL_LABEL})
+# The key hierarchy a slot's domain objects follow. 1: one AES key wraps each set's KEK,
+# which also seals the manifest (ENCRYPT/DECRYPT), with no unwrap templates: a PIN holder
+# can unwrap a KEK as a readable key. 2: one purpose per key, unwrap templates (hsm_keys).
+HIERARCHY_SHARED_KEK = 1
+HIERARCHY_PER_PURPOSE = 2
+HIERARCHY = HIERARCHY_PER_PURPOSE
 
 DOMAIN_KEY_LEN = 32
 DOMAIN_SECRET_LEN = 2 * DOMAIN_KEY_LEN  # AES wrap key ‖ HMAC owner root
@@ -381,10 +388,16 @@ class SlotInfo:
     model: str
     manufacturer: str
     domain_id: bytes | None
+    domain_hierarchy: int | None = None
 
     @property
     def holds_domain(self) -> bool:
         return self.domain_id is not None
+
+    @property
+    def old_hierarchy(self) -> bool:
+        """The domain predates key hierarchy :data:`HIERARCHY`: a re-share upgrades it."""
+        return self.holds_domain and (self.domain_hierarchy or 0) < HIERARCHY
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -398,6 +411,8 @@ class SlotInfo:
             "manufacturer": self.manufacturer,
             "holds_domain": self.holds_domain,
             "domain_id": self.domain_id.hex() if self.domain_id else None,
+            "key_hierarchy": self.domain_hierarchy,
+            "old_key_hierarchy": self.old_hierarchy,
         }
 
 

@@ -45,10 +45,13 @@ VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values tak
 _FIND_BATCH = 4096
 # Positions in CK_FUNCTION_LIST (PKCS#11 v2.x, after the version).
 _FN_CREATE_OBJECT = 20
+_FN_DESTROY_OBJECT = 22
 _FN_GET_ATTRIBUTE_VALUE = 24
 _FN_FIND_OBJECTS_INIT = 26
 _FN_FIND_OBJECTS = 27
 _FN_FIND_OBJECTS_FINAL = 28
+_FN_DECRYPT_INIT = 33
+_FN_DECRYPT = 34
 _FN_GENERATE_KEY = 58
 _FN_WRAP_KEY = 60
 _FN_UNWRAP_KEY = 61
@@ -204,7 +207,7 @@ class _Template:
 
 
 def _mechanism(mechanism: int) -> Any:
-    return ctypes.byref(_CkMechanism(mechanism, None, 0))
+    return ctypes.byref(_CkMechanism(int(mechanism), None, 0))
 
 
 def _check(function: str, rv: int) -> None:
@@ -250,6 +253,9 @@ class RawModule:
         self._find_final = bind(_FN_FIND_OBJECTS_FINAL, CK_ULONG)
         handle_out = ctypes.POINTER(CK_ULONG)
         self._create = bind(_FN_CREATE_OBJECT, CK_ULONG, _ATTRS, CK_ULONG, handle_out)
+        self._destroy = bind(_FN_DESTROY_OBJECT, CK_ULONG, CK_ULONG)
+        self._decrypt_init = bind(_FN_DECRYPT_INIT, CK_ULONG, _MECHANISM, CK_ULONG)
+        self._decrypt = bind(_FN_DECRYPT, CK_ULONG, _BYTES, CK_ULONG, ctypes.c_void_p, _ULONGS)
         self._generate = bind(_FN_GENERATE_KEY, CK_ULONG, _MECHANISM, _ATTRS, CK_ULONG, handle_out)
         self._wrap = bind(
             _FN_WRAP_KEY, CK_ULONG, _MECHANISM, CK_ULONG, CK_ULONG, ctypes.c_void_p, _ULONGS
@@ -276,6 +282,19 @@ class RawModule:
         handle = CK_ULONG()
         _check("C_CreateObject", self._create(session, packed.array, packed.count, handle))
         return handle.value
+
+    def destroy_object(self, session: int, handle: int) -> None:
+        """C_DestroyObject."""
+        _check("C_DestroyObject", self._destroy(session, handle))
+
+    def decrypt(self, session: int, mechanism: int, key: int, data: bytes) -> bytes:
+        """C_DecryptInit and C_Decrypt, with a mechanism that takes no parameter (probes)."""
+        _check("C_DecryptInit", self._decrypt_init(session, _mechanism(mechanism), key))
+        size = CK_ULONG(len(data) + 64)
+        buffer = ctypes.create_string_buffer(size.value)
+        address = ctypes.addressof(buffer)
+        _check("C_Decrypt", self._decrypt(session, data, len(data), address, ctypes.byref(size)))
+        return buffer.raw[: size.value]
 
     def generate_key(self, session: int, mechanism: int, template: RawTemplate) -> int:
         """C_GenerateKey with a mechanism that takes no parameter: the new key's handle."""
