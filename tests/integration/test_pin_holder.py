@@ -371,35 +371,50 @@ def _try_as_oracle(scene: Scene, path: str, key: Any) -> None:
         derived.destroy()
 
 
-def _forced_set_key(scene: Scene) -> Any:
-    """The set's KEK, unwrapped by the attacker under exactly what the domain key forces."""
+FORCED_SET_KEY = {
+    A.SENSITIVE: True,
+    A.EXTRACTABLE: False,
+    A.ENCRYPT: False,
+    A.DECRYPT: False,
+    A.SIGN: False,
+    A.VERIFY: False,
+    A.WRAP: True,
+    A.UNWRAP: True,
+    A.DERIVE: False,
+    A.COPYABLE: False,
+    A.MODIFIABLE: False,  # last: SoftHSM2 refuses what follows it in C_UnwrapKey
+}
+
+
+def _set_key(scene: Scene, template: dict[Any, Any]) -> Any:
     wrap_key = scene.domain_key("sealkeep-domain-wrap")
     assert wrap_key is not None
-    forced = {
+    return _unwrap(wrap_key, scene.wrapped_kek, KeyType.AES, template)
+
+
+def _strongest_set_key(scene: Scene) -> Any:
+    """The set's KEK with every use the domain key lets the attacker give it."""
+    everything = {
         A.SENSITIVE: True,
         A.EXTRACTABLE: False,
-        A.ENCRYPT: False,
-        A.DECRYPT: False,
-        A.SIGN: False,
-        A.VERIFY: False,
+        A.ENCRYPT: True,
+        A.DECRYPT: True,
+        A.SIGN: True,
+        A.VERIFY: True,
         A.WRAP: True,
         A.UNWRAP: True,
-        A.DERIVE: False,
-        A.COPYABLE: False,
-        A.MODIFIABLE: False,  # last: SoftHSM2 refuses what follows it in C_UnwrapKey
+        A.DERIVE: True,
     }
     try:
-        return _unwrap(wrap_key, scene.wrapped_kek, KeyType.AES, forced)
+        return _set_key(scene, everything)
     except PKCS11Error:
-        # The domain of old (no unwrap template) refuses these flags with nothing to force;
-        # any template at all works there.
-        return _unwrap(wrap_key, scene.wrapped_kek, KeyType.AES, {A.SENSITIVE: False})
+        return _set_key(scene, FORCED_SET_KEY)
 
 
 def test_a_set_key_opened_by_the_attacker_is_a_key_wrapping_key_and_nothing_else(
     scene: Scene,
 ) -> None:
-    kek = _forced_set_key(scene)
+    kek = _strongest_set_key(scene)
     path = "the set's KEK"
     scene.read_everything(path, kek)
     _try_as_oracle(scene, path, kek)
@@ -470,7 +485,7 @@ def test_the_set_key_generated_by_backup_could_not_be_wrapped_out(scene: Scene) 
 
 def test_a_set_key_gives_only_what_a_restore_gives(scene: Scene) -> None:
     """The open path (see the module docstring): it yields keys recorded extractable only."""
-    kek = _forced_set_key(scene)
+    kek = _set_key(scene, FORCED_SET_KEY)
     opened = authenticate_copy(scene.hsm_session, scene.set_data)
     extractable = {e.label for e in opened.entries if e.attributes.get(int(A.EXTRACTABLE))}
     for entry in opened.entries:
