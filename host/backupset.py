@@ -41,6 +41,7 @@ from .errors import (
     SealkeepError,
 )
 from .hsm import HsmError, HsmSession, ObjectInfo
+from .hsm_base import HIERARCHY_SHARED_KEK
 from .manifest import ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
 
@@ -296,6 +297,11 @@ def backup(
     started = time.monotonic()
     timings: dict[str, float] = {}
     domain_id = session.require_domain()
+    if session.domain_hierarchy() == HIERARCHY_SHARED_KEK:
+        note(
+            f"warning: {session.where} holds its domain under the old key hierarchy, where a "
+            "PIN holder can read the keys of its sets; re-share the domain to upgrade it"
+        )
     objects = session.objects()
     if on_plan is not None:
         on_plan(objects)
