@@ -41,6 +41,7 @@ from .errors import (
     SealkeepError,
 )
 from .hsm import HsmError, HsmSession, ObjectInfo
+from .hsm_base import HIERARCHY_SHARED_KEK
 from .manifest import ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
 
@@ -296,6 +297,11 @@ def backup(
     started = time.monotonic()
     timings: dict[str, float] = {}
     domain_id = session.require_domain()
+    if session.domain_hierarchy() == HIERARCHY_SHARED_KEK:
+        note(
+            f"warning: {session.where} holds its domain under the old key hierarchy, where a "
+            "PIN holder can read the keys of its sets; re-share the domain to upgrade it"
+        )
     objects = session.objects()
     if on_plan is not None:
         on_plan(objects)
@@ -315,6 +321,7 @@ def backup(
             token=session.token_info(),
             domain_id=domain_id,
             wrapped_kek=kek.wrapped,
+            wrapped_manifest_key=kek.wrapped_manifest_key,
             entries=entries,
             skipped=skipped,
         )
@@ -499,7 +506,7 @@ class VerifyResult:
 def authenticate_copy(session: HsmSession, data: bytes) -> manifest.Manifest:
     """Open a set in the HSM: unwrap its KEK with the domain key, authenticate and decode it."""
     header = manifest.read_header(data)
-    kek = session.open_set_key(header.wrapped_kek)
+    kek = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
     try:
         return manifest.unseal(data, kek)
     finally:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import Mechanism
 from pkcs11.exceptions import PKCS11Error
 
 from . import manifest, shamir
@@ -74,16 +74,12 @@ from .errors import (
     where,
 )
 from .hsm import (
-    DOMAIN_WRAP_LABEL,
     OWNER_KEY_INFO,
-    WRAP_MECHANISM,
     DomainError,
     HsmSession,
-    SetKey,
     domain_id_from_secret,
     new_domain_secret,
     owner_credential_from_secret,
-    split_domain_secret,
 )
 from .kdf import (
     DEFAULT_M_COST_KIB,
@@ -609,6 +605,7 @@ class CreateResult:
     token: str
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    unenforced: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -620,6 +617,7 @@ class CreateResult:
             "token": self.token,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
+            "not_enforced_by_token": self.unenforced,
         }
 
 
@@ -779,6 +777,11 @@ def create_domain(
             f"{session.where} already holds backup domain {existing.hex()}: a slot holds one "
             "domain; use another slot, or `sealkeep domain reshare` to change this one"
         )
+    # Tried with throwaway objects before any drive is claimed: a token that cannot keep a
+    # PIN holder from reading set keys is refused here, and what it lacks is said.
+    unenforced = session.probe_protections()
+    for text in unenforced:
+        note(f"not enforced by the token: {text}")
 
     serials = [d.use()[1].serial for d in drives]
     chosen = [passphrases.new(serial) for serial in serials]
@@ -831,6 +834,7 @@ def create_domain(
             session.info.label,
             time.monotonic() - started,
             warnings,
+            unenforced,
         )
     finally:
         wipe(secret)
@@ -1322,7 +1326,7 @@ def _authentic_sets(
                 continue
             try:
                 header = manifest.read_header(data)
-                kek = session.open_set_key(header.wrapped_kek)
+                kek = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
                 try:
                     manifest.unseal(data, kek)
                 finally:
@@ -1341,94 +1345,46 @@ def _authentic_sets(
 
 
 def _rewrap_sets(
-    session: HsmSession, sets: dict[str, bytes], new_secret: bytearray, new_id: bytes
+    session: HsmSession,
+    sets: dict[str, bytes],
+    old_secret: bytearray,
+    new_secret: bytearray,
+    new_id: bytes,
 ) -> dict[str, bytes]:
-    """Every set re-sealed for the new domain, inside the HSM.
+    """Every set re-sealed for the new domain, under the current key hierarchy, in the HSM.
 
-    Each set key is unwrapped with the old domain key as a sensitive session object,
-    wrapped under the new domain's wrap key (a session object for the time of this call),
-    and the manifest re-sealed under it with the new wrapped key in its header. No set key
-    leaves the HSM.
+    The slot's domain keys open each set's manifest; :meth:`HsmSession.set_carrier` moves
+    its KEK to the new domain wrap key and gives it a new manifest key. Sets of the old key
+    hierarchy come out in the current one. No set key leaves the HSM.
     """
-    raw = session.session
-    found = list(
-        raw.get_objects(
-            {
-                Attribute.CLASS: ObjectClass.SECRET_KEY,
-                Attribute.LABEL: DOMAIN_WRAP_LABEL,
-                Attribute.TOKEN: True,
-            }
-        )
-    )
-    if len(found) != 1:
-        raise DomainError(f"{session.where} does not hold exactly one domain wrap key")
-    old_wrap = found[0]
-    wrap_value, owner_root = split_domain_secret(new_secret)
-    owner_root.release()
-    capabilities = (
-        MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
-    )
+    carrier = session.set_carrier(old_secret, new_secret)
     result: dict[str, bytes] = {}
-    try:
-        new_wrap = session.create_secret_key(
-            {
-                Attribute.CLASS: ObjectClass.SECRET_KEY,
-                Attribute.KEY_TYPE: KeyType.AES,
-                Attribute.TOKEN: False,
-                Attribute.PRIVATE: True,
-                Attribute.SENSITIVE: True,
-                Attribute.EXTRACTABLE: False,
-                Attribute.LABEL: "sealkeep-reshare",
-                Attribute.WRAP: True,
-                Attribute.UNWRAP: False,
-                Attribute.ENCRYPT: False,
-                Attribute.DECRYPT: False,
-                Attribute.SIGN: False,
-                Attribute.VERIFY: False,
-                Attribute.DERIVE: False,
-            },
-            wrap_value,
-        )
-    except PKCS11Error as exc:
-        raise DomainError(f"cannot load the new domain key into {session.where}: {exc!r}") from None
-    finally:
-        wrap_value.release()
     try:
         for name, data in sets.items():
             header = manifest.read_header(data)
+            old = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
             try:
-                handle = old_wrap.unwrap_key(
-                    ObjectClass.SECRET_KEY,
-                    KeyType.AES,
-                    header.wrapped_kek,
-                    mechanism=WRAP_MECHANISM,
-                    store=False,
-                    capabilities=capabilities,
-                    template={
-                        Attribute.SENSITIVE: True,
-                        Attribute.EXTRACTABLE: True,
-                        Attribute.PRIVATE: True,
-                    },
-                )
-            except PKCS11Error as exc:
-                raise DomainError(
-                    f"the key of set {header.set_id_hex} does not unwrap: {exc!r}"
-                ) from None
+                opened = manifest.unseal(data, old)
+            finally:
+                old.destroy()
             try:
-                rewrapped = bytes(new_wrap.wrap_key(handle, mechanism=WRAP_MECHANISM))
-                opened = manifest.unseal(data, SetKey(handle, header.wrapped_kek))
-                moved = dataclasses.replace(opened, domain_id=new_id, wrapped_kek=rewrapped)
-                result[name] = manifest.seal(moved, SetKey(handle, rewrapped))
+                new = carrier.carry(header.wrapped_kek)
             except PKCS11Error as exc:
                 raise DomainError(
                     f"the HSM cannot re-wrap the key of set {header.set_id_hex}: {exc!r}"
                 ) from None
+            try:
+                moved = dataclasses.replace(
+                    opened,
+                    domain_id=new_id,
+                    wrapped_kek=new.wrapped,
+                    wrapped_manifest_key=new.wrapped_manifest_key,
+                )
+                result[name] = manifest.seal(moved, new)
             finally:
-                with suppress(PKCS11Error):
-                    handle.destroy()
+                new.destroy()
     finally:
-        with suppress(PKCS11Error):
-            new_wrap.destroy()
+        carrier.close()
     return result
 
 
@@ -1569,7 +1525,7 @@ def reshare_domain(
         old_keys = {snap.hello.serial: unlocked[snap.hello.serial].keys for snap in snapshots}
 
         new_id = domain_id_from_secret(new_secret)
-        moved = _rewrap_sets(session, sets, new_secret, new_id)
+        moved = _rewrap_sets(session, sets, old_secret, new_secret, new_id)
         shares = shamir.split(new_secret, k, len(drives))
         record_of_new = new_record(
             new_id, k, _roster(drives, params), int(time.time()), shares[0], new_secret

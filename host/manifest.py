@@ -7,9 +7,14 @@ A set is one file on every drive of the domain::
 - The **header** is canonical CBOR, readable without the HSM so ``sets`` can list a drive:
   set id, created, label, token, domain id, key count and the wrapped set key (KEK).
 - The **body** is the manifest proper (every object's attributes and wrapped value), sealed
-  with AES-256-GCM under the set's KEK. The KEK lives only in the HSM (unwrapped there with
-  the domain key), so sealing and opening happen inside the HSM; the magic, length and header
-  bytes are the GCM additional data, so a header edited on a drive fails authentication too.
+  with AES-256-GCM under the set's manifest key. That key lives only in the HSM (unwrapped
+  there with the domain's seal key), so sealing and opening happen inside the HSM; the magic,
+  length and header bytes are the GCM additional data, so a header edited on a drive fails
+  authentication too.
+
+Format 2 (key hierarchy 2) carries two wrapped keys in the header: the KEK, which wraps the
+set's keys and does nothing else, and the manifest key, which seals the body and does nothing
+else. Format 1 (sets made before) has the KEK alone, which did both; it is still read.
 
 Nothing here talks to an HSM: sealing goes through a :class:`Sealer` (``sealkeep.hsm``'s set
 key is one; :class:`AesGcmSealer` is the same construction with a key held in memory).
@@ -31,7 +36,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .errors import SealkeepError
 
 MAGIC = b"SKSET"
-FORMAT_VERSION = 1
+FORMAT_SHARED_KEK = 1
+FORMAT_VERSION = 2
+FORMATS = (FORMAT_SHARED_KEK, FORMAT_VERSION)
 PREFIX_LEN = len(MAGIC) + 1 + 4  # magic, format byte, header length
 MAX_HEADER_LEN = 64 * 1024
 SET_ID_LEN = 16
@@ -208,14 +215,18 @@ class SetHeader:
     domain_id: bytes
     key_count: int
     wrapped_kek: bytes = field(repr=False)
-    format_version: int = FORMAT_VERSION
+    wrapped_manifest_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def format_version(self) -> int:
+        return FORMAT_SHARED_KEK if self.wrapped_manifest_key is None else FORMAT_VERSION
 
     @property
     def set_id_hex(self) -> str:
         return self.set_id.hex()
 
     def to_cbor(self) -> dict[str, Any]:
-        return {
+        fields = {
             "set_id": self.set_id,
             "created": self.created,
             "label": self.label,
@@ -224,6 +235,9 @@ class SetHeader:
             "keys": self.key_count,
             "wrapped_kek": self.wrapped_kek,
         }
+        if self.wrapped_manifest_key is not None:
+            fields["wrapped_manifest_key"] = self.wrapped_manifest_key
+        return fields
 
     def encode(self) -> bytes:
         return bytes(cbor2.dumps(self.to_cbor(), canonical=True))
@@ -242,7 +256,9 @@ class SetHeader:
             domain_id=_bytes(m, "domain_id"),
             key_count=_int(m, "keys"),
             wrapped_kek=_bytes(m, "wrapped_kek"),
-            format_version=format_version,
+            wrapped_manifest_key=(
+                _bytes(m, "wrapped_manifest_key") if format_version != FORMAT_SHARED_KEK else None
+            ),
         )
 
 
@@ -258,6 +274,7 @@ class Manifest:
     wrapped_kek: bytes = field(repr=False)
     entries: tuple[KeyEntry, ...] = ()
     skipped: tuple[SkippedEntry, ...] = ()
+    wrapped_manifest_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def new(
@@ -267,6 +284,7 @@ class Manifest:
         token: TokenInfo,
         domain_id: bytes,
         wrapped_kek: bytes,
+        wrapped_manifest_key: bytes | None = None,
         entries: Sequence[KeyEntry] = (),
         skipped: Sequence[SkippedEntry] = (),
         created: int | None = None,
@@ -281,6 +299,7 @@ class Manifest:
             wrapped_kek=wrapped_kek,
             entries=tuple(entries),
             skipped=tuple(skipped),
+            wrapped_manifest_key=wrapped_manifest_key,
         )
 
     @property
@@ -297,6 +316,7 @@ class Manifest:
             domain_id=self.domain_id,
             key_count=len(self.entries),
             wrapped_kek=self.wrapped_kek,
+            wrapped_manifest_key=self.wrapped_manifest_key,
         )
 
     def body(self) -> bytes:
@@ -316,13 +336,15 @@ class Manifest:
 # --- container ----------------------------------------------------------------------------
 
 
-def _prefix(header_bytes: bytes) -> bytes:
-    return MAGIC + bytes([FORMAT_VERSION]) + struct.pack(">I", len(header_bytes)) + header_bytes
+def _prefix(header: SetHeader) -> bytes:
+    header_bytes = header.encode()
+    version = bytes([header.format_version])
+    return MAGIC + version + struct.pack(">I", len(header_bytes)) + header_bytes
 
 
 def seal(manifest: Manifest, sealer: Sealer) -> bytes:
-    """The container for ``manifest``, its body sealed by ``sealer`` (the set's KEK)."""
-    prefix = _prefix(manifest.header.encode())
+    """The container for ``manifest``, its body sealed by ``sealer`` (the set's manifest key)."""
+    prefix = _prefix(manifest.header)
     return prefix + sealer.seal(manifest.body(), prefix)
 
 
@@ -333,7 +355,7 @@ def header_length(data: bytes) -> int:
     if data[: len(MAGIC)] != MAGIC:
         raise ManifestError("not a sealkeep backup set (bad magic)")
     version = data[len(MAGIC)]
-    if version != FORMAT_VERSION:
+    if version not in FORMATS:
         raise ManifestError(f"backup set format {version} is not supported")
     length = int.from_bytes(data[len(MAGIC) + 1 : PREFIX_LEN], "big")
     if length > MAX_HEADER_LEN:
@@ -353,7 +375,7 @@ def read_header(data: bytes) -> SetHeader:
         obj = cbor2.loads(data[PREFIX_LEN:end])
     except Exception as exc:  # cbor2 raises several types on garbage
         raise ManifestError(f"backup set header is not valid CBOR ({exc})") from None
-    return SetHeader.from_cbor(obj)
+    return SetHeader.from_cbor(obj, data[len(MAGIC)])
 
 
 def unseal(data: bytes, sealer: Sealer) -> Manifest:
@@ -387,6 +409,7 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
         wrapped_kek=header.wrapped_kek,
         entries=tuple(KeyEntry.from_cbor(e) for e in entries),
         skipped=tuple(SkippedEntry.from_cbor(e) for e in skipped),
+        wrapped_manifest_key=header.wrapped_manifest_key,
     )
     if len(manifest.entries) != header.key_count:
         raise ManifestError(

@@ -165,6 +165,8 @@ def print_created(result: CreateResult) -> None:
         f"(not extractable); {result.seconds:.2f} s"
     )
     ui.print_table(["SERIAL", "PORT", "SHARE"], drive_rows(result.drives))
+    for text in result.unenforced:
+        print(f"Not enforced by this token: {text}.")
     print("Give each drive to its custodian; the passphrases are not stored anywhere.")
 
 

@@ -114,4 +114,13 @@ def run(args: argparse.Namespace) -> int:
         rows.append([str(info.slot_id), info.label, info.serial, info.model, domain])
     print(f"module: {hsm.module}")
     ui.print_table(["SLOT", "TOKEN", "SERIAL", "MODEL", "BACKUP DOMAIN"], rows)
+    for info in slots:
+        if info.old_hierarchy:
+            print(
+                f"slot {info.slot_id}: old key hierarchy: a PIN holder can read the keys of "
+                f"its backup sets. Re-share to upgrade: `sealkeep domain reshare --slot "
+                f"{info.slot_id} --drives ...` (no upgrade works without the drives: the "
+                "domain key cannot be read out of the HSM to be stored again under the "
+                "current templates)"
+            )
     return 0

@@ -116,7 +116,7 @@ def domain5(
             progress=seen,
             on_plan=lambda objects: planned.append(len(objects)),
         )
-        assert made.keys == IN_SET and planned == [IN_SET + 1 + 2]  # and the two domain keys
+        assert made.keys == IN_SET and planned == [IN_SET + 1 + 3]  # and the three domain keys
         assert [s.label for s in made.skipped] == ["aes-local"]
         assert "not extractable" in made.skipped[0].reason
         assert progress == {d.serial: made.size for d in emulator.drives}

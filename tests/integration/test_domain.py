@@ -381,6 +381,56 @@ def test_reshare_replaces_a_lost_drive(
         )
 
 
+def delete_aes_data(session: HsmSession) -> None:
+    for obj in session.objects():
+        if obj.label == "aes-data":
+            obj.handle.destroy()
+
+
+def test_a_domain_of_the_old_key_hierarchy_is_flagged_and_a_reshare_upgrades_it(
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    start: Start,
+    make_sample_keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import functools
+
+    from sealkeep import manifest
+    from sealkeep.backupset import backup, list_sets
+    from sealkeep.hsm_base import HIERARCHY, HIERARCHY_SHARED_KEK
+    from sealkeep.restore import restore_set
+
+    emulator = start(3)
+    # A domain as sealkeep made it before key hierarchy 2, and a set made in it.
+    old_import = functools.partialmethod(HsmSession.import_domain, hierarchy=HIERARCHY_SHARED_KEK)
+    with monkeypatch.context() as patch:
+        patch.setattr(HsmSession, "import_domain", old_import)
+        with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+            old_id = create_domain(session, group.drives, custodians(emulator)).domain_id
+            make_sample_keys(session)
+            old_set = backup(session, group.drives, label="old")
+    slot = hsm.slot(tokens["source"].slot_id)
+    assert slot.domain_id == old_id and slot.domain_hierarchy == HIERARCHY_SHARED_KEK
+    assert slot.old_hierarchy
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        # Sets of the old hierarchy still restore where they were made.
+        listed, _ = list_sets(session, group.drives, old_id)
+        assert listed[0].header.format_version == manifest.FORMAT_SHARED_KEK
+        delete_aes_data(session)
+        assert restore_set(session, group.drives, old_set.set_id.hex()).ok
+        result = reshare_domain(session, group.drives, custodians(emulator))
+        assert session.domain_hierarchy() == HIERARCHY
+        listed, problems = list_sets(session, group.drives, result.domain_id)
+        assert problems == [] and [s.header.set_id for s in listed] == [old_set.set_id]
+        assert listed[0].header.format_version == manifest.FORMAT_VERSION
+        delete_aes_data(session)
+        restored = restore_set(session, group.drives, old_set.set_id.hex())
+        assert restored.ok and restored.count("restored") == 1
+    slot = hsm.slot(tokens["source"].slot_id)
+    assert slot.domain_hierarchy == HIERARCHY and not slot.old_hierarchy
+
+
 def test_reshare_needs_k_custodians(
     hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start
 ) -> None:

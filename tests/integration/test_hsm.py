@@ -37,6 +37,12 @@ Samples = Callable[[HsmSession], dict[str, Any]]
 SECRET = bytes(range(DOMAIN_SECRET_LEN))
 
 
+def keys_of(blob: bytes) -> tuple[bytes, bytes | None]:
+    """The wrapped KEK and manifest key a set's header carries."""
+    header = manifest.read_header(blob)
+    return header.wrapped_kek, header.wrapped_manifest_key
+
+
 def open_token(hsm: Hsm, token: SoftHsmToken) -> HsmSession:
     return hsm.open(token.slot_id, token.pin)
 
@@ -217,9 +223,9 @@ def test_domain_import_and_owner_credentials(hsm: Hsm, tokens: dict[str, SoftHsm
             assert one == session.owner_credential("DRIVE-1")
             assert one == owner_credential_from_secret(SECRET, "DRIVE-1")
             assert one != session.owner_credential("DRIVE-2")
-            # The domain keys are in the slot, never exportable.
+            # The domain keys (wrap, seal, owner) are in the slot, never exportable.
             domain_objects = [o for o in session.objects() if o.label.startswith("sealkeep-")]
-            assert len(domain_objects) == 2
+            assert len(domain_objects) == 3
             assert all(not o.exportable and "domain" in (o.reason or "") for o in domain_objects)
             for obj in domain_objects:
                 assert obj.attributes[Attribute.EXTRACTABLE] is False
@@ -227,6 +233,7 @@ def test_domain_import_and_owner_credentials(hsm: Hsm, tokens: dict[str, SoftHsm
                     obj.handle[Attribute.VALUE]
     slots = {s.slot_id: s for s in hsm.slots()}
     assert slots[tokens["source"].slot_id].domain_id == expected_id
+    assert not slots[tokens["source"].slot_id].old_hierarchy
     assert not slots[tokens["spare"].slot_id].holds_domain
     # Another secret, another domain and other credentials.
     other = new_domain_secret()
@@ -259,6 +266,7 @@ def back_up(session: HsmSession) -> bytes:
         token=session.token_info(),
         domain_id=session.require_domain(),
         wrapped_kek=kek.wrapped,
+        wrapped_manifest_key=kek.wrapped_manifest_key,
         entries=entries,
         skipped=skipped,
     )
@@ -283,7 +291,7 @@ def test_backup_and_restore_into_another_token(
 
     with open_token(hsm, tokens["target"]) as target:
         target.import_domain(SECRET)
-        kek = target.open_set_key(header.wrapped_kek)
+        kek = target.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
         opened = manifest.unseal(blob, kek)
         assert [(s.label, s.reason) for s in opened.skipped] == [("aes-local", "not extractable")]
         outcomes = target.restore(kek, opened.entries)
@@ -327,7 +335,7 @@ def test_restore_selected_keys_only(
         for obj in source.objects():
             if obj.label == "rsa-sign":
                 obj.handle.destroy()
-        kek = source.open_set_key(manifest.read_header(blob).wrapped_kek)
+        kek = source.open_set_key(*keys_of(blob))
         outcomes = source.restore(kek, manifest.unseal(blob, kek).entries, labels={"rsa-sign"})
     assert sorted((o.label, o.status) for o in outcomes) == [
         ("rsa-sign", "restored"),
@@ -345,10 +353,10 @@ def test_a_set_of_another_domain_does_not_open(
         blob = back_up(source)
     with open_token(hsm, tokens["target"]) as target:
         with pytest.raises(DomainError, match="holds no backup domain key"):
-            target.open_set_key(manifest.read_header(blob).wrapped_kek)
+            target.open_set_key(*keys_of(blob))
         target.import_domain(new_domain_secret())
         with pytest.raises(SetKeyError, match="another backup domain"):
-            target.open_set_key(manifest.read_header(blob).wrapped_kek)
+            target.open_set_key(*keys_of(blob))
 
 
 def test_tampered_set_is_refused_in_the_hsm(
@@ -358,7 +366,7 @@ def test_tampered_set_is_refused_in_the_hsm(
         source.import_domain(SECRET)
         make_sample_keys(source)
         blob = back_up(source)
-        kek = source.open_set_key(manifest.read_header(blob).wrapped_kek)
+        kek = source.open_set_key(*keys_of(blob))
         assert manifest.unseal(blob, kek).label == "nightly"
         body_flip = bytearray(blob)
         body_flip[-40] ^= 0x01
@@ -415,7 +423,7 @@ def test_unwrap_failure_is_reported_not_raised(
     broken = dataclasses.replace(aes, wrapped=bytes(len(aes.wrapped or b"")))
     with open_token(hsm, tokens["target"]) as target:
         target.import_domain(SECRET)
-        kek2 = target.open_set_key(kek.wrapped)
+        kek2 = target.open_set_key(kek.wrapped, kek.wrapped_manifest_key)
         (outcome,) = target.restore(kek2, [broken])
     assert outcome.status == "failed" and not outcome.ok
     assert "refused" in outcome.detail

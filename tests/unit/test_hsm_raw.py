@@ -13,13 +13,13 @@ import threading
 from typing import Any
 
 import pytest
-from sealkeep import hsm
+from sealkeep import hsm_raw
 
 OK = 0x0
 SENSITIVE = 0x11
 TYPE_INVALID = 0x12
 BUFFER_TOO_SMALL = 0x150
-UNAVAILABLE = hsm._CK_UNAVAILABLE
+UNAVAILABLE = hsm_raw.CK_UNAVAILABLE
 
 LABEL, ID, VALUE, SECRET = 0x3, 0x102, 0x11, 0x163
 
@@ -58,8 +58,8 @@ class FakeToken:
         return rv
 
 
-def raw_module(token: FakeToken) -> hsm._RawModule:
-    module = hsm._RawModule.__new__(hsm._RawModule)
+def raw_module(token: FakeToken) -> hsm_raw.RawModule:
+    module = hsm_raw.RawModule.__new__(hsm_raw.RawModule)
     module._get = token
     module._templates = {}
     module._lock = threading.Lock()
@@ -80,7 +80,7 @@ def test_empty_values_are_values() -> None:
 
 def test_values_larger_than_the_room_are_read_in_two_calls() -> None:
     big = bytes(range(256)) * 40
-    assert len(big) > hsm._VALUE_ROOM
+    assert len(big) > hsm_raw.VALUE_ROOM
     token = FakeToken({7: {LABEL: b"cert", VALUE: big}})
     got = raw_module(token).read(1, 7, (LABEL, VALUE, ID))
     assert got == {LABEL: b"cert", VALUE: big}
@@ -104,9 +104,9 @@ def test_the_reusable_template_is_reset_between_objects() -> None:
 
 def test_a_module_that_cannot_be_loaded_is_reported_for_the_fallback(tmp_path: Any) -> None:
     missing = tmp_path / "no-such-module.so"
-    with pytest.raises(hsm._RawError):
-        hsm._RawModule(str(missing))
+    with pytest.raises(hsm_raw.RawError):
+        hsm_raw.RawModule(str(missing))
     not_pkcs11 = ctypes.util.find_library("m")  # a library without C_GetFunctionList
     if not_pkcs11 is not None:
-        with pytest.raises(hsm._RawError):
-            hsm._RawModule(not_pkcs11)
+        with pytest.raises(hsm_raw.RawError):
+            hsm_raw.RawModule(not_pkcs11)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 import cbor2
@@ -61,6 +62,22 @@ def test_round_trip(sealer: AesGcmSealer) -> None:
     assert m.entries[0].label == "key-0" and m.entries[0].id == b"\x00"
     assert m.entries[0].object_class == 4 and m.entries[0].key_type == 0x1F
     assert m.entries[-1].wrapped is None
+
+
+def test_sets_with_a_manifest_key_are_format_2_and_older_ones_format_1(
+    sealer: AesGcmSealer,
+) -> None:
+    old = sample()
+    new = dataclasses.replace(old, wrapped_manifest_key=b"M" * 40)
+    old_blob, new_blob = seal(old, sealer), seal(new, sealer)
+    assert old_blob[len(MAGIC)] == 1 and new_blob[len(MAGIC)] == 2
+    assert read_header(old_blob).wrapped_manifest_key is None
+    assert read_header(new_blob).wrapped_manifest_key == b"M" * 40
+    assert unseal(new_blob, sealer) == new and unseal(old_blob, sealer) == old
+    # The format byte is authenticated: a format-2 set passed off as format 1 fails.
+    forged = new_blob[: len(MAGIC)] + b"\x01" + new_blob[len(MAGIC) + 1 :]
+    with pytest.raises(ManifestError):
+        unseal(forged, sealer)
 
 
 def test_header_is_readable_without_the_key(sealer: AesGcmSealer) -> None:

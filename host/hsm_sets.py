@@ -1,0 +1,198 @@
+"""What a backup set holds, on the HSM side: wrapping a slot's keys into entries, and
+recreating entries in a slot, each proven by use.
+
+:class:`SetContents` is a part of :class:`sealkeep.hsm.HsmSession`, kept here for size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
+
+from pkcs11 import (
+    DEFAULT,
+    KeyType,
+    ObjectClass,
+)
+from pkcs11.exceptions import PKCS11Error
+
+from .hsm_base import (
+    _CAPABILITY_FLAGS,
+    WRAP_MECHANISM,
+    A,
+    ObjectInfo,
+    Proof,
+    RestoreOutcome,
+    _error_name,
+    _ident,
+    replay_template,
+)
+from .hsm_keys import (
+    SetKey,
+)
+from .hsm_proof import (
+    _prove,
+)
+from .manifest import Attributes, KeyEntry, SkippedEntry
+
+# --- module and session -------------------------------------------------------------------
+
+
+class SetContents:
+    """Backup and restore of a slot's objects under a set's keys (a part of HsmSession)."""
+
+    session: Any
+
+    def objects(self) -> list[ObjectInfo]:
+        raise NotImplementedError
+
+    def present_keys(self) -> set[tuple[int, str, bytes]]:
+        raise NotImplementedError
+
+    # -- backup ----------------------------------------------------------------------------
+
+    def backup_entries(
+        self,
+        kek: SetKey,
+        objects: Iterable[ObjectInfo] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[KeyEntry], list[SkippedEntry]]:
+        """Wrap every exportable key under ``kek``: the manifest entries, and what was skipped.
+
+        Public keys and certificates are entries without a wrapped value. Nothing is skipped
+        silently: every object left out is a :class:`SkippedEntry` with its reason, except the
+        backup domain's own keys, which the custodians' shares keep.
+        """
+        items = list(self.objects() if objects is None else objects)
+        entries: list[KeyEntry] = []
+        skipped: list[SkippedEntry] = []
+        for done, item in enumerate(items, 1):
+            if item.is_domain_key:
+                pass
+            elif not item.exportable:
+                skipped.append(
+                    SkippedEntry(item.object_class, item.label, item.id, item.reason or "")
+                )
+            elif item.needs_wrap:
+                try:
+                    entries.append(KeyEntry(item.attributes, kek.wrap(item.handle)))
+                except PKCS11Error as exc:
+                    skipped.append(
+                        SkippedEntry(
+                            item.object_class,
+                            item.label,
+                            item.id,
+                            f"the HSM refused to wrap it ({_error_name(exc)})",
+                        )
+                    )
+            else:
+                entries.append(KeyEntry(item.attributes, None))
+            if progress is not None:
+                progress(done, len(items))
+        return entries, skipped
+
+    # -- restore ---------------------------------------------------------------------------
+
+    def restore(
+        self,
+        kek: SetKey,
+        entries: Sequence[KeyEntry],
+        *,
+        labels: Collection[str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[RestoreOutcome]:
+        """Recreate the entries (or those whose label is in ``labels``) in this slot.
+
+        Secret and private keys are unwrapped with their attributes replayed; public keys and
+        certificates are recreated from their attributes. An object whose class, label and
+        id are already present is reported as ``"present"`` and not duplicated. Each
+        restored object is proven by use (see :meth:`prove`).
+        """
+        present = self.present_keys()
+        publics = {
+            (entry.key_type, entry.id): entry.attributes
+            for entry in entries
+            if entry.object_class == ObjectClass.PUBLIC_KEY
+        }
+        chosen = [e for e in entries if labels is None or e.label in labels]
+        # Keys first, then the public objects that go with them.
+        chosen.sort(
+            key=lambda e: e.object_class not in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
+        )
+        outcomes = []
+        for done, entry in enumerate(chosen, 1):
+            outcomes.append(self._restore_one(kek, entry, present, publics))
+            if progress is not None:
+                progress(done, len(chosen))
+        return outcomes
+
+    def _restore_one(
+        self,
+        kek: SetKey,
+        entry: KeyEntry,
+        present: set[tuple[int, str, bytes]],
+        publics: dict[tuple[int | None, bytes], Attributes],
+    ) -> RestoreOutcome:
+        def outcome(status: str, detail: str = "", proof: Proof | None = None) -> RestoreOutcome:
+            return RestoreOutcome(
+                entry.object_class, entry.key_type, entry.label, entry.id, status, detail, proof
+            )
+
+        ident = _ident(entry.attributes)
+        if ident in present:
+            return outcome("present", "an object of that class, label and id is in the slot")
+        try:
+            obj = self._recreate(kek, entry)
+        except (PKCS11Error, ValueError) as exc:
+            return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
+        present.add(ident)
+        public = publics.get((entry.key_type, entry.id))
+        return outcome("restored", proof=self.prove(obj, entry, kek, public))
+
+    def _recreate(self, kek: SetKey, entry: KeyEntry) -> Any:
+        object_class = ObjectClass(entry.object_class)
+        template = replay_template(entry.attributes)
+        if object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+            if entry.wrapped is None or entry.key_type is None:
+                raise ValueError("the set holds no wrapped value or key type for it")
+            key_type = KeyType(entry.key_type)
+            # Every restored key is sensitive, whatever it was: a set's KEK of key hierarchy 2
+            # refuses any other unwrap, and no key comes back more readable than it left.
+            # MODIFIABLE goes last: SoftHSM2 refuses what follows MODIFIABLE false there.
+            template[A.SENSITIVE] = True
+            if A.MODIFIABLE in template:
+                template[A.MODIFIABLE] = template.pop(A.MODIFIABLE)
+            for flag in _CAPABILITY_FLAGS:
+                template.setdefault(flag, DEFAULT)
+            return kek.handle.unwrap_key(
+                object_class,
+                key_type,
+                entry.wrapped,
+                mechanism=WRAP_MECHANISM,
+                store=True,
+                capabilities=0,
+                template=template,
+            )
+        return self.session.create_object(template)
+
+    def prove(
+        self,
+        obj: Any,
+        entry: KeyEntry,
+        kek: SetKey | None = None,
+        public: Attributes | None = None,
+    ) -> Proof:
+        """Prove a restored object is the one backed up, by using it where it allows.
+
+        - RSA / EC / Ed25519 private keys: sign in the HSM, verify here against the public
+          half from the set (RSA decrypt-only keys: encrypt here, decrypt in the HSM);
+        - AES keys: encrypt/decrypt in the HSM, and the key check value where one was kept;
+        - every secret or private key: wrapped again under the set's KEK, which must give the
+          very bytes stored in the set (AES key wrap is deterministic): a check value of the
+          whole key, for keys that allow no operation sealkeep can check;
+        - public keys and certificates: their values read back from the token.
+        """
+        try:
+            return _prove(obj, entry, kek, public)
+        except PKCS11Error as exc:
+            return Proof(False, "error", f"the HSM failed while proving it ({_error_name(exc)})")
