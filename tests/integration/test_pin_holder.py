@@ -34,7 +34,14 @@ from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.rsa import decode_rsa_private_key
 from sealkeep import manifest
 from sealkeep.backupset import authenticate_copy, backup, set_object_name
-from sealkeep.domain import ENV_KDF_MEMORY, ENV_KDF_TIME, DriveGroup, create_domain, owner_login
+from sealkeep.domain import (
+    ENV_KDF_FLOOR,
+    ENV_KDF_MEMORY,
+    ENV_KDF_TIME,
+    DriveGroup,
+    create_domain,
+    owner_login,
+)
 from sealkeep.hsm import Hsm, HsmSession
 from sealkeep.pins import Passphrases
 
@@ -53,6 +60,7 @@ CKA_UNWRAP_TEMPLATE = 0x40000212
 def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_KDF_MEMORY, "8")
     monkeypatch.setenv(ENV_KDF_TIME, "1")
+    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
 
 
 @dataclass
