@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from .errors import SealkeepError
 from .executables import find_executable
@@ -62,6 +62,16 @@ log = logging.getLogger("sealkeep.emulator")
 
 DRIVES_FILE = "drives.json"
 LOCK_FILE = ".emulator.lock"
+DEVICE_KEYS = ".device-keys"  # each board's own key, outside its flash folder
+
+
+def _private(path: Path, mode: str) -> IO[Any]:
+    """A file opened for appending or writing, created readable by its owner alone."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
+
+
 REBOOT_STATUS = 75
 READY_TIMEOUT = 30.0
 STOP_GRACE = 2.0
@@ -292,7 +302,12 @@ class Emulator:
                 "a source checkout: install sealkeep from it with `pip install -e .`."
             )
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            # The drives' flash and logs hold what a drive keeps secret: the folder is the
+            # user's alone, whatever the umask (files made inside it are out of reach too).
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+            self._keys_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self._keys_dir, 0o700)
         except OSError as exc:
             raise EmulatorError(f"cannot create {self.dir}: {exc.strerror}.") from None
         image = self._load_image()
@@ -305,7 +320,8 @@ class Emulator:
             with self._cond:
                 for index, serial in enumerate(serials):
                     drive = _Drive(index, serial, self.dir / serial, self.dir / f"{serial}.log")
-                    drive.flash.mkdir(parents=True, exist_ok=True)
+                    drive.flash.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    self._device_key(drive)
                     if image is not None and not (drive.flash / "slot" / "record").exists():
                         write_slot(drive.flash, image)
                     self._open_pty(drive)
@@ -335,9 +351,25 @@ class Emulator:
             raise EmulatorError(f"{self._image}: the signature does not verify.")
         return image
 
+    @property
+    def _keys_dir(self) -> Path:
+        return self.dir / DEVICE_KEYS
+
+    def _device_key(self, drive: _Drive) -> Path:
+        """The board's own key, kept outside its flash folder (made once, mode 0600): a
+        copied flash folder alone holds only sealed secrets."""
+        path = self._keys_dir / drive.serial
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        return path
+
     def _lock_dir(self) -> None:
         path = self.dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -413,6 +445,7 @@ class Emulator:
         else:  # a board has its flash only: an installed main.py runs its slot
             env.pop("MICROPYPATH", None)
         env["SEALKEEP_FLASH"] = f"{drive.flash}/"
+        env["SEALKEEP_DEVICE_KEY"] = str(self._device_key(drive))
         if self._blank:  # the serial the technician provisioned, or the firmware's own
             env.pop("SEALKEEP_SERIAL", None)
         else:
@@ -445,7 +478,7 @@ class Emulator:
             main = installed if self._image is not None or self._blank else self._main
             cmd = [self._micropython, "-X", f"heapsize={self.heap}", str(main)]
         try:
-            with open(drive.log, "ab") as err:
+            with _private(drive.log, "ab") as err:
                 proc = subprocess.Popen(
                     cmd,
                     stdin=stdin_r,
@@ -453,6 +486,7 @@ class Emulator:
                     stderr=err,
                     env=self._env(drive),
                     cwd=drive.flash,
+                    umask=0o077,
                 )
         except OSError as exc:
             for fd in (stdin_r, stdin_w, stdout_r, stdout_w):
@@ -483,7 +517,7 @@ class Emulator:
         log.log(level, "drive %s: %s", drive.serial, text)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            with open(drive.log, "a", encoding="utf-8") as f:
+            with _private(drive.log, "a") as f:
                 f.write(f"emulator {stamp}: {text}\n")
         except OSError:
             pass
@@ -643,7 +677,8 @@ class Emulator:
         path = self.drives_file
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            with _private(tmp, "w") as f:
+                f.write(json.dumps(doc, indent=2) + "\n")
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):

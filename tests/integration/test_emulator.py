@@ -278,3 +278,34 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         Emulator(tmp_path / "e", 1, micropython=str(tmp_path / "no-such-micropython")).start()
     # Nothing left running after a failed start.
     assert [t for t in threading.enumerate() if t.name.startswith("sealkeep-")] == []
+
+
+def test_drive_files_are_private_and_the_device_key_lies_outside_the_flash(
+    emulated_drives: StartDrives, connect: Connect
+) -> None:
+    old = os.umask(0o022)  # what most shells give
+    try:
+        emu = emulated_drives(2)
+    finally:
+        os.umask(old)
+    for drive in emu.drives:
+        client = connect(drive)
+        claim(client)
+        client.close()
+    for path in [emu.dir, *emu.dir.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+    drive = emu.drives[0]
+    key = emu.dir / ".device-keys" / drive.serial
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+    assert drive.flash not in key.parents
+    environ = Path(f"/proc/{drive.pid}/environ").read_bytes().split(b"\0")
+    assert f"SEALKEEP_DEVICE_KEY={key}".encode() in environ
+    # So the drive's secrets lie sealed in its flash.
+    for name in ("ident", "state.cbor"):
+        assert (drive.flash / name).read_bytes()[:4] == b"SKS1"
+    before = key.read_bytes()
+    emu.kill(0, restart=True)
+    assert key.read_bytes() == before  # the same board after a restart
+    client = connect(emu.drives[0])
+    client.authenticate(Role.OWNER, OWNER)
