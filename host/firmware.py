@@ -190,22 +190,29 @@ def signed_message(manifest: bytes) -> bytes:
 # -- keys ---------------------------------------------------------------------------------
 
 
-def keygen(out: Path, *, force: bool = False) -> bytes:
-    """Write a new vendor signing key to out (PKCS#8 PEM, mode 0600); its public key."""
-    if out.exists() and not force:
-        raise UsageError(f"{out} exists: a vendor key is never overwritten; choose another path.")
+def keygen(out: Path, *, passphrase: bytes | None = None) -> bytes:
+    """Write a new vendor signing key to out (PKCS#8 PEM, mode 0600, encrypted under
+    ``passphrase`` when given); its public key. An existing file is never touched: the
+    file is created exclusively, so nothing can slip in between a check and the write."""
     key = Ed25519PrivateKey.generate()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"{out} exists: a vendor key is never overwritten; choose another path."
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}.") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
     return public_key_of(key)
 
 
@@ -213,18 +220,24 @@ def public_key_of(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The vendor's private key from a file keygen wrote."""
+def load_signing_key(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    """The vendor's private key from a file keygen wrote (with its passphrase, if any)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the vendor key {path}: {exc.strerror or exc}.") from None
     try:
-        key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError):
+        key = serialization.load_pem_private_key(raw, password=passphrase or None)
+    except TypeError:
+        if passphrase:
+            raise UsageError(f"{path} is not encrypted: give no passphrase for it.") from None
         raise UsageError(
-            f"{path} is not a vendor key (an unencrypted PKCS#8 PEM Ed25519 key, as "
-            "`sealkeep firmware keygen` writes)."
+            f"{path} is encrypted: give its passphrase with --passphrase-file."
+        ) from None
+    except ValueError:
+        raise UsageError(
+            f"{path} is not a vendor key, or the passphrase is wrong (a PKCS#8 PEM Ed25519 "
+            "key, as `sealkeep firmware keygen` writes)."
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(f"{path} holds a {type(key).__name__}, not an Ed25519 vendor key.")

@@ -9,6 +9,7 @@ MicroPython REPL; ``update`` installs an image on drives.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     k.add_argument("--out", required=True, type=Path, metavar="FILE", help="the key file")
+    _passphrase_options(k, "encrypt the key under the passphrase in FILE (its first line)")
+    k.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="write the key unencrypted (for keys kept on an offline, encrypted medium)",
+    )
     add_json_option(k)
     k.set_defaults(run=run_keygen)
 
@@ -87,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--version", required=True, help="firmware version (e.g. 1.2.0)")
     b.add_argument("--counter", required=True, type=_counter, help="security counter")
     b.add_argument("--key", required=True, type=Path, metavar="FILE", help="vendor key file")
+    _passphrase_options(b, "the vendor key's passphrase, in FILE (its first line)")
     b.add_argument("--out", required=True, type=Path, metavar="IMAGE", help="the image file")
     add_json_option(b)
     b.set_defaults(run=run_build)
@@ -170,8 +178,42 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _passphrase_options(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help=text)
+
+
+def _key_passphrase(args: argparse.Namespace, asking: str) -> bytes | None:
+    """The vendor key's passphrase: from --passphrase-file, else asked at a terminal."""
+    if args.passphrase_file is not None:
+        try:
+            text = args.passphrase_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read {args.passphrase_file}: {exc.strerror or exc}."
+            ) from None
+        first: str = text[0] if text else ""
+        if not first:
+            raise UsageError(f"{args.passphrase_file} holds no passphrase on its first line.")
+        return first.encode("utf-8")
+    if not sys.stdin.isatty():
+        return None
+    try:
+        typed = getpass.getpass(asking)
+    except EOFError:
+        raise UsageError("no passphrase given.") from None
+    return typed.encode("utf-8") or None
+
+
 def run_keygen(args: argparse.Namespace) -> int:
-    public = keygen(args.out)
+    passphrase = None
+    if not args.no_passphrase:
+        passphrase = _key_passphrase(args, "passphrase for the new vendor key: ")
+        if passphrase is None:
+            raise UsageError(
+                "a vendor key is written encrypted: give --passphrase-file FILE (or run at a "
+                "terminal to be asked), or --no-passphrase to write it unencrypted."
+            )
+    public = keygen(args.out, passphrase=passphrase)
     if args.json:
         ui.print_json({"key_file": str(args.out), "public_key": public.hex()})
     else:
@@ -190,7 +232,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    key = load_signing_key(args.key)
+    key = load_signing_key(args.key, _key_passphrase(args, f"passphrase of {args.key}: "))
     data = build_image(args.version, args.counter, key)
     image = parse_image(data, "the image just built")
     require_signature(image, None, "the image just built")

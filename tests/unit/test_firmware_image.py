@@ -50,6 +50,51 @@ def test_keygen_writes_a_private_key_once(tmp_path: Path) -> None:
         fw.load_signing_key(tmp_path / "junk.key")
 
 
+def test_keygen_never_touches_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "v.key"
+    path.write_bytes(b"someone else's file")
+    with pytest.raises(UsageError, match="never overwritten"):
+        fw.keygen(path)
+    assert path.read_bytes() == b"someone else's file"
+    link = tmp_path / "link.key"  # a link planted where the key will go is not followed
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError):
+        fw.keygen(link)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_encrypted_vendor_key_needs_its_passphrase(tmp_path: Path) -> None:
+    path = tmp_path / "v.key"
+    public = fw.keygen(path, passphrase=b"a long vendor passphrase")
+    assert path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(UsageError, match="encrypted: give its passphrase"):
+        fw.load_signing_key(path)
+    with pytest.raises(UsageError, match="passphrase is wrong"):
+        fw.load_signing_key(path, b"not it")
+    key = fw.load_signing_key(path, b"a long vendor passphrase")
+    assert fw.public_key_of(key) == public
+
+
+def test_cli_keygen_refuses_to_write_a_plain_key_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "v.key"
+    code, _, err = run_cli(capsys, "firmware", "keygen", "--out", str(key))
+    assert code == 2 and "--passphrase-file" in err and not key.exists()
+    secret = tmp_path / "pass.txt"
+    secret.write_text("a long vendor passphrase\n")
+    code, _, _ = run_cli(
+        capsys, "firmware", "keygen", "--out", str(key), "--passphrase-file", str(secret)
+    )
+    assert code == 0
+    image = tmp_path / "fw.img"
+    args = ["firmware", "build", "--version", "1.0.0", "--counter", "1", "--key", str(key)]
+    code, _, err = run_cli(capsys, *args, "--out", str(image))
+    assert code == 2 and "passphrase" in err and not image.exists()
+    code, _, _ = run_cli(capsys, *args, "--passphrase-file", str(secret), "--out", str(image))
+    assert code == 0 and fw.parse_image(image.read_bytes(), "built").signature_ok()
+
+
 def test_build_holds_every_firmware_module_compiled(
     image_bytes: bytes, keys: dict[str, Path]
 ) -> None:
@@ -135,7 +180,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 def test_cli_keygen_build_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "vendor.key"
-    code, out, _ = run_cli(capsys, "firmware", "keygen", "--out", str(key), "--json")
+    code, out, _ = run_cli(
+        capsys, "firmware", "keygen", "--out", str(key), "--no-passphrase", "--json"
+    )
     assert code == 0
     public = json.loads(out)["public_key"]
     img = tmp_path / "fw.img"
