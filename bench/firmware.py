@@ -13,7 +13,7 @@ Prints:
     (SPAKE2 respond + Ed25519 sign of the transcript), a claim's material(), the import of
     the two modules; the heap their code takes and the free heap respond + sign need; and
     from that an estimate for an RP2040
-  - the heap a drive needs: the same drive in heaps from 64 KiB down, 512 bytes a step
+  - the heap a drive needs: the same drive in heaps from 96 KiB down, 1 KiB a step
   - a technician's install on a blank board through its raw REPL (mpremote), against
     ``mpremote cp`` of as many bytes in the same run
   - a full update of an emulated drive (transfer, install at boot, trial boot, confirm):
@@ -336,8 +336,9 @@ def measure_install(images: dict[str, Path], work: Path) -> dict[str, Any]:
     }
 
 
-HEAP_STEPS = 8
-HEAP_STEP = 512
+HEAP_STEPS = 32
+HEAP_STEP = 1024
+DRIVE_HEAP = 96 * 1024  # what the emulator gives each drive
 
 
 def drive_works(images: dict[str, Path], work: Path, heap: int) -> str | None:
@@ -372,23 +373,21 @@ def drive_works(images: dict[str, Path], work: Path, heap: int) -> str | None:
 
 
 def measure_heap_margin(images: dict[str, Path], work: Path) -> dict[str, Any]:
-    """The same drive in heaps from 64 KiB down in 512-byte steps: the smallest in which
-    it works, so how much of the 64 KiB is to spare."""
+    """The same drive in heaps from the drives' 96 KiB down in HEAP_STEP steps, to the
+    first that fails (layouts vary: a smaller one may work again below it, which does not
+    make the one above it work): the smallest that works, and what of 96 KiB is spare."""
     results = {}
-    for k in range(HEAP_STEPS):
-        heap = 65536 - k * HEAP_STEP
-        results[heap] = drive_works(images, work, heap)
-    # Working heaps from the top down to the first that fails (layouts vary: a smaller one
-    # may work again below it, which does not make the one above it work).
     smallest = None
-    for heap, failure in results.items():
-        if failure is not None:
+    for k in range(HEAP_STEPS):
+        heap = DRIVE_HEAP - k * HEAP_STEP
+        results[heap] = drive_works(images, work, heap)
+        if results[heap] is not None:
             break
         smallest = heap
     return {
         "heaps": {str(h): failure or "ok" for h, failure in results.items()},
         "smallest_working_heap": smallest,
-        "spare_bytes_at_64k": 65536 - smallest if smallest is not None else None,
+        "spare_bytes_at_96k": DRIVE_HEAP - smallest if smallest is not None else None,
     }
 
 
@@ -477,7 +476,7 @@ def main() -> int:
     print(
         "heap: a drive on the image (claim, 20 objects with long names, list, update, read) "
         f"works down to a heap of {m['smallest_working_heap']} bytes: "
-        f"{m['spare_bytes_at_64k']} bytes to spare in 64 KiB; by heap: "
+        f"{m['spare_bytes_at_96k']} bytes to spare in 96 KiB; by heap: "
         + ", ".join(f"{h} {r}" for h, r in m["heaps"].items())
     )
     n = report["install"]
