@@ -139,6 +139,12 @@ HEADERS = [
 ]
 
 
+from ..erase import reset_drives  # noqa: E402
+from ..pins import InputError, Passphrases  # noqa: E402
+from .domain import add_passphrases_option, note, open_drives  # noqa: E402
+from .prune import report, unreachable  # noqa: E402
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "drives",
@@ -149,7 +155,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"{EXIT_UNREACHABLE}."
         ),
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["reset"],
+        help=(
+            "reset: factory reset the drives given (blank again, everything erased), with "
+            "each drive's custodian; retires a drive or readies it for another domain"
+        ),
+    )
     add_drives_option(p)
+    add_passphrases_option(p)
     add_json_option(p)
     p.add_argument(
         "--timeout",
@@ -161,7 +177,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(run=run)
 
 
+def run_reset(args: argparse.Namespace) -> int:
+    if not args.drives:
+        raise InputError("name the drives to reset with --drives: a reset erases everything")
+    passphrases = Passphrases(args.passphrases)
+    with open_drives(args) as group:
+        result = reset_drives(group.reachable, passphrases, note)
+        result.problems.extend(unreachable(group))
+    return report(result, args.json)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "reset":
+        return run_reset(args)
     addresses = parse_drives(args.drives)
     statuses = survey(addresses, args.timeout)
     if args.json:

@@ -245,3 +245,50 @@ def test_cli_errors_are_one_line_with_their_code(
             target.write_bytes(bytes(data))
     every = cli("restore", "--set", set_id, "--slot", src, "--drives", drives, code=6)
     assert all(d.serial in every.stderr for d in emulator.drives)
+
+
+def test_only_custodians_erase(
+    cli: Cli,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    """The host's owner credentials add sets; deleting one or resetting a drive takes the
+    drive's custodian: `prune` and `drives reset`."""
+    source = tokens["source"]
+    src = str(source.slot_id)
+    with hsm.open(source.slot_id, source.pin) as session:
+        make_sample_keys(session)
+    emulator = emulated_drives(3)
+    drives = spec(emulator)
+    custodians = passphrase_file(tmp_path, emulator)
+    cli("domain", "create", "--slot", src, "--drives", drives, "--passphrases", custodians)
+    first = cli.json("backup", "--slot", src, "--drives", drives)["set_id"]
+    second = cli.json("backup", "--slot", src, "--drives", drives)["set_id"]
+
+    # Without a passphrase file and no terminal to ask at: refused at once, nothing erased.
+    refused = cli("prune", "--set", first, "--drives", drives, code=2, pin=False)
+    assert "--passphrases" in refused.stderr
+    wrong = tmp_path / "wrong"
+    wrong.write_text("".join(f"{d.serial} not the passphrase 99\n" for d in emulator.drives))
+    wrong.chmod(0o600)
+    args = ("prune", "--set", first, "--drives", drives, "--passphrases", str(wrong))
+    cli(*args, code=4, pin=False)
+    sets = cli.json("sets", "--drives", drives)["domains"][0]["sets"]
+    assert {s["set_id"] for s in sets} == {first, second}
+
+    pruned = cli.json(
+        "prune", "--set", first, "--drives", drives, "--passphrases", custodians, pin=False
+    )
+    assert pruned["problems"] == [] and len(pruned["drives"]) == 3
+    sets = cli.json("sets", "--drives", drives)["domains"][0]["sets"]
+    assert [s["set_id"] for s in sets] == [second]
+
+    one = spec(emulator, 2)
+    cli("drives", "reset", "--drives", one, code=2, pin=False)
+    reset = cli.json("drives", "reset", "--drives", one, "--passphrases", custodians, pin=False)
+    assert reset["problems"] == []
+    (row,) = cli.json("drives", "--drives", one, pin=False)
+    assert row["state"] == "blank"
