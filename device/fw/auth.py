@@ -20,6 +20,7 @@ from fw.ids import (
     AUTH_OK,
     BAD_BODY,
     INTERNAL,
+    NOT_AUTHENTICATED,
     OK,
     SESSION_END,
     WRONG_STATE,
@@ -88,6 +89,8 @@ def call(link, msg_id: int, body: dict) -> tuple:
     pending = link.pending
     link.pending = None
     if msg_id == SESSION_END:
+        if not link.session:
+            raise WireError(NOT_AUTHENTICATED, "no session to end")
         link.end_session()
         return OK, {}
     if msg_id == AUTH_BEGIN:

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cbor2
 from sealkeep import shamir
 from sealkeep.backupset import backup, set_object_name
+from sealkeep.client import DriveClient
 from sealkeep.domain import (
     SHARE_OBJECT,
     DriveGroup,
@@ -56,6 +56,7 @@ from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share, unseal_sh
 from sealkeep.pins import Passphrases
 from sealkeep.protocol import framing
 from sealkeep.restore import restore_set
+from sealkeep.transport import open_transport
 
 from . import hsmfarm
 from .common import Ctx, Tally, guarded
@@ -303,8 +304,11 @@ def _forged_share(rig: Rig, liar: int, ctx: Ctx) -> bytes:
     custodian's passphrase; sometimes with its own check value made to agree."""
     drive = rig.emulator.drives[liar]
     stored = (drive.flash / "obj" / SHARE_OBJECT).read_bytes()
-    state = cbor2.loads((drive.flash / "state.cbor").read_bytes())
-    params = KdfParams.from_map(state[3], state[4])
+    # The drive's state is sealed under its device key: its salt and costs come from HELLO.
+    with DriveClient(open_transport(drive.port), timeout=5.0) as client:
+        hello = client.hello()
+    assert hello.salt is not None and hello.kdf is not None
+    params = KdfParams.from_map(hello.salt, hello.kdf)
     keys = derive_custodian_keys(rig.passes.existing(drive.serial), params)
     aad = share_aad(rig.domain_id, drive.serial)
     share, record_sealed = unpack_sealed_share(unseal_share(keys, stored[HEADER:], aad))

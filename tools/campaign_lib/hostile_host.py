@@ -35,6 +35,7 @@ from typing import Any
 
 import cbor2
 from sealkeep.emulator import Emulator
+from sealkeep.pake import HostPake
 from sealkeep.protocol import errors as codes
 from sealkeep.protocol import framing, messages, transcript
 
@@ -48,7 +49,7 @@ from .common import (
     owner_session,
 )
 
-LOCKOUT = 10
+GUESSES = 13
 REPLY_WAIT = 3.0
 CANARIES = ("keep-a", "keep-b", "temp")
 ATTACKS = ("replay", "reorder", "alter", "stolen", "guess", "claim", "nosession")
@@ -78,9 +79,9 @@ class Reply:
 class Keys:
     """One direction pair of session MACs."""
 
-    def __init__(self, credential: bytes, tr: bytes) -> None:
-        self.h2d = transcript.SessionMac(transcript.derive(credential, transcript.SESSION_H2D, tr))
-        self.d2h = transcript.SessionMac(transcript.derive(credential, transcript.SESSION_D2H, tr))
+    def __init__(self, key: bytes, th: bytes) -> None:
+        self.h2d = transcript.SessionMac(transcript.derive(key, transcript.SESSION_H2D, th))
+        self.d2h = transcript.SessionMac(transcript.derive(key, transcript.SESSION_D2H, th))
 
 
 def wire_of(frame: bytes | bytearray) -> bytes:
@@ -140,18 +141,23 @@ class Wire:
         return self.reply(self.send(frame))
 
     def login(self, role: int, credential: bytes) -> tuple[bytes, Reply]:
-        """A full handshake; returns the AUTH_PROVE frame sent and the final reply."""
+        """A full SPAKE2 handshake, its confirmation sent whatever the drive's says (so a
+        wrong credential gets the drive's own refusal); returns the AUTH_PROVE frame sent
+        and the final reply."""
         self.keys = None
-        host_nonce = secrets.token_bytes(32)
-        r = self.call(messages.AUTH_BEGIN, {1: role, 2: host_nonce}, maced=False)
+        identity = bytes(self.call(messages.HELLO, {}, maced=False).fields.get(14) or b"")
+        exchange = HostPake(credential, self.serial.encode())
+        r = self.call(messages.AUTH_BEGIN, {1: role, 2: exchange.message}, maced=False)
         if r.msg_id != messages.AUTH_CHALLENGE:
             return b"", r
-        tr = transcript.transcript(self.serial, role, host_nonce, bytes(r.fields[1]))
-        proof = transcript.derive(credential, transcript.HOST_PROOF, tr)
-        frame = self.frame(messages.AUTH_PROVE, {1: proof})
+        y_msg = bytes(r.fields[1])
+        th = transcript.transcript_hash(role, self.serial, exchange.message, y_msg, identity)
+        key = exchange.finish(y_msg)
+        confirm = transcript.derive(key, transcript.HOST_CONFIRM, th)
+        frame = self.frame(messages.AUTH_PROVE, {1: confirm})
         r = self.reply(self.send(frame))
         if r.msg_id == messages.AUTH_OK:
-            self.keys = Keys(credential, tr)
+            self.keys = Keys(key, th)
         return frame, r
 
     def put(self, name: str, data: bytes) -> None:
@@ -247,15 +253,19 @@ def _wire(emulator: Emulator) -> Wire:
 
 
 def _owner(emulator: Emulator, creds: Creds) -> Wire:
+    """The legitimate session whose DELETEs the attacker records: the custodian's, since
+    erasing is theirs alone (an owner's DELETE is refused outright)."""
     wire = _wire(emulator)
-    _, r = wire.login(0, creds.owner)
+    _, r = wire.login(1, creds.custodian)
     if r.msg_id != messages.AUTH_OK:
         wire.close()
-        raise NoReply(f"the owner's own login got {r.describe()}")
+        raise NoReply(f"the custodian's own login got {r.describe()}")
     return wire
 
 
-MAC_GONE = {codes.SESSION_MAC, codes.NOT_AUTHENTICATED}
+# Refusals of a frame whose session is gone (a DELETE outside any session is refused for
+# want of the custodian or the button before anything else).
+MAC_GONE = {codes.SESSION_MAC, codes.NOT_AUTHENTICATED, codes.PRESENCE_REQUIRED}
 
 
 def _replay(
@@ -267,24 +277,33 @@ def _replay(
         recorded = wire.frame(messages.DELETE, {1: "temp"}, wire.keys)
         r = wire.reply(wire.send(recorded))
         if r.msg_id != messages.OK:
-            raise NoReply(f"the owner's own DELETE got {r.describe()}")
-        wire.put("temp", model["temp"])
+            raise NoReply(f"the custodian's own DELETE got {r.describe()}")
         later = ctx.rng.random() < 0.5
-        if later:  # the owner ends the session and opens another one
+        if later:  # the custodian ends the session; the owner puts the canary back
             wire.call(messages.SESSION_END, {})
-            wire.login(0, creds.owner)
+            _restore(wire, creds, "temp", model["temp"])
         where = "a later session" if later else "the same session"
         judge.refused(
             f"DELETE replayed in {where}", lambda: wire.reply(wire.send(recorded)), MAC_GONE
         )
-        # The session is over: even the owner's next honest frame is refused.
+        # The session is over: even the rightful holder's next honest frame is refused.
         judge.refused(
-            "the owner's next frame after the replay",
+            "the next honest frame after the replay",
             lambda: wire.call(messages.STAT, {1: "keep-a"}),
             MAC_GONE,
         )
+        if not later:
+            _restore(wire, creds, "temp", model["temp"])
     finally:
         wire.close()
+
+
+def _restore(wire: Wire, creds: Creds, name: str, data: bytes) -> None:
+    """Put a canary the custodian deleted back, in an owner session on the same line."""
+    _, r = wire.login(0, creds.owner)
+    if r.msg_id != messages.AUTH_OK:
+        raise NoReply(f"the owner's own login got {r.describe()}")
+    wire.put(name, data)
 
 
 def _reorder(
@@ -335,10 +354,10 @@ def _stolen(
 ) -> None:
     judge = Judge(tally, "stolen session")
     owner = _wire(emulator)
-    proof, r = owner.login(0, creds.owner)
+    proof, r = owner.login(1, creds.custodian)
     owner.close()  # gone without SESSION_END: the drive still holds the session
     if r.msg_id != messages.AUTH_OK:
-        raise NoReply(f"the owner's own login got {r.describe()}")
+        raise NoReply(f"the custodian's own login got {r.describe()}")
     attacker = _wire(emulator)
     try:
         how = ctx.rng.choice(["no MAC", "random MAC", "guessed key"])
@@ -351,9 +370,9 @@ def _stolen(
             fake = Keys(secrets.token_bytes(32), secrets.token_bytes(40))
             frame = attacker.frame(messages.DELETE, {1: "keep-a"}, fake)
         judge.refused(f"DELETE with {how}", lambda: attacker.reply(attacker.send(frame)), MAC_GONE)
-        # The owner's recorded proof against a fresh challenge.
-        nonce = secrets.token_bytes(32)
-        attacker.call(messages.AUTH_BEGIN, {1: 0, 2: nonce}, maced=False)
+        # The recorded confirmation against a fresh exchange.
+        fresh = HostPake(secrets.token_bytes(32), attacker.serial.encode()).message
+        attacker.call(messages.AUTH_BEGIN, {1: 1, 2: fresh}, maced=False)
         judge.refused(
             "the owner's AUTH_PROVE replayed",
             lambda: attacker.reply(attacker.send(proof)),
@@ -362,7 +381,7 @@ def _stolen(
         judge.refused(
             "DELETE after the failed proof",
             lambda: attacker.call(messages.DELETE, {1: "keep-a"}, maced=False),
-            {codes.NOT_AUTHENTICATED},
+            {codes.NOT_AUTHENTICATED, codes.PRESENCE_REQUIRED},
         )
     finally:
         attacker.close()
@@ -371,13 +390,13 @@ def _stolen(
 def _guess(
     ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
 ) -> None:
+    """Wrong credentials, many: each refused, and the drive never locks the rightful
+    holder out (a lockout would let anyone on the line make a recovery impossible)."""
     role = ctx.rng.choice([0, 1])
     right = creds.owner if role == 0 else creds.custodian
     who = "owner" if role == 0 else "custodian"
-    judge = Judge(tally, f"guessing the {who} credential")
-    split = ctx.rng.choice([None, ctx.rng.randrange(1, LOCKOUT)])
-    failed = 0
-    for attempt in range(LOCKOUT + 3):
+    split = ctx.rng.choice([None, ctx.rng.randrange(1, GUESSES)])
+    for attempt in range(GUESSES):
         if split is not None and attempt == split:
             emulator.kill(0, restart=True)  # the count is in flash
         wire = _wire(emulator)
@@ -390,46 +409,25 @@ def _guess(
             wire.close()
         tally.faults += 1
         if r.code == codes.AUTH_FAILED:
-            failed += 1
             tally.ok += 1
             continue
-        if r.code == codes.LOCKED_OUT:
-            if failed != LOCKOUT:
-                tally.unclear_failure(f"locked out after {failed} failures, not {LOCKOUT}")
-            else:
-                tally.ok += 1
-            break
         if r.msg_id == messages.AUTH_OK:
             tally.loss(f"a random {who} credential was accepted")
         else:
             tally.unclear_failure(f"guess {attempt + 1}: {r.describe()}")
         return
-    else:
-        tally.loss(f"{LOCKOUT + 3} wrong {who} credentials and still no lockout")
-        return
-
-    def right_login() -> Reply:
-        wire = _wire(emulator)
-        try:
-            return wire.login(role, right)[1]
-        finally:
-            wire.close()
-
-    judge.refused(f"the right {who} credential once locked out", right_login, {codes.LOCKED_OUT})
-    emulator.kill(0, restart=True)
-    judge.refused(
-        f"the right {who} credential after a power cycle", right_login, {codes.LOCKED_OUT}
-    )
-    # The custodian's lockout leaves the owner in; either way only a reset unlocks.
-    emulator.press_button(0)
     wire = _wire(emulator)
     try:
-        r = wire.call(messages.FACTORY_RESET, {}, maced=False)
-        if r.msg_id != messages.OK:
-            raise NoReply(f"factory reset with the button got {r.describe()}")
+        tally.faults += 1
+        r = wire.login(role, right)[1]
+        if r.msg_id == messages.AUTH_OK:
+            tally.ok += 1
+        else:
+            tally.loss(
+                f"after {GUESSES} wrong guesses the right {who} credential got {r.describe()}"
+            )
     finally:
         wire.close()
-    model.update(_setup(ctx, emulator, creds))  # claimed again, canaries put back
 
 
 def _claim(
@@ -440,8 +438,10 @@ def _claim(
     wire = _wire(emulator)
     try:
         body = {1: thief.owner, 2: thief.custodian, 3: thief.salt, 4: {1: 8}, 5: thief.domain}
-        judge.refused(
-            "CLAIM", lambda: wire.call(messages.CLAIM, body, maced=False), {codes.WRONG_STATE}
+        judge.refused(  # a claim travels only in an enrol session, which a claimed drive refuses
+            "CLAIM",
+            lambda: wire.call(messages.CLAIM, body, maced=False),
+            {codes.NOT_AUTHENTICATED, codes.WRONG_STATE, codes.SESSION_MAC},
         )
         judge.refused(
             "login with the claimer's credential",
@@ -466,7 +466,7 @@ STORAGE: list[tuple[int, dict[int, Any]]] = [
     (messages.PUT_COMMIT, {1: "keep-a"}),
     (messages.DELETE, {1: "keep-a"}),
 ]
-WRITES = STORAGE[5:]  # PUT_OPEN, PUT_DATA, PUT_COMMIT, DELETE: owner only
+WRITES = STORAGE[5:8]  # PUT_OPEN, PUT_DATA, PUT_COMMIT: the owner's only
 
 
 def _nosession(
@@ -498,10 +498,22 @@ def _nosession(
                 partial(wire.call, msg_id, body),
                 {codes.PERMISSION},
             )
+        # The owner (a compromised host holds its credential) adds, never erases.
+        _, r = wire.login(0, creds.owner)
+        if r.msg_id != messages.AUTH_OK:
+            raise NoReply(f"the owner's own login got {r.describe()}")
+        judge = Judge(tally, "in an owner session")
+        judge.refused(
+            "DELETE", lambda: wire.call(messages.DELETE, {1: "keep-a"}), {codes.PRESENCE_REQUIRED}
+        )
         judge.refused(
             "FACTORY_RESET",
             lambda: wire.call(messages.FACTORY_RESET, {}),
             {codes.PRESENCE_REQUIRED},
+        )
+        over = {1: "keep-a", 2: 3, 3: hashlib.sha256(b"abc").digest()}
+        judge.refused(
+            "PUT_OPEN over a canary", lambda: wire.call(messages.PUT_OPEN, over), {codes.EXISTS}
         )
     finally:
         wire.close()
