@@ -1,5 +1,7 @@
 """Scenario 2, crashes: power cuts of the drive at random points of put (open, data,
 commit), delete, claim and factory reset, and the host killed mid-backup and mid-restore.
+A put adds a new object in an owner session (an owner never replaces one); a delete and a
+factory reset run in a custodian session, the only one allowed to erase.
 
 After each drive crash the store must be consistent (every listed object verifies on the
 drive and reads back byte-exact, no half object is visible, nothing else changed), a
@@ -24,7 +26,7 @@ from sealkeep.backupset import backup
 from sealkeep.client import DriveClient, Role
 from sealkeep.domain import DriveGroup, create_domain
 from sealkeep.emulator import Emulator
-from sealkeep.errors import ObjectNotFound, SealkeepError
+from sealkeep.errors import ObjectExists, ObjectNotFound, SealkeepError
 from sealkeep.pins import Passphrases
 from sealkeep.restore import restore_set
 
@@ -97,9 +99,13 @@ def _drive_trial(ctx: Ctx, tally: Tally, emulator: Emulator, state: DriveState) 
         op = "claim"
     else:
         op = rng.choices(["put", "put-large", "delete", "reset"], [4, 3, 2, 1])[0]
+        free = [n for n in NAMES if n not in state.objects]
         if op == "delete" and not state.objects:
             op = "put"
-    name = rng.choice(NAMES)
+        elif op.startswith("put") and not free:
+            op = "delete"  # an owner adds objects, never replaces one: make room
+    # A put adds a new object; only a custodian session deletes or resets.
+    name = rng.choice([n for n in NAMES if n not in state.objects] or NAMES)
     size = rng.choice([0, 500, 5000]) if op == "put" else rng.randrange(30_000, 300_000)
     data = rng.randbytes(size)
     client = client_for(emulator, 0, TIMEOUT)
@@ -110,7 +116,10 @@ def _drive_trial(ctx: Ctx, tally: Tally, emulator: Emulator, state: DriveState) 
         def action() -> None:
             claim(client, state.creds)
     else:
-        client.authenticate(Role.OWNER, state.creds.owner)
+        if op.startswith("put"):
+            client.authenticate(Role.OWNER, state.creds.owner)
+        else:
+            client.authenticate(Role.CUSTODIAN, state.creds.custodian)
         if op.startswith("put"):
             window = 0.002 if op == "put" else 0.012
 
@@ -247,19 +256,24 @@ def _repeat(
                     state.owned = False
                     state.objects = {}
                     return
-                client.authenticate(Role.OWNER, state.creds.owner)
                 if op.startswith("put"):
-                    client.put(name, data)
+                    client.authenticate(Role.OWNER, state.creds.owner)
+                    try:
+                        client.put(name, data)
+                    except ObjectExists:
+                        pass  # committed before the cut: the check below reads it back
                     if client.get(name) != data:
                         tally.loss(f"{what}: repeated put reads back altered")
                     state.objects[name] = data
                 elif op == "delete":
+                    client.authenticate(Role.CUSTODIAN, state.creds.custodian)
                     try:
                         client.delete(name)
                     except ObjectNotFound:
                         pass
                     state.objects.pop(name, None)
                 else:
+                    client.authenticate(Role.CUSTODIAN, state.creds.custodian)
                     client.factory_reset()
                     state.owned = False
                     state.objects = {}

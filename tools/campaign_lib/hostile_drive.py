@@ -7,18 +7,24 @@ Each trial makes one of them lie, in one of these ways:
   ``bad-digest`` (set data changed, the recorded digest kept), ``lying-digest`` (set data
   changed and the digest made to match), ``size-lie`` (the recorded size made huge),
   ``foreign-set`` (another domain's set under this set's name), ``foreign-only`` (another
-  domain's set under its own name, and that set asked for), ``forged-share`` (a share
-  value changed and sealed again with the custodian's key, as an insider could),
-  ``swapped-share`` (another drive's sealed share);
+  domain's set under its own name, and that set asked for), ``forged-share`` (an
+  insider custodian, who knows only their own passphrase, replaces the drive's share and
+  domain record with a self-consistent 1-of-1 split of a secret of their own, sealed with
+  their own key), ``swapped-share`` (another drive's sealed share);
 - on its line, through a stand-in on a pty of its own between host and drive
   (:class:`LyingLine`), after a random number of honest replies: ``oversized`` (every
   reply becomes a frame far over the maximum), ``endless`` (an unending stream of bytes),
-  ``silent`` (no more replies), ``noise`` (an oversized frame before every honest reply);
+  ``silent`` (no more replies), ``noise`` (an oversized frame before every honest reply),
+  ``weak-costs`` (every HELLO announces Argon2id costs below the host's floor, as an
+  impostor fishing for a passphrase proof cheap to attack would: the host must name the
+  drive and send it nothing derived from the passphrase, so no AUTH_BEGIN may pass);
 - ``dead``: the drive loses power in the middle of the operation.
 
 The host then restores the set into the slot (set lies, line lies) or rebuilds the domain
-secret (share lies), from all three drives or sometimes from the liar alone (or the liar and
-one other for shares). It must restore every key exactly, or fail with a clear error that
+secret (share lies and ``weak-costs``), from all three drives or sometimes from the liar
+alone (or the liar and one other for shares). In this scenario the host's Argon2id floor
+is one step above the campaign's cheapest costs, which the domain uses, so that a drive
+can announce less. It must restore every key exactly, or fail with a clear error that
 names the lying drive; it must never restore a key that differs from the original, never
 accept a tampered copy, never rebuild a wrong secret. Anything else is counted ``lost``
 (keys or secret wrong, tampered copy accepted) or ``unclear`` (traceback, hang, the liar
@@ -27,6 +33,7 @@ not named).
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import hashlib
 import os
@@ -38,10 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
 from sealkeep import shamir
 from sealkeep.backupset import backup, set_object_name
 from sealkeep.client import DriveClient
 from sealkeep.domain import (
+    DOMAIN_OBJECT,
     SHARE_OBJECT,
     DriveGroup,
     create_domain,
@@ -49,17 +58,18 @@ from sealkeep.domain import (
     rebuild,
     share_aad,
 )
-from sealkeep.domainrecord import pack_sealed_share, unpack_sealed_share
+from sealkeep.domainrecord import DomainRecord, Member, pack_sealed_share
 from sealkeep.emulator import Emulator
-from sealkeep.hsm import HsmSession, domain_id_from_secret
-from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share, unseal_share
+from sealkeep.hsm import HsmSession, domain_id_from_secret, new_domain_secret
+from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share
 from sealkeep.pins import Passphrases
-from sealkeep.protocol import framing
+from sealkeep.protocol import framing, messages
 from sealkeep.restore import restore_set
 from sealkeep.transport import open_transport
 
 from . import hsmfarm
 from .common import Ctx, Tally, guarded
+from .hostile_host import wire_of
 
 HEADER = 40
 TIMEOUT = 1.0
@@ -73,9 +83,14 @@ FLASH_LIES = (
     "forged-share",
     "swapped-share",
 )
-LINE_LIES = ("oversized", "endless", "silent", "noise")
+LINE_LIES = ("oversized", "endless", "silent", "noise", "weak-costs")
 KINDS = (*FLASH_LIES, *LINE_LIES, "dead")
-SHARE_LIES = ("forged-share", "swapped-share")
+SHARE_LIES = ("forged-share", "swapped-share", "weak-costs")
+# The domain's Argon2id costs and the host's floor in this scenario; a weak-costs drive
+# announces WEAK, under the floor (the smallest memory Argon2id takes is 8 KiB).
+DOMAIN_KDF = {"SEALKEEP_KDF_MEMORY_KIB": "16", "SEALKEEP_KDF_TIME": "1"}
+FLOOR = "m=16,t=1"
+WEAK = {1: 1, 2: 8, 3: 1}
 
 
 # --- a lying line ---------------------------------------------------------------------------
@@ -100,6 +115,8 @@ class LyingLine:
         self.to_host = bytearray()
         self.to_drive = bytearray()
         self.partial = bytearray()  # a reply frame not yet complete
+        self.asked = bytearray()  # a request frame not yet complete
+        self.auth_begins = 0  # AUTH_BEGINs the host sent through this line
         self.stop_r, self.stop_w = os.pipe()
         self.thread = threading.Thread(target=self._run, name="lying-line", daemon=True)
         self.thread.start()
@@ -115,6 +132,18 @@ class LyingLine:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _from_host(self, data: bytes) -> None:
+        self.to_drive += data
+        self.asked += data
+        while True:
+            end = self.asked.find(b"\x00")
+            if end < 0:
+                return
+            frame = _decoded(bytes(self.asked[:end]))
+            del self.asked[: end + 1]
+            if frame is not None and frame[1] == messages.AUTH_BEGIN:
+                self.auth_begins += 1
+
     def _from_drive(self, data: bytes) -> None:
         self.partial += data
         while True:
@@ -123,7 +152,9 @@ class LyingLine:
                 return
             frame = bytes(self.partial[: end + 1])
             del self.partial[: end + 1]
-            if not self.lying:
+            if self.mode == "weak-costs":
+                self.to_host += _weakened(frame)
+            elif not self.lying:
                 self.replies += 1
                 self.to_host += frame
             elif self.mode == "oversized":
@@ -155,7 +186,7 @@ class LyingLine:
                 except OSError:
                     data = b""
                 if fd == self.master:
-                    self.to_drive += data
+                    self._from_host(data)
                 else:
                     self._from_drive(data)
             for fd in writable:
@@ -167,6 +198,31 @@ class LyingLine:
                 except OSError:
                     n = len(buf)  # nobody there: forget it
                 del buf[:n]
+
+
+def _decoded(encoded: bytes) -> bytes | None:
+    """A frame without its COBS encoding and CRC (header, body, MAC), or None if damaged."""
+    try:
+        raw = framing.cobs_decode(encoded)
+    except Exception:
+        return None
+    if len(raw) < framing.HEADER_LEN + framing.CRC_LEN:
+        return None
+    body, crc = raw[: -framing.CRC_LEN], raw[-framing.CRC_LEN :]
+    if (binascii.crc32(body) & 0xFFFFFFFF).to_bytes(4, "little") != crc:
+        return None
+    return body
+
+
+def _weakened(frame: bytes) -> bytes:
+    """A HELLO_R with Argon2id costs under the floor (the CRC made good); others as they are."""
+    raw = _decoded(frame[:-1])
+    if raw is None or raw[1] != messages.HELLO_R:
+        return frame
+    fields = cbor2.loads(raw[framing.HEADER_LEN :])
+    if isinstance(fields, dict) and isinstance(fields.get(9), dict):
+        fields[9] = dict(WEAK)
+    return wire_of(raw[: framing.HEADER_LEN] + cbor2.dumps(fields))
 
 
 # --- the rig --------------------------------------------------------------------------------
@@ -231,7 +287,27 @@ def _make(ctx: Ctx) -> Rig:
     )
 
 
+@contextlib.contextmanager
+def _costs() -> Iterator[None]:
+    """The domain's costs and the host's floor of this scenario, the campaign's afterwards."""
+    saved = {name: os.environ.get(name) for name in (*DOMAIN_KDF, "SEALKEEP_KDF_FLOOR")}
+    os.environ.update(DOMAIN_KDF, SEALKEEP_KDF_FLOOR=FLOOR)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run(ctx: Ctx, trials: int) -> Tally:
+    with _costs():
+        return _run(ctx, trials)
+
+
+def _run(ctx: Ctx, trials: int) -> Tally:
     tally = Tally("hostile_drive")
     rig = _make(ctx)
     try:
@@ -288,47 +364,50 @@ def _tampered(rig: Rig, kind: str, liar: int, ctx: Ctx) -> Iterator[None]:
         donor = rig.flash((liar + 1) % 3) / SHARE_OBJECT
         change(obj / SHARE_OBJECT, donor.read_bytes())
     elif kind == "forged-share":
-        change(obj / SHARE_OBJECT, _forged_share(rig, liar, ctx))
+        share, record = _insider_split(rig, liar)
+        change(obj / SHARE_OBJECT, share)
+        change(obj / DOMAIN_OBJECT, record)
     try:
         yield
     finally:
+        resized = False
         for path, data in saved.items():
             if data is None:
                 path.unlink()
             else:
+                resized |= path.stat().st_size != len(data)
                 _rewrite(path, data)
+        if resized:  # the drive may hold the object open for READ, its old size with it
+            rig.emulator.restart(liar)
 
 
-def _forged_share(rig: Rig, liar: int, ctx: Ctx) -> bytes:
-    """The liar's share with a changed value, sealed again by someone who knows its
-    custodian's passphrase; sometimes with its own check value made to agree."""
+def _stored(data: bytes) -> bytes:
+    """An object file as a drive keeps it: SHA-256, size, data."""
+    return hashlib.sha256(data).digest() + len(data).to_bytes(8, "big") + data
+
+
+def _insider_split(rig: Rig, liar: int) -> tuple[bytes, bytes]:
+    """The liar's share and domain objects as an insider custodian (who knows only their
+    own passphrase) would write them: a self-consistent 1-of-1 split of a secret of their
+    own, with a domain record signed by it, sealed with their own key."""
     drive = rig.emulator.drives[liar]
-    stored = (drive.flash / "obj" / SHARE_OBJECT).read_bytes()
-    # The drive's state is sealed under its device key: its salt and costs come from HELLO.
     with DriveClient(open_transport(drive.port), timeout=5.0) as client:
         hello = client.hello()
-    assert hello.salt is not None and hello.kdf is not None
+    assert hello.salt is not None and hello.kdf is not None and hello.domain is not None
     params = KdfParams.from_map(hello.salt, hello.kdf)
     keys = derive_custodian_keys(rig.passes.existing(drive.serial), params)
-    aad = share_aad(rig.domain_id, drive.serial)
-    share, record_sealed = unpack_sealed_share(unseal_share(keys, stored[HEADER:], aad))
-    value = bytearray(share.value)
-    value[ctx.rng.randrange(len(value))] ^= 1 + ctx.rng.randrange(255)
-    record = share.share_set
-    if ctx.rng.random() < 0.5:
-        checks = list(record.checks)
-        checks[share.index - 1] = shamir.share_check_value(record.set_id, share.index, bytes(value))
-        record = shamir.ShareSet(
-            record.set_id,
-            record.threshold,
-            record.count,
-            tuple(checks),
-            record.secret_check,
-            record.tag,
-        )
-    forged = pack_sealed_share(shamir.Share(share.index, bytes(value), record), record_sealed)
-    sealed = seal_share(keys, forged, aad)
-    return hashlib.sha256(sealed).digest() + len(sealed).to_bytes(8, "big") + sealed
+    own = new_domain_secret()
+    (share,) = shamir.split(own, 1, 1)
+    record = DomainRecord(
+        hello.domain,
+        1,
+        (Member(hello.serial, params, hello.identity),),
+        0,
+        share.share_set.set_id,
+    ).signed(own)
+    aad = share_aad(hello.domain, hello.serial)
+    sealed = seal_share(keys, pack_sealed_share(share, record), aad)
+    return _stored(sealed), _stored(record.encode())
 
 
 # --- one trial ------------------------------------------------------------------------------
@@ -365,6 +444,11 @@ def _trial(ctx: Ctx, tally: Tally, rig: Rig, kind: str, liar: int) -> None:
             if timer is not None:
                 timer.start()
             _restore(tally, rig, [ports[i] for i in chosen], kind, serial, ports[liar])
+    if line is not None and kind == "weak-costs" and line.auth_begins:
+        tally.loss(
+            f"drive {serial} announced Argon2id costs under the floor and was still sent "
+            f"{line.auth_begins} AUTH_BEGIN(s) derived from its custodian's passphrase"
+        )
     if timer is not None:
         timer.cancel()
         timer.join()
