@@ -1,26 +1,36 @@
 """Scenario 4, a hostile host on the drive's line.
 
-The attacker sees every frame of a legitimate owner's session (it is on the cable) and
-sends its own. Each trial runs some of these attacks against one drive holding canary
-objects:
+The attacker sees every frame of a legitimate session (it is on the cable) and sends its
+own. Each trial runs some of these attacks against one drive holding canary objects (and a
+second drive, kept blank, for claims):
 
-- ``replay``: a DELETE the owner sent is sent again, in the same session or in a later one;
-- ``reorder``: two MACed DELETEs of one session arrive in the wrong order;
+- ``replay``: a DELETE the custodian sent (only a custodian session may erase) is sent again,
+  in the same session or in a later one, after the owner put the canary back;
+- ``reorder``: two MACed custodian DELETEs of one session arrive in the wrong order;
 - ``alter``: a MACed STAT with its message id, name, sequence or MAC changed (the CRC
   recomputed, as anyone can);
-- ``stolen``: the owner's client goes away without ending its session and the attacker
-  sends DELETEs without MAC, with a random MAC, or replays the owner's AUTH_PROVE against a
-  new challenge;
-- ``guess``: wrong credentials until the drive locks the role out; the right credential is
-  then refused too, and still after a power cycle (sometimes the guessing itself is split by
-  one); afterwards the drive is factory reset with its button and claimed again;
+- ``stolen``: the custodian's client goes away without ending its session and the attacker
+  sends DELETEs without MAC, with a random MAC, or with keys of its own, and replays the
+  recorded AUTH_PROVE against a new SPAKE2 exchange;
+- ``guess``: many wrong owner or custodian credentials (sometimes split by a power cycle):
+  each is refused, the drive's announced delay grows (the campaign's back-off base is one
+  millisecond), and the drive never locks: the right credential then gets in;
 - ``claim``: CLAIM of the owned drive with the attacker's credentials, then a login with them;
-- ``nosession``: every storage command and a factory reset without a session, and the write
-  commands and a factory reset in a custodian session.
+- ``nosession``: storage commands and a factory reset without a session, and the write
+  commands in a custodian session;
+- ``owner_erase``: an owner session (a compromised host holds the owner credential) tries
+  DELETE, FACTORY_RESET and a PUT over an existing canary: all refused (PRESENCE_REQUIRED,
+  EXISTS), the canaries intact;
+- ``tap_claim``: a plain CLAIM of the blank drive is refused, then every byte of a real
+  claim of it is recorded on the line and neither credential may appear in it (nor in any
+  decoded frame); the new owner then logs in, and the custodian resets the drive to blank;
+- ``forged_error``: inside an owner session the attacker answers for the drive with an
+  unMACed ERROR LOCKED_OUT; the client must raise SessionLost and advise no reset or erase.
 
 A refusal with the expected error code is ``ok``; another code, a damaged reply or no reply
 is ``unclear``; an attack the drive carried out (a canary deleted or changed, a login or a
-claim accepted, no lockout after ten guesses) is ``lost``.
+claim accepted, the right credential refused after guesses, a credential seen on the line,
+a forged error believed) is ``lost``.
 """
 
 from __future__ import annotations
@@ -34,26 +44,43 @@ from functools import partial
 from typing import Any
 
 import cbor2
+from sealkeep.client import DriveClient, Role
 from sealkeep.emulator import Emulator
+from sealkeep.errors import SealkeepError, SessionLost
 from sealkeep.pake import HostPake
 from sealkeep.protocol import errors as codes
 from sealkeep.protocol import framing, messages, transcript
+from sealkeep.transport import open_transport
 
 from .common import (
     Creds,
     Ctx,
     RawLink,
     Tally,
+    claim,
     close_quietly,
     new_creds,
     owner_session,
 )
 
-GUESSES = 13
+GUESSES = 12
+BACKOFF_MS = 1  # the drives' back-off base: delays show after a few guesses, stay short
 REPLY_WAIT = 3.0
 CANARIES = ("keep-a", "keep-b", "temp")
-ATTACKS = ("replay", "reorder", "alter", "stolen", "guess", "claim", "nosession")
-WEIGHTS = (3, 2, 3, 2, 1, 1, 2)
+ATTACKS = (
+    "replay",
+    "reorder",
+    "alter",
+    "stolen",
+    "guess",
+    "claim",
+    "nosession",
+    "owner_erase",
+    "tap_claim",
+    "forged_error",
+)
+WEIGHTS = (3, 2, 3, 2, 1, 1, 2, 2, 1, 2)
+BLANK = 1  # the drive kept blank for claims
 
 
 class NoReply(Exception):
@@ -99,6 +126,7 @@ class Wire:
         self.serial = serial
         self.seq = secrets.randbelow(0xFFF0) + 1
         self.keys: Keys | None = None
+        self.hello: dict[int, Any] = {}  # the last HELLO_R fields
 
     def close(self) -> None:
         self.link.close()
@@ -145,7 +173,8 @@ class Wire:
         wrong credential gets the drive's own refusal); returns the AUTH_PROVE frame sent
         and the final reply."""
         self.keys = None
-        identity = bytes(self.call(messages.HELLO, {}, maced=False).fields.get(14) or b"")
+        self.hello = self.call(messages.HELLO, {}, maced=False).fields
+        identity = bytes(self.hello.get(14) or b"")
         exchange = HostPake(credential, self.serial.encode())
         r = self.call(messages.AUTH_BEGIN, {1: role, 2: exchange.message}, maced=False)
         if r.msg_id != messages.AUTH_CHALLENGE:
@@ -200,7 +229,7 @@ class Judge:
 def run(ctx: Ctx, trials: int) -> Tally:
     tally = Tally("hostile_host")
     creds = new_creds(ctx.rng)
-    emulator = ctx.emulator("hostile-host", 1)
+    emulator = ctx.emulator("hostile-host", 2, backoff_ms=BACKOFF_MS)
     try:
         model = _setup(ctx, emulator, creds)
         for t in range(trials):
@@ -247,8 +276,8 @@ def _check(
     return model
 
 
-def _wire(emulator: Emulator) -> Wire:
-    drive = emulator.drives[0]
+def _wire(emulator: Emulator, i: int = 0) -> Wire:
+    drive = emulator.drives[i]
     return Wire(drive.port, drive.serial)
 
 
@@ -387,15 +416,25 @@ def _stolen(
         attacker.close()
 
 
+def _delay(emulator: Emulator, role: int) -> int:
+    """The delay (ms) the drive announces in HELLO for role's next attempt."""
+    wire = _wire(emulator)
+    try:
+        return int(wire.call(messages.HELLO, {}, maced=False).fields.get(15 + role) or 0)
+    finally:
+        wire.close()
+
+
 def _guess(
     ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
 ) -> None:
-    """Wrong credentials, many: each refused, and the drive never locks the rightful
-    holder out (a lockout would let anyone on the line make a recovery impossible)."""
+    """Wrong credentials, many: each refused, the delay grows, and the drive never locks the
+    rightful holder out (a lockout would let anyone on the line make a recovery impossible)."""
     role = ctx.rng.choice([0, 1])
     right = creds.owner if role == 0 else creds.custodian
     who = "owner" if role == 0 else "custodian"
     split = ctx.rng.choice([None, ctx.rng.randrange(1, GUESSES)])
+    before = _delay(emulator, role)
     for attempt in range(GUESSES):
         if split is not None and attempt == split:
             emulator.kill(0, restart=True)  # the count is in flash
@@ -416,6 +455,14 @@ def _guess(
         else:
             tally.unclear_failure(f"guess {attempt + 1}: {r.describe()}")
         return
+    after = _delay(emulator, role)
+    tally.faults += 1
+    if after > before:
+        tally.ok += 1
+    else:
+        tally.unclear_failure(
+            f"after {GUESSES} wrong {who} guesses the delay is {after} ms (was {before} ms)"
+        )
     wire = _wire(emulator)
     try:
         tally.faults += 1
@@ -478,11 +525,10 @@ def _nosession(
         wire.call(messages.SESSION_END, {}, maced=False)  # whatever a previous client left
         for msg_id, body in ctx.rng.sample(STORAGE, 4):
             name = messages.NAMES[msg_id]
-            judge.refused(
-                name,
-                partial(wire.call, msg_id, body, False),
-                {codes.NOT_AUTHENTICATED},
-            )
+            allowed = {codes.NOT_AUTHENTICATED}
+            if msg_id == messages.DELETE:  # the button would allow it: asked for first
+                allowed.add(codes.PRESENCE_REQUIRED)
+            judge.refused(name, partial(wire.call, msg_id, body, False), allowed)
         judge.refused(
             "FACTORY_RESET",
             lambda: wire.call(messages.FACTORY_RESET, {}, maced=False),
@@ -498,25 +544,195 @@ def _nosession(
                 partial(wire.call, msg_id, body),
                 {codes.PERMISSION},
             )
-        # The owner (a compromised host holds its credential) adds, never erases.
+    finally:
+        wire.close()
+
+
+def _owner_erase(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    """The owner (a compromised host holds its credential) adds, never erases nor replaces."""
+    judge = Judge(tally, "in an owner session")
+    wire = _wire(emulator)
+    try:
         _, r = wire.login(0, creds.owner)
         if r.msg_id != messages.AUTH_OK:
             raise NoReply(f"the owner's own login got {r.describe()}")
-        judge = Judge(tally, "in an owner session")
+        name = ctx.rng.choice(CANARIES)
+        attempts: list[tuple[str, int, dict[int, Any], int]] = [
+            ("DELETE", messages.DELETE, {1: name}, codes.PRESENCE_REQUIRED),
+            ("FACTORY_RESET", messages.FACTORY_RESET, {}, codes.PRESENCE_REQUIRED),
+        ]
+        for data in (b"", b"overwritten", ctx.rng.randbytes(64)):
+            body = {1: name, 2: len(data), 3: hashlib.sha256(data).digest()}
+            attempts.append((f"PUT_OPEN over {name}", messages.PUT_OPEN, body, codes.EXISTS))
+        ctx.rng.shuffle(attempts)
+        for label, msg_id, body, code in attempts:
+            judge.refused(label, partial(wire.call, msg_id, body), {code})
+        # The session survives each refusal: the canary is still there to read.
         judge.refused(
-            "DELETE", lambda: wire.call(messages.DELETE, {1: "keep-a"}), {codes.PRESENCE_REQUIRED}
-        )
-        judge.refused(
-            "FACTORY_RESET",
-            lambda: wire.call(messages.FACTORY_RESET, {}),
-            {codes.PRESENCE_REQUIRED},
-        )
-        over = {1: "keep-a", 2: 3, 3: hashlib.sha256(b"abc").digest()}
-        judge.refused(
-            "PUT_OPEN over a canary", lambda: wire.call(messages.PUT_OPEN, over), {codes.EXISTS}
+            "PUT_COMMIT over a canary never opened",
+            lambda: wire.call(messages.PUT_COMMIT, {1: name}),
+            {codes.NO_PUT_OPEN, codes.EXISTS},
         )
     finally:
         wire.close()
+
+
+class Tap:
+    """A transport that records every byte each way (a tap on the cable) and, once armed,
+    answers the client's next request itself with ``forged`` (the drive never sees it)."""
+
+    def __init__(self, port: str) -> None:
+        self.inner = open_transport(port)
+        self.sent = bytearray()
+        self.heard = bytearray()
+        self.forge: Callable[[int], bytes] | None = None
+        self.queued = b""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def connect(self) -> None:
+        self.inner.connect()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def send(self, data: bytes) -> None:
+        self.sent += data
+        if self.forge is not None:
+            raw = framing.cobs_decode(bytes(data).rstrip(b"\x00"))
+            self.queued += self.forge((raw[3] << 8) | raw[4])
+            self.forge = None
+            return
+        self.inner.send(data)
+
+    def receive(self, timeout: float) -> bytes:
+        if self.queued:
+            data, self.queued = self.queued, b""
+        else:
+            data = self.inner.receive(timeout)
+        self.heard += data
+        return data
+
+    def frames(self) -> list[bytes]:
+        """Every frame each way, decoded (header, body, MAC, CRC)."""
+        out = []
+        for stream in (self.sent, self.heard):
+            for chunk in bytes(stream).split(b"\x00"):
+                if chunk:
+                    try:
+                        out.append(framing.cobs_decode(chunk))
+                    except Exception:
+                        continue
+        return out
+
+
+def _tap_claim(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    """A claim on a tapped line: the credentials never cross it in the clear."""
+    judge = Judge(tally, "claiming the blank drive")
+    mine = new_creds(ctx.rng)
+    wire = _wire(emulator, BLANK)
+    try:
+        if wire.call(messages.HELLO, {}, maced=False).fields.get(4) != messages.STATE_BLANK:
+            raise NoReply("the drive kept for claims is not blank")
+        body = {1: mine.owner, 2: mine.custodian, 3: mine.salt, 4: {1: 8}, 5: mine.domain}
+        judge.refused(
+            "a plain CLAIM outside an enrol session",
+            lambda: wire.call(messages.CLAIM, body, maced=False),
+            {codes.NOT_AUTHENTICATED},
+        )
+        if wire.call(messages.HELLO, {}, maced=False).fields.get(4) != messages.STATE_BLANK:
+            tally.loss("a plain CLAIM outside an enrol session claimed the drive")
+            return
+    finally:
+        wire.close()
+    drive = emulator.drives[BLANK]
+    tap = Tap(drive.port)
+    client = DriveClient(tap, timeout=2.0, serial_hint=drive.serial)
+    try:
+        client.connect()
+        claim(client, mine)
+        tally.faults += 1
+        seen = bytes(tap.sent) + bytes(tap.heard)
+        decoded = b"".join(tap.frames())
+        leaked = [
+            who
+            for who, cred in (("owner", mine.owner), ("custodian", mine.custodian))
+            if cred in seen or cred in decoded
+        ]
+        if leaked:
+            tally.loss(f"the {' and '.join(leaked)} credential crossed the line in a claim")
+        elif mine.salt not in decoded or mine.domain not in decoded:
+            tally.unclear_failure("the tap did not record the claim (no salt or domain seen)")
+        else:
+            tally.ok += 1
+        # The claim took: the owner gets in; the custodian puts the drive back to blank.
+        client.authenticate(Role.OWNER, mine.owner)
+        client.authenticate(Role.CUSTODIAN, mine.custodian)
+        client.factory_reset()
+    except SealkeepError as exc:
+        raise NoReply(f"the claim on a tapped line failed: {exc}") from None
+    finally:
+        close_quietly(client)
+
+
+FORGED_TEXT = "locked out"
+BAD_ADVICE = ("reset", "erase", "wipe", "factory", "locked")
+
+
+def _forged_error(
+    ctx: Ctx, tally: Tally, emulator: Emulator, creds: Creds, model: dict[str, bytes]
+) -> None:
+    """An unMACed ERROR LOCKED_OUT answers for the drive inside an owner session."""
+    drive = emulator.drives[0]
+    tap = Tap(drive.port)
+    client = DriveClient(tap, timeout=2.0, serial_hint=drive.serial, max_recoveries=0)
+    code = codes.LOCKED_OUT
+
+    def forge(seq: int) -> bytes:
+        header = bytes([framing.VERSION, messages.ERROR, 0, seq >> 8, seq & 0xFF])
+        return wire_of(header + cbor2.dumps({1: code, 2: FORGED_TEXT}))
+
+    try:
+        client.connect()
+        client.authenticate(Role.OWNER, creds.owner)
+        tap.forge = forge
+        request = ctx.rng.choice(["stat", "list", "get", "space"])
+        action: dict[str, Callable[[], Any]] = {
+            "stat": lambda: client.stat("keep-a"),
+            "list": client.list,
+            "get": lambda: client.get("keep-b"),
+            "space": client.space,
+        }
+        tally.faults += 1
+        try:
+            action[request]()
+        except SessionLost as exc:
+            told = f"{exc.describe()} {exc.hint()}".lower()
+            bad = [word for word in BAD_ADVICE if word in told]
+            if bad:
+                tally.loss(f"a forged LOCKED_OUT to {request} made the client say: {told}")
+            elif exc.code != code:
+                tally.unclear_failure(f"the forged error never reached the client: {exc}")
+            else:
+                tally.ok += 1
+        except SealkeepError as exc:
+            told = f"{exc.describe()} {exc.hint()}".lower()
+            if any(word in told for word in BAD_ADVICE):
+                tally.loss(f"a forged LOCKED_OUT to {request} was believed: {exc}")
+            else:
+                tally.unclear_failure(
+                    f"a forged LOCKED_OUT to {request}: {type(exc).__name__} instead of "
+                    f"SessionLost: {exc}"
+                )
+        else:
+            tally.loss(f"a forged LOCKED_OUT to {request} was not noticed")
+    finally:
+        close_quietly(client)
 
 
 _ATTACK = {
@@ -527,4 +743,7 @@ _ATTACK = {
     "guess": _guess,
     "claim": _claim,
     "nosession": _nosession,
+    "owner_erase": _owner_erase,
+    "tap_claim": _tap_claim,
+    "forged_error": _forged_error,
 }
