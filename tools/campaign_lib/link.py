@@ -4,7 +4,9 @@ is OPS_PER_TRIAL operations, each under a fault of its own).
 
 Every put or get either completes byte-exact (checked with SHA-256 over a clean link
 afterwards) or fails with a SealkeepError. A failed put leaves the old object (or none)
-in place, never a mix; a get that reports success returns exactly what was stored.
+in place, never a mix; a get that reports success returns exactly what was stored. A put
+adds a new object (an owner never replaces one); when every name is taken, a custodian
+session deletes one first, over a clean link.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
+from sealkeep.client import Role
 from sealkeep.emulator import Emulator
 from sealkeep.relay import Direction, Fault, FaultKind, RelayPort
 
 from .common import (
     Ctx,
     Tally,
+    client_for,
     close_quietly,
     guarded,
     new_creds,
@@ -96,14 +100,31 @@ def run(ctx: Ctx, trials: int) -> Tally:
     return tally
 
 
+def _make_room(ctx: Ctx, emulator: Emulator, creds: Any, model: dict[str, bytes]) -> str:
+    """Delete one stored object in a custodian session; returns its name."""
+    name = ctx.rng.choice(sorted(model))
+    client = client_for(emulator, 0, 3.0)
+    try:
+        client.authenticate(Role.CUSTODIAN, creds.custodian)
+        client.delete(name)
+        client.end_session()
+    finally:
+        close_quietly(client)
+    model.pop(name)
+    return name
+
+
 def _trial(ctx: Ctx, tally: Tally, emulator: Emulator, creds: Any, model: dict[str, bytes]) -> None:
     rng = ctx.rng
     port = emulator.link(0)
     port.clear_faults()
+    reading = bool(model) and rng.random() < 0.35
+    free = [n for n in NAMES if n not in model]
+    if not reading and not free:
+        free = [_make_room(ctx, emulator, creds, model)]
     client = owner_session(emulator, 0, creds, TIMEOUT)
     try:
-        reading = bool(model) and rng.random() < 0.35
-        name = rng.choice(sorted(model)) if reading else rng.choice(NAMES)
+        name = rng.choice(sorted(model)) if reading else rng.choice(free)
         data = model[name] if reading else rng.randbytes(rng.choice(SIZES))
         before = port.stats()
         what, timers = _arm(ctx, port, len(data))
