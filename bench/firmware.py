@@ -8,7 +8,7 @@ Prints:
     and, as a stress case, with the whole firmware and the link's buffers: milliseconds
     per verification (goal <= 2000), the heap the verifier's code takes, and the heap one
     verification allocates (collector off), against what the heap has free
-  - session crypto on the unix port in a 64 KiB heap, alone and beside the firmware as a
+  - session crypto on the unix port in the drives' 96 KiB heap, alone and beside the firmware as a
     drive has it when a session starts (fw.link): a drive's share of one session start
     (SPAKE2 respond + Ed25519 sign of the transcript), a claim's material(), the import of
     the two modules; the heap their code takes and the free heap respond + sign need; and
@@ -207,9 +207,9 @@ RP2040_SLOWDOWN = (100, 200)
 def measure_session_crypto(
     image: fw.FirmwareImage, rounds: int, work: Path, load: str | None
 ) -> dict[str, Any]:
-    """A drive's share of one session start (pake.respond + ed25519.sign) in a 64 KiB heap,
-    alone or after ``from fw import LOAD``, checked against the host's side, and a claim's
-    pake.material()."""
+    """A drive's share of one session start (pake.respond + ed25519.sign) in the drives'
+    96 KiB heap, alone or after ``from fw import LOAD``, checked against the host's side,
+    and a claim's pake.material()."""
     flash = work / f"session-{load}"
     fw.write_slot(flash, image)
     serial = "SK-BENCH0001"
@@ -231,7 +231,7 @@ def measure_session_crypto(
     )
     env = dict(os.environ, SEALKEEP_FLASH=str(flash))
     proc = subprocess.run(
-        [find_micropython(), "-X", "heapsize=64K", str(script)],
+        [find_micropython(), "-X", f"heapsize={DRIVE_HEAP}", str(script)],
         capture_output=True,
         text=True,
         env=env,
@@ -464,7 +464,7 @@ def main() -> int:
                 f"{linked['heap_free_before']} bytes free before they loaded"
             )
         print(
-            "session crypto on the unix port, 64 KiB heap: a drive's share of a session start "
+            "session crypto on the unix port, 96 KiB heap: a drive's share of a session start "
             f"(respond + sign) {alone['ms_respond_and_sign']} ms (respond {alone['ms_respond']}, "
             f"sign {alone['ms_sign']}), import of both modules {alone['ms_import']} ms; "
             f"material() {alone['ms_material']} ms; their code takes {alone['heap_code']} bytes "
