@@ -101,15 +101,16 @@ from .hsm_base import (
 from .hsm_keys import (
     MANIFEST_KEY_TEMPLATE,
     SET_KEY_TEMPLATE,
+    DomainKeyValues,
     SessionKeys,
     SetCarrier,
     SetKey,
     domain_key_template,
-    domain_key_values,
+    hierarchy_1_wrap_key_template,
+    owner_key_template,
     probe_protections,
-    set_key_wrap_value,
 )
-from .hsm_raw import RawError, RawModule
+from .hsm_raw import RawError, RawModule, RawTemplate
 from .hsm_sets import SetContents
 from .manifest import Attributes, AttrValue, TokenInfo
 
@@ -649,66 +650,47 @@ class HsmSession(SetContents):
     def _create_domain_keys(
         self, secret: bytes | bytearray, hierarchy: int, created: list[Any]
     ) -> tuple[Any, Any | None, Any]:
-        """(wrap key, seal key or None, owner key), each appended to ``created`` as made."""
+        """(wrap key, seal key or None, owner key), each appended to ``created`` as made.
+
+        Every value goes to ``C_CreateObject`` straight from :class:`DomainKeyValues`' buffer
+        or a view into ``secret``: python-pkcs11 would pack each into a bytes object first.
+        """
         domain_id = domain_id_from_secret(secret)
-        locked = {
-            A.CLASS: ObjectClass.SECRET_KEY,
-            A.TOKEN: True,
-            A.PRIVATE: True,
-            A.SENSITIVE: True,
-            A.EXTRACTABLE: False,
-            A.ID: domain_id,
-            A.ENCRYPT: False,
-            A.DECRYPT: False,
-            A.SIGN: False,
-            A.VERIFY: False,
-            A.WRAP: False,
-            A.UNWRAP: False,
-            A.DERIVE: False,
-        }
-        if hierarchy == HIERARCHY_SHARED_KEK:
-            wrap_value, owner_value = split_domain_secret(secret)
-            wrap_key = self.session.create_object(
-                {
-                    **locked,
-                    A.KEY_TYPE: KeyType.AES,
-                    A.LABEL: DOMAIN_WRAP_LABEL,
-                    A.VALUE: wrap_value,
-                    A.WRAP: True,
-                    A.UNWRAP: True,
-                    A.MODIFIABLE: False,
-                }
-            )
-            created.append(wrap_key)
-            seal_key = None
-        else:
-            wrap_value, seal_value, owner_value = domain_key_values(secret)
-            raw = self._direct()
-            handle = int(self.session.handle)
-            keys = []
-            for label, value, forced in (
-                (DOMAIN_WRAP_LABEL, wrap_value, SET_KEY_TEMPLATE),
-                (DOMAIN_SEAL_LABEL, seal_value, MANIFEST_KEY_TEMPLATE),
-            ):
-                made = raw.create_object(
-                    handle, domain_key_template(label, domain_id, value, forced)
+        raw = self._direct()
+        handle = int(self.session.handle)
+
+        def create(label: str, key_type: KeyType, template: RawTemplate) -> Any:
+            made = raw.create_object(handle, template)
+            found = {A.TOKEN: True, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label}
+            created.append(_ListedObject(self.session, made, {**found, A.ID: domain_id}))
+            return created[-1]
+
+        with DomainKeyValues(secret, hierarchy) as values:
+            if values.seal is None:
+                wrap_key = create(
+                    DOMAIN_WRAP_LABEL,
+                    KeyType.AES,
+                    hierarchy_1_wrap_key_template(DOMAIN_WRAP_LABEL, domain_id, values.wrap),
                 )
-                template = {A.TOKEN: True, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label}
-                keys.append(_ListedObject(self.session, made, {**template, A.ID: domain_id}))
-                created.append(keys[-1])
-            wrap_key, seal_key = keys
-        owner_key = self.session.create_object(
-            {
-                **locked,
-                A.KEY_TYPE: KeyType.GENERIC_SECRET,
-                A.LABEL: DOMAIN_OWNER_LABEL,
-                A.VALUE: owner_value,
-                A.SIGN: True,
-                A.COPYABLE: hierarchy == HIERARCHY_SHARED_KEK,
-                A.MODIFIABLE: False,
-            }
-        )
-        created.append(owner_key)
+                seal_key = None
+            else:
+                wrap_key, seal_key = (
+                    create(label, KeyType.AES, domain_key_template(label, domain_id, value, forced))
+                    for label, value, forced in (
+                        (DOMAIN_WRAP_LABEL, values.wrap, SET_KEY_TEMPLATE),
+                        (DOMAIN_SEAL_LABEL, values.seal, MANIFEST_KEY_TEMPLATE),
+                    )
+                )
+            owner_key = create(
+                DOMAIN_OWNER_LABEL,
+                KeyType.GENERIC_SECRET,
+                owner_key_template(
+                    DOMAIN_OWNER_LABEL,
+                    domain_id,
+                    values.owner_root,
+                    copyable=hierarchy == HIERARCHY_SHARED_KEK,
+                ),
+            )
         return wrap_key, seal_key, owner_key
 
     def remove_domain(self) -> None:
@@ -812,9 +794,12 @@ class HsmSession(SetContents):
         if hierarchy is None:
             self.require_domain()
             raise AssertionError("unreachable")
-        old_wrap = set_key_wrap_value(old_secret, hierarchy)
         try:
-            return SetCarrier(self._session_keys(), old_wrap, new_secret)
+            with (
+                DomainKeyValues(old_secret, hierarchy) as old,
+                DomainKeyValues(new_secret) as new,
+            ):
+                return SetCarrier(self._session_keys(), old, new)
         except PKCS11Error as exc:
             raise DomainError(f"cannot load the domain keys into {self.where}: {exc!r}") from None
 

@@ -356,11 +356,13 @@ def new_domain_secret() -> bytearray:
     return secret
 
 
-def split_domain_secret(secret: bytes | bytearray) -> tuple[bytes, bytes]:
-    """(AES wrap key, HMAC owner root) of a domain secret."""
+def split_domain_secret(secret: bytes | bytearray) -> tuple[memoryview, memoryview]:
+    """(first half, owner root) of a domain secret: views into it, never copies. The first
+    half is the wrap key of hierarchy 1 and the key material of hierarchy 2's domain keys."""
     if len(secret) != DOMAIN_SECRET_LEN:
         raise DomainError(f"a domain secret has {DOMAIN_SECRET_LEN} bytes, not {len(secret)}")
-    return bytes(secret[:DOMAIN_KEY_LEN]), bytes(secret[DOMAIN_KEY_LEN:])
+    view = memoryview(secret)
+    return view[:DOMAIN_KEY_LEN], view[DOMAIN_KEY_LEN:]
 
 
 def owner_root_hmac(secret: bytes | bytearray, message: bytes) -> bytes:

@@ -102,25 +102,46 @@ RESTORED_KEY_TEMPLATE: dict[int, RawValue] = _flags(SENSITIVE=True)
 restored key is no more exposed than it was before the backup."""
 
 
-def domain_key_values(secret: bytes | bytearray) -> tuple[bytes, bytes, bytes]:
-    """(wrap key, seal key, owner root) of hierarchy 2, from the 64-byte domain secret."""
-    first, owner_root = split_domain_secret(secret)
-    return _hkdf(first, SET_KEY_WRAP_INFO), _hkdf(first, MANIFEST_KEY_WRAP_INFO), owner_root
+class DomainKeyValues:
+    """The values of a domain's keys, derived from its secret into one buffer of this object's
+    own, which :meth:`close` zeroes: no immutable copy of a key value is made on the way to
+    the HSM (``C_CreateObject`` reads the buffer in place, see ``hsm_raw.PackedTemplate``).
+
+    ``wrap`` wraps set KEKs, ``seal`` the manifest keys (hierarchy 2: HKDF of the secret's
+    first half under distinct labels; hierarchy 1 has no seal key and wraps with the first
+    half itself), ``owner_root`` is the secret's second half (a view into the secret).
+    """
+
+    def __init__(self, secret: bytes | bytearray, hierarchy: int = HIERARCHY_PER_PURPOSE) -> None:
+        first, self.owner_root = split_domain_secret(secret)
+        self._buffer = bytearray(2 * DOMAIN_KEY_LEN)
+        view = memoryview(self._buffer)
+        self.wrap: memoryview = view[:DOMAIN_KEY_LEN]
+        self.seal: memoryview | None = view[DOMAIN_KEY_LEN:]
+        if hierarchy == HIERARCHY_SHARED_KEK:
+            self.wrap = first
+            self.seal = None
+        else:
+            _hkdf_into(first, SET_KEY_WRAP_INFO, self.wrap)
+            _hkdf_into(first, MANIFEST_KEY_WRAP_INFO, view[DOMAIN_KEY_LEN:])
+
+    def close(self) -> None:
+        self._buffer[:] = bytes(len(self._buffer))
+
+    def __enter__(self) -> DomainKeyValues:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def set_key_wrap_value(secret: bytes | bytearray, hierarchy: int) -> bytes:
-    """The value of the key that wraps set KEKs in a domain of ``hierarchy``."""
-    if hierarchy == HIERARCHY_SHARED_KEK:
-        return split_domain_secret(secret)[0]
-    return domain_key_values(secret)[0]
-
-
-def _hkdf(key: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=DOMAIN_KEY_LEN, salt=None, info=info).derive(key)
+def _hkdf_into(key: memoryview, info: bytes, out: memoryview) -> None:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=len(out), salt=None, info=info)
+    hkdf.derive_into(key, out)
 
 
 def domain_key_template(
-    label: str, domain_id: bytes, value: bytes, forced: RawTemplate
+    label: str, domain_id: bytes, value: bytes | memoryview, forced: RawTemplate
 ) -> RawTemplate:
     """A domain wrap or seal key: a token object that wraps and unwraps, forcing ``forced``."""
     return _modifiable_last(
@@ -139,8 +160,48 @@ def domain_key_template(
     )
 
 
+def hierarchy_1_wrap_key_template(
+    label: str, domain_id: bytes, value: bytes | memoryview
+) -> RawTemplate:
+    """The one domain key of hierarchy 1 (made only to test upgrades): wraps and unwraps,
+    with no unwrap template."""
+    return _modifiable_last(
+        {
+            **_AES_SECRET,
+            int(A.TOKEN): True,
+            int(A.PRIVATE): True,
+            int(A.LABEL): label,
+            int(A.ID): domain_id,
+            int(A.VALUE): value,
+            **_NO_USE,
+            **_flags(WRAP=True, UNWRAP=True),
+            **_flags(SENSITIVE=True, EXTRACTABLE=False, MODIFIABLE=False),
+        }
+    )
+
+
+def owner_key_template(
+    label: str, domain_id: bytes, value: bytes | memoryview, *, copyable: bool
+) -> RawTemplate:
+    """The domain's owner key: a generic secret that signs (HMAC) and does nothing else."""
+    return _modifiable_last(
+        {
+            int(A.CLASS): int(ObjectClass.SECRET_KEY),
+            int(A.KEY_TYPE): int(KeyType.GENERIC_SECRET),
+            int(A.TOKEN): True,
+            int(A.PRIVATE): True,
+            int(A.LABEL): label,
+            int(A.ID): domain_id,
+            int(A.VALUE): value,
+            **_NO_USE,
+            **_flags(SIGN=True),
+            **_flags(SENSITIVE=True, EXTRACTABLE=False, COPYABLE=copyable, MODIFIABLE=False),
+        }
+    )
+
+
 def transient_wrap_key(
-    value: bytes, *, wrap: bool, unwrap: bool, label: str = "sealkeep-ceremony"
+    value: bytes | memoryview, *, wrap: bool, unwrap: bool, label: str = "sealkeep-ceremony"
 ) -> dict[int, RawValue]:
     """A session-only AES key for a ceremony (re-share), seen by this process alone."""
     return _modifiable_last(
@@ -243,16 +304,17 @@ class SetCarrier:
     key leaves the HSM. :meth:`close` destroys the session keys.
     """
 
-    def __init__(self, keys: SessionKeys, old_wrap: bytes, new_secret: bytes | bytearray) -> None:
+    def __init__(self, keys: SessionKeys, old: DomainKeyValues, new: DomainKeyValues) -> None:
         self.keys = keys
-        new_wrap, new_seal, _ = domain_key_values(new_secret)
         raw, session = keys.raw, keys.session
         self._made: list[int] = []
+        if new.seal is None:
+            raise DomainError("sets are only ever carried into a domain of the current hierarchy")
         try:
             for value, wrap, unwrap in (
-                (old_wrap, False, True),
-                (new_wrap, True, False),
-                (new_seal, True, False),
+                (old.wrap, False, True),
+                (new.wrap, True, False),
+                (new.seal, True, False),
             ):
                 template = transient_wrap_key(value, wrap=wrap, unwrap=unwrap)
                 self._made.append(raw.create_object(session, template))

@@ -88,7 +88,7 @@ _BYTES = ctypes.c_char_p
 CKA_UNWRAP_TEMPLATE = 0x40000212
 """CKF_ARRAY_ATTRIBUTE | 0x212: its value is an array of CK_ATTRIBUTE."""
 
-RawValue: TypeAlias = "bool | int | bytes | str | Mapping[int, RawValue]"
+RawValue: TypeAlias = "bool | int | bytes | bytearray | memoryview | str | Mapping[int, RawValue]"
 """An attribute value to pack: CK_BBOOL, CK_ULONG, bytes, UTF-8 text, or a nested template."""
 
 RawTemplate: TypeAlias = Mapping[int, RawValue]
@@ -157,15 +157,31 @@ class PackedTemplate:
                 array[i].pValue = ctypes.addressof(inner)
                 array[i].ulValueLen = len(value) * ctypes.sizeof(CkAttribute)
                 continue
-            data = _pack_value(value)
-            buffer = ctypes.create_string_buffer(data, max(1, len(data)))
+            buffer = _in_place(value)
+            if buffer is None:
+                data = _pack_value(value)
+                buffer = ctypes.create_string_buffer(data, max(1, len(data)))
+                length = len(data)
+            else:
+                length = ctypes.sizeof(buffer)
             self._keep.append(buffer)
             array[i].pValue = ctypes.addressof(buffer)
-            array[i].ulValueLen = len(data)
+            array[i].ulValueLen = length
         return array
 
 
-def _pack_value(value: bool | int | bytes | str) -> bytes:
+def _in_place(value: object) -> Any:
+    """A ctypes view of a writable buffer's own bytes, or None: a key value passed as a
+    bytearray, or a memoryview into one, reaches the module with no copy made here."""
+    if not isinstance(value, bytearray | memoryview):
+        return None
+    view = memoryview(value)
+    if view.readonly or not view.c_contiguous or not view.nbytes:
+        return None
+    return (ctypes.c_char * view.nbytes).from_buffer(view)
+
+
+def _pack_value(value: bool | int | bytes | bytearray | memoryview | str) -> bytes:
     if isinstance(value, bool):
         return b"\x01" if value else b"\x00"
     if isinstance(value, int):
