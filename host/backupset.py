@@ -41,7 +41,7 @@ from .errors import (
     SealkeepError,
 )
 from .hsm import HsmError, HsmSession, ObjectInfo
-from .hsm_base import HIERARCHY_SHARED_KEK
+from .hsm_base import HIERARCHY_SHARED_KEK, class_name
 from .manifest import ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
 
@@ -142,6 +142,11 @@ class BackupResult:
     def name(self) -> str:
         return set_object_name(self.set_id)
 
+    @property
+    def incomplete(self) -> bool:
+        """Objects left out that no policy of the token explains (it refused to wrap them)."""
+        return any(s.refused for s in self.skipped)
+
     def to_json(self) -> dict[str, object]:
         return {
             "set_id": self.set_id.hex(),
@@ -150,8 +155,16 @@ class BackupResult:
             "token": self.token,
             "keys": self.keys,
             "skipped": [
-                {"label": s.label, "id": s.id.hex(), "reason": s.reason} for s in self.skipped
+                {
+                    "class": class_name(s.object_class),
+                    "label": s.label,
+                    "id": s.id.hex(),
+                    "reason": s.reason,
+                    "refused": s.refused,
+                }
+                for s in self.skipped
             ],
+            "incomplete": self.incomplete,
             "bytes": self.size,
             "sha256": self.digest.hex(),
             "drives": [d.to_json() for d in self.drives],
@@ -302,7 +315,7 @@ def backup(
             f"warning: {session.where} holds its domain under the old key hierarchy, where a "
             "PIN holder can read the keys of its sets; re-share the domain to upgrade it"
         )
-    objects = session.objects()
+    objects = session.check_wrapping(session.objects())
     if on_plan is not None:
         on_plan(objects)
     candidates = [o for o in objects if o.exportable and not o.is_domain_key]

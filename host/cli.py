@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Exit codes: 0 done, 1 failed, 2 bad usage or input file, 3 a drive is "
             "unreachable, 4 authentication refused, 5 a drive refused to store, 6 integrity "
-            "check failed, 7 protocol error, 130 interrupted."
+            "check failed, 7 protocol error, 8 done but incomplete (what was left out is listed), "
+            "130 interrupted."
         ),
     )
     parser.add_argument("--version", action="version", version=f"sealkeep {__version__}")

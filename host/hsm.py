@@ -421,7 +421,8 @@ class HsmSession(SetContents):
         return _ListedObject(self.session, handle, template)
 
     def objects(self) -> list[ObjectInfo]:
-        """The secret, private and public keys and certificates of the slot."""
+        """Every token object of the slot: keys, certificates and data objects with what is
+        captured of them, objects of other classes with their class and label."""
         try:
             result = self._objects_direct()
         except RawError:
@@ -445,9 +446,15 @@ class HsmSession(SetContents):
                 object_class = ObjectClass(value) if value is not None else None
             except ValueError:
                 continue
-            if object_class not in CAPTURE:
+            if object_class is None:
                 continue
-            if object_class != ObjectClass.SECRET_KEY:
+            if object_class not in CAPTURE:
+                # Listed, so that nothing in the slot goes unmentioned; never backed up.
+                attrs = {
+                    int(A.CLASS): int(object_class),
+                    **self._decode(raw.read(handle, obj, (int(A.LABEL),))),
+                }
+            elif object_class != ObjectClass.SECRET_KEY:
                 types = tuple(int(a) for a in CAPTURE[object_class])
                 attrs = self._decode(raw.read(handle, obj, types))
             exportable, reason = _exportability(attrs)

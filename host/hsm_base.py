@@ -68,12 +68,14 @@ BACKUP_CLASSES = (
     ObjectClass.PRIVATE_KEY,
     ObjectClass.PUBLIC_KEY,
     ObjectClass.CERTIFICATE,
+    ObjectClass.DATA,
 )
 CLASS_NAMES = {
     ObjectClass.SECRET_KEY: "secret key",
     ObjectClass.PRIVATE_KEY: "private key",
     ObjectClass.PUBLIC_KEY: "public key",
     ObjectClass.CERTIFICATE: "certificate",
+    ObjectClass.DATA: "data object",
 }
 
 A = Attribute
@@ -108,6 +110,8 @@ CAPTURE: dict[ObjectClass, tuple[Attribute, ...]] = {
         "SERIAL_NUMBER VALUE URL HASH_OF_SUBJECT_PUBLIC_KEY HASH_OF_ISSUER_PUBLIC_KEY "
         "START_DATE END_DATE"
     ),
+    # A data object's value is no key: it travels inside the sealed manifest.
+    ObjectClass.DATA: _attrs(_COMMON + "APPLICATION OBJECT_ID VALUE"),
 }
 
 # What is replayed when an object is recreated (besides CLASS, KEY_TYPE and TOKEN). Read-only
@@ -133,6 +137,7 @@ REPLAY: dict[ObjectClass, tuple[Attribute, ...]] = {
         "LABEL ID PRIVATE CERTIFICATE_TYPE CERTIFICATE_CATEGORY SUBJECT ISSUER SERIAL_NUMBER "
         "VALUE URL HASH_OF_SUBJECT_PUBLIC_KEY HASH_OF_ISSUER_PUBLIC_KEY START_DATE END_DATE"
     ),
+    ObjectClass.DATA: _attrs("LABEL PRIVATE APPLICATION OBJECT_ID VALUE"),
 }
 # Replayed only when they differ from the PKCS#11 default, so a token that does not know
 # them (they arrived in v2.40) is not handed them needlessly. TRUSTED can only be set by the
@@ -443,6 +448,8 @@ class ObjectInfo:
     exportable: bool
     reason: str | None
     handle: Any = field(default=None, repr=False, compare=False)
+    refused: bool = False
+    """Marked extractable, yet the token will not wrap it: a loss no policy explains."""
 
     @property
     def object_class(self) -> int:
@@ -478,7 +485,10 @@ class ObjectInfo:
 
     @property
     def is_domain_key(self) -> bool:
-        """One of the backup domain's own keys (never in a set: the shares keep it)."""
+        """One of the backup domain's own objects (never in a set: the shares keep the keys,
+        and the marker names the domain the slot holds)."""
+        if self.object_class == ObjectClass.DATA:
+            return self.label == DOMAIN_MARKER_LABEL
         return self.needs_wrap and self.label in DOMAIN_LABELS
 
     @property
@@ -495,6 +505,7 @@ class ObjectInfo:
             "id": self.id_hex,
             "backup": self.exportable,
             "reason": self.reason,
+            "refused": self.refused,
         }
 
 
@@ -522,6 +533,9 @@ class RestoreOutcome:
     status: str
     detail: str = ""
     proof: Proof | None = None
+    not_taken: tuple[str, ...] = ()
+    """Attributes the set records that the restored object does not have as recorded
+    (``"CHECK_VALUE"``, ``"VALUE_LEN 32 -> 0"``): the target HSM did not keep them."""
 
     @property
     def ok(self) -> bool:
@@ -539,6 +553,7 @@ class RestoreOutcome:
             "detail": self.detail,
             "proof": self.proof.method if self.proof else None,
             "proven": self.proof.ok if self.proof else None,
+            "not_taken": list(self.not_taken),
         }
 
 
@@ -606,7 +621,8 @@ class _ListedObject(pkcs11.types.Key):
 
 
 def _python_class(obj: Any) -> ObjectClass | None:
-    """The class of a python-pkcs11 object, when it is one sealkeep backs up."""
+    """The class of a python-pkcs11 object, when it is one sealkeep backs up (python-pkcs11
+    has no class of its own for data objects: such a plain ``Object`` is asked its class)."""
     for python_class, object_class in (
         (pkcs11.SecretKey, ObjectClass.SECRET_KEY),
         (pkcs11.PrivateKey, ObjectClass.PRIVATE_KEY),
@@ -615,6 +631,11 @@ def _python_class(obj: Any) -> ObjectClass | None:
     ):
         if isinstance(obj, python_class):
             return object_class
+    try:
+        if obj[A.CLASS] == ObjectClass.DATA:
+            return ObjectClass.DATA
+    except (PKCS11Error, KeyError, ValueError):
+        pass
     return None
 
 
@@ -631,6 +652,12 @@ def _exportability(attrs: Attributes) -> tuple[bool, str | None]:
     object_class = _int(attrs, A.CLASS)
     if object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
         return True, None
+    if object_class == ObjectClass.DATA:
+        if _str(attrs, A.LABEL) == DOMAIN_MARKER_LABEL:
+            return False, "backup domain marker (names the domain this slot holds)"
+        return True, None
+    if object_class not in CAPTURE:
+        return False, f"sealkeep does not back up {class_name(object_class or 0)} objects"
     if _str(attrs, A.LABEL) in DOMAIN_LABELS:
         return False, "backup domain key (kept by the custodians' shares, not in sets)"
     if _bool(attrs, A.EXTRACTABLE) is not True:
@@ -640,6 +667,32 @@ def _exportability(attrs: Attributes) -> tuple[bool, str | None]:
     if _int(attrs, A.KEY_TYPE) is None:
         return False, "key type unknown"
     return True, None
+
+
+def attributes_not_taken(recorded: Attributes, now: Attributes) -> tuple[str, ...]:
+    """What of ``recorded`` (a set's entry) the restored object (``now``) does not hold as
+    recorded: absent ones by name, changed ones as ``NAME old -> new`` (flags and numbers)."""
+    missing = []
+    for kind, value in recorded.items():
+        if kind == A.CLASS or now.get(kind) == value:
+            continue
+        try:
+            name = Attribute(kind).name
+        except ValueError:
+            name = f"0x{kind:x}"
+        if now.get(kind) in (None, b"", ""):
+            missing.append(name)
+        elif isinstance(value, bool | int) and isinstance(now[kind], bool | int):
+            missing.append(f"{name} {_shown(value)} -> {_shown(now[kind])}")
+        else:
+            missing.append(f"{name} (another value)")
+    return tuple(missing)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def replay_template(attrs: Attributes) -> dict[Attribute, Any]:

@@ -80,7 +80,7 @@ def _use(operation: Callable[[], Any]) -> bytes:
 
 def _prove(obj: Any, entry: KeyEntry, kek: SetKey | None, public: Attributes | None) -> Proof:
     attrs = entry.attributes
-    if entry.object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
+    if entry.object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE, ObjectClass.DATA):
         names = [a for a in (A.VALUE, A.MODULUS, A.PUBLIC_EXPONENT, A.EC_POINT) if int(a) in attrs]
         back = _read(obj, names)
         for name in names:

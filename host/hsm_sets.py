@@ -7,11 +7,15 @@ recreating entries in a slot, each proven by use.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 from pkcs11 import (
     DEFAULT,
+    Attribute,
     KeyType,
+    MechanismFlag,
     ObjectClass,
 )
 from pkcs11.exceptions import PKCS11Error
@@ -25,6 +29,8 @@ from .hsm_base import (
     RestoreOutcome,
     _error_name,
     _ident,
+    _read,
+    attributes_not_taken,
     replay_template,
 )
 from .hsm_keys import (
@@ -35,7 +41,16 @@ from .hsm_proof import (
 )
 from .manifest import Attributes, KeyEntry, SkippedEntry
 
-# --- module and session -------------------------------------------------------------------
+# SENSITIVE is made true on purpose (a restored key is never more readable than it left).
+_NOT_COMPARED = frozenset({int(A.SENSITIVE)})
+
+
+def _known_attribute(kind: int) -> bool:
+    try:
+        Attribute(kind)
+    except ValueError:
+        return False
+    return True
 
 
 class SetContents:
@@ -71,7 +86,9 @@ class SetContents:
                 pass
             elif not item.exportable:
                 skipped.append(
-                    SkippedEntry(item.object_class, item.label, item.id, item.reason or "")
+                    SkippedEntry(
+                        item.object_class, item.label, item.id, item.reason or "", item.refused
+                    )
                 )
             elif item.needs_wrap:
                 try:
@@ -83,6 +100,7 @@ class SetContents:
                             item.label,
                             item.id,
                             f"the HSM refused to wrap it ({_error_name(exc)})",
+                            refused=True,
                         )
                     )
             else:
@@ -90,6 +108,50 @@ class SetContents:
             if progress is not None:
                 progress(done, len(items))
         return entries, skipped
+
+    def check_wrapping(self, objects: Sequence[ObjectInfo]) -> list[ObjectInfo]:
+        """``objects``, with those the token will not wrap marked so (not exportable, refused).
+
+        The token is asked, not guessed at: one key of each class and type is wrapped under a
+        throwaway session key (sensitive, never extractable, destroyed at once) with the
+        mechanism a set uses. SoftHSM2, for one, marks Ed25519 keys extractable and refuses
+        to wrap them.
+        """
+        verdicts: dict[tuple[int, int | None], str | None] = {}
+        candidates = [o for o in objects if o.exportable and o.needs_wrap and not o.is_domain_key]
+        if not candidates:
+            return list(objects)
+        candidate_ids = {id(o) for o in candidates}
+        throwaway = self.session.generate_key(
+            KeyType.AES,
+            256,
+            store=False,
+            capabilities=MechanismFlag.WRAP,
+            template={A.SENSITIVE: True, A.EXTRACTABLE: False, A.LABEL: "sealkeep-wrap-check"},
+        )
+        try:
+            for item in candidates:
+                kind = (item.object_class, item.key_type)
+                if kind in verdicts:
+                    continue
+                try:
+                    throwaway.wrap_key(item.handle, mechanism=WRAP_MECHANISM)
+                    verdicts[kind] = None
+                except PKCS11Error as exc:
+                    verdicts[kind] = (
+                        f"the HSM will not wrap a {item.type_name} {item.class_name} "
+                        f"({_error_name(exc)})"
+                    )
+        finally:
+            with suppress(PKCS11Error):
+                throwaway.destroy()
+        checked = []
+        for item in objects:
+            refusal = verdicts.get((item.object_class, item.key_type))
+            if id(item) in candidate_ids and refusal is not None:
+                item = replace(item, exportable=False, reason=refusal, refused=True)
+            checked.append(item)
+        return checked
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -147,7 +209,18 @@ class SetContents:
             return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
         present.add(ident)
         public = publics.get((entry.key_type, entry.id))
-        return outcome("restored", proof=self.prove(obj, entry, kek, public))
+        proof = self.prove(obj, entry, kek, public)
+        recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
+        now = _read(obj, [Attribute(k) for k in recorded if _known_attribute(k)])
+        return RestoreOutcome(
+            entry.object_class,
+            entry.key_type,
+            entry.label,
+            entry.id,
+            "restored",
+            proof=proof,
+            not_taken=attributes_not_taken(recorded, now),
+        )
 
     def _recreate(self, kek: SetKey, entry: KeyEntry) -> Any:
         object_class = ObjectClass(entry.object_class)

@@ -194,14 +194,27 @@ class SkippedEntry:
     label: str
     id: bytes
     reason: str
+    refused: bool = False
+    """The token refused an object it marks extractable (not a loss its policy explains)."""
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"class": self.object_class, "label": self.label, "id": self.id, "why": self.reason}
+        body: dict[str, Any] = {
+            "class": self.object_class,
+            "label": self.label,
+            "id": self.id,
+            "why": self.reason,
+        }
+        if self.refused:
+            body["refused"] = True
+        return body
 
     @classmethod
     def from_cbor(cls, obj: object) -> SkippedEntry:
         m = _map(obj, "skipped entry")
-        return cls(_int(m, "class"), _str(m, "label"), _bytes(m, "id"), _str(m, "why"))
+        refused = m.get("refused", False)
+        if not isinstance(refused, bool):
+            raise ManifestError("a skipped entry has a bad refused flag")
+        return cls(_int(m, "class"), _str(m, "label"), _bytes(m, "id"), _str(m, "why"), refused)
 
 
 @dataclass(frozen=True)

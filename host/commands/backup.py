@@ -8,7 +8,8 @@ from collections import Counter
 
 from .. import ui
 from ..backupset import BackupResult, backup
-from ..hsm import ObjectInfo
+from ..errors import EXIT_INCOMPLETE
+from ..hsm import ObjectInfo, class_name
 from . import add_json_option
 from .domain import add_drive_options, note, open_drives
 from .slots import add_slot_options, load_module, open_slot
@@ -55,12 +56,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def report_plan(objects: list[ObjectInfo], human: bool) -> None:
     chosen = [o for o in objects if o.exportable and not o.is_domain_key]
-    left = [o for o in objects if not o.exportable and not o.is_domain_key]
-    for obj in left:
-        note(
-            f"warning: not backed up: {obj.label or '(no label)'} ({obj.class_name}, "
-            f"{obj.type_name}, id {obj.id_hex or '-'}): {obj.reason}"
-        )
     if human:
         counts = Counter(o.class_name for o in chosen)
         summary = ", ".join(f"{n} {name}{'s' if n > 1 else ''}" for name, n in counts.items())
@@ -79,8 +74,22 @@ def print_result(result: BackupResult) -> None:
         for d in result.drives
     ]
     ui.print_table(["SERIAL", "PORT", "BYTES", "SHA-256", "VERIFIED"], rows)
-    if result.skipped:
-        print(f"{len(result.skipped)} object(s) not backed up (listed above)")
+    if not result.skipped:
+        return
+    print(f"{len(result.skipped)} object(s) not backed up:")
+    ui.print_table(
+        ["CLASS", "LABEL", "ID", "WHY"],
+        [
+            [class_name(s.object_class), s.label or "-", s.id.hex() or "-", s.reason]
+            for s in result.skipped
+        ],
+    )
+    refused = [s for s in result.skipped if s.refused]
+    if refused:
+        print(
+            f"incomplete: the HSM refused {len(refused)} object(s) it marks extractable; "
+            "they are not in this set (exit code 8)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,4 +115,4 @@ def run(args: argparse.Namespace) -> int:
         ui.print_json(result.to_json())
     else:
         print_result(result)
-    return 0
+    return EXIT_INCOMPLETE if result.incomplete else 0

@@ -1,4 +1,8 @@
-"""``sealkeep keys --slot N``: the objects of a slot and whether each can be backed up."""
+"""``sealkeep keys --slot N``: the objects of a slot and whether each can be backed up.
+
+"yes" is the token's answer, not a guess from the flags: one key of each class and type is
+test-wrapped under a throwaway key (see ``HsmSession.check_wrapping``).
+"""
 
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
     with open_slot(hsm, args.slot, args) as session:
-        objects = session.objects()
+        objects = session.check_wrapping(session.objects())
         domain = session.domain_id()
         if args.json:
             ui.print_json(

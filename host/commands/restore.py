@@ -65,6 +65,14 @@ def print_result(result: RestoreResult) -> None:
         f"{result.count('present')} already present, {len(result.failed)} failed; "
         f"{result.seconds:.2f} s"
     )
+    changed = [o for o in result.outcomes if o.status == "restored" and o.not_taken]
+    if changed:
+        print("attributes the target HSM did not keep as the set records them:")
+        for o in changed:
+            print(
+                f"  {o.label or '-'} ({class_name(o.object_class)}, id {o.id.hex() or '-'}): "
+                + ", ".join(o.not_taken)
+            )
     if result.skipped_at_backup:
         names = ", ".join(f"{s.label or s.id.hex()} ({s.reason})" for s in result.skipped_at_backup)
         print(f"not in the set (left out at backup): {names}")

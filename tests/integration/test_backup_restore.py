@@ -116,7 +116,8 @@ def domain5(
             progress=seen,
             on_plan=lambda objects: planned.append(len(objects)),
         )
-        assert made.keys == IN_SET and planned == [IN_SET + 1 + 3]  # and the three domain keys
+        # and the domain: three keys and the marker
+        assert made.keys == IN_SET and planned == [IN_SET + 1 + 4]
         assert [s.label for s in made.skipped] == ["aes-local"]
         assert "not extractable" in made.skipped[0].reason
         assert progress == {d.serial: made.size for d in emulator.drives}

@@ -151,12 +151,10 @@ def test_direct_listing_reads_what_python_pkcs11_reads(
         direct = session._objects_direct()
         through_pkcs11 = session._objects_pkcs11()
         assert rows(direct) == rows(through_pkcs11)
-        assert len(direct) == 8  # the samples and the big certificate; no data object
+        assert len(direct) == 9  # the samples, the big certificate and the data object
         cert = next(o for o in direct if o.label == "big-cert")
         assert cert.attributes[Attribute.VALUE] == big
-        assert session.present_keys() == {
-            (o.object_class, o.label, o.id) for o in through_pkcs11
-        } | {(ObjectClass.DATA, "data", b"")}
+        assert session.present_keys() == {(o.object_class, o.label, o.id) for o in through_pkcs11}
 
 
 def test_listed_objects_can_be_used_and_destroyed(
@@ -224,7 +222,11 @@ def test_domain_import_and_owner_credentials(hsm: Hsm, tokens: dict[str, SoftHsm
             assert one == owner_credential_from_secret(SECRET, "DRIVE-1")
             assert one != session.owner_credential("DRIVE-2")
             # The domain keys (wrap, seal, owner) are in the slot, never exportable.
-            domain_objects = [o for o in session.objects() if o.label.startswith("sealkeep-")]
+            domain_objects = [
+                o
+                for o in session.objects()
+                if o.label.startswith("sealkeep-") and o.object_class == ObjectClass.SECRET_KEY
+            ]
             assert len(domain_objects) == 3
             assert all(not o.exportable and "domain" in (o.reason or "") for o in domain_objects)
             for obj in domain_objects:

@@ -1,0 +1,239 @@
+"""Every object of a slot is backed up or reported, by label and id, with why not.
+
+The command line in a subprocess, a real SoftHSM2 token and emulated drives: a data object
+travels in the sealed manifest and comes back with its value; an Ed25519 key SoftHSM2 marks
+extractable but will not wrap is "no" in ``keys``, listed in the plain backup output and
+makes the backup exit 8; restore names the attributes the target did not keep.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
+from sealkeep.hsm import Hsm
+
+if TYPE_CHECKING:
+    from conftest import StartDrives
+    from hsm_fixtures import SoftHsmFarm, SoftHsmToken
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["hsm_fixtures"]
+
+ED25519_PARAMS = bytes.fromhex("06032b6570")  # DER of the OID 1.3.101.112
+EXIT_INCOMPLETE = 8
+
+
+def run(
+    farm: SoftHsmFarm, tmp: Path, *args: str, code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
+    env.pop("SEALKEEP_PIN", None)
+    pin_file = tmp / "pin"
+    pin_file.write_text("user-pin-1234\n")
+    pin_file.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "sealkeep", *args, "--pin-file", str(pin_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def add_data_object(session: Any, label: str, value: bytes) -> None:
+    session.session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.LABEL: label,
+            Attribute.APPLICATION: "payments-config",
+            Attribute.VALUE: value,
+        }
+    )
+
+
+def add_ed25519_key(session: Any, label: str) -> None:
+    session.session.generate_keypair(
+        KeyType.EC_EDWARDS,
+        public_template={
+            Attribute.EC_PARAMS: ED25519_PARAMS,
+            Attribute.LABEL: label,
+            Attribute.ID: b"\xed",
+            Attribute.TOKEN: True,
+            Attribute.VERIFY: True,
+        },
+        private_template={
+            Attribute.LABEL: label,
+            Attribute.ID: b"\xed",
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: True,
+            Attribute.SIGN: True,
+        },
+        mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+    )
+
+
+def data_values(session: Any) -> dict[str, bytes]:
+    found = session.session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True})
+    return {
+        obj[Attribute.LABEL]: bytes(obj[Attribute.VALUE])
+        for obj in found
+        if obj[Attribute.LABEL] != "sealkeep-domain"
+    }
+
+
+@pytest.fixture
+def domain(
+    softhsm: SoftHsmFarm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    tmp_path: Path,
+) -> tuple[str, str]:
+    """(slot, drives spec) of a slot holding a domain over three emulated drives."""
+    emulator = emulated_drives(3)
+    custodians = tmp_path / "custodians"
+    custodians.write_text(
+        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
+    )
+    custodians.chmod(0o600)
+    slot = str(tokens["source"].slot_id)
+    drives = f"@{emulator.drives_file}"
+    run(softhsm, tmp_path, "domain", "create", "--slot", slot, "--drives", drives,
+        "--passphrases", str(custodians), "--json")  # fmt: skip
+    return slot, drives
+
+
+def test_data_objects_are_backed_up_and_restored_with_their_value(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    domain: tuple[str, str],
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    slot, drives = domain
+    token = tokens["source"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        make_sample_keys(session)
+        add_data_object(session, "routing-table", b"\x00config v7\xff" * 40)
+    keys = json.loads(run(softhsm, tmp_path, "keys", "--slot", slot, "--json").stdout)
+    listed = {o["label"]: o for o in keys["objects"]}
+    assert listed["routing-table"]["class"] == "data object"
+    assert listed["routing-table"]["backup"] is True
+    assert listed["sealkeep-domain"]["domain_key"] is True
+
+    made = json.loads(
+        run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives, "--json").stdout
+    )
+    assert made["keys"] == 7 and made["incomplete"] is False
+    with hsm.open(token.slot_id, token.pin) as session:
+        for obj in session.session.get_objects({Attribute.LABEL: "routing-table"}):
+            obj.destroy()
+        assert "routing-table" not in data_values(session)
+
+    restored = run(softhsm, tmp_path, "restore", "--set", made["set_id"], "--slot", slot,
+                   "--drives", drives, "--key", "routing-table")  # fmt: skip
+    assert "routing-table" in restored.stdout and "1 restored and proven" in restored.stdout
+    with hsm.open(token.slot_id, token.pin) as session:
+        assert data_values(session) == {"routing-table": b"\x00config v7\xff" * 40}
+
+
+def test_a_key_the_token_will_not_wrap_is_named_and_the_backup_is_incomplete(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    domain: tuple[str, str],
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    slot, drives = domain
+    token = tokens["source"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        make_sample_keys(session)
+        add_ed25519_key(session, "signer-ed")
+    keys = json.loads(run(softhsm, tmp_path, "keys", "--slot", slot, "--json").stdout)
+    private = next(
+        o for o in keys["objects"] if o["label"] == "signer-ed" and o["class"] == "private key"
+    )
+    assert private["backup"] is False and private["refused"] is True
+    assert "will not wrap" in private["reason"]
+    table = run(softhsm, tmp_path, "keys", "--slot", slot).stdout
+    row = next(line for line in table.splitlines() if "signer-ed" in line and "private" in line)
+    assert "yes" not in row.split()
+
+    plain = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives,
+                code=EXIT_INCOMPLETE)  # fmt: skip
+    listed = [line for line in plain.stdout.splitlines() if "signer-ed" in line]
+    assert listed and "ed" in listed[0] and "will not wrap" in listed[0]  # label, id, why
+    assert "aes-local" in plain.stdout  # the expected loss is listed too
+    assert "incomplete" in plain.stdout and "listed above" not in plain.stdout
+
+    as_json = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives, "--json",
+                  code=EXIT_INCOMPLETE)  # fmt: skip
+    made = json.loads(as_json.stdout)
+    refused = {s["label"]: s["refused"] for s in made["skipped"]}
+    assert refused == {"signer-ed": True, "aes-local": False} and made["incomplete"] is True
+
+
+def test_only_expected_losses_exit_zero(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    domain: tuple[str, str],
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    slot, drives = domain
+    token = tokens["source"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        make_sample_keys(session)  # one of them, aes-local, is not extractable
+    plain = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives)
+    line = next(line for line in plain.stdout.splitlines() if "aes-local" in line)
+    assert "not extractable" in line and "incomplete" not in plain.stdout
+
+
+def test_restore_names_the_attributes_the_target_did_not_keep(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    domain: tuple[str, str],
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    slot, drives = domain
+    token = tokens["source"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        make_sample_keys(session)
+    made = json.loads(
+        run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives, "--json").stdout
+    )
+    with hsm.open(token.slot_id, token.pin) as session:
+        for obj in session.session.get_objects({Attribute.LABEL: "aes-data"}):
+            obj.destroy()
+    restore = ["restore", "--set", made["set_id"], "--slot", slot, "--drives", drives]
+    result = json.loads(run(softhsm, tmp_path, *restore, "--key", "aes-data", "--json").stdout)
+    [outcome] = [o for o in result["keys"] if o["status"] == "restored"]
+    # SoftHSM2 2.6.1: an unwrapped AES key reads VALUE_LEN 0 and has no CHECK_VALUE, and
+    # LOCAL is never true for a key that did not begin in this token.
+    assert "CHECK_VALUE" in outcome["not_taken"]
+    assert "LOCAL true -> false" in outcome["not_taken"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        for obj in session.session.get_objects({Attribute.LABEL: "aes-data"}):
+            obj.destroy()
+    plain = run(softhsm, tmp_path, *restore, "--key", "aes-data").stdout
+    assert "did not keep" in plain and "CHECK_VALUE" in plain
