@@ -522,8 +522,10 @@ class Proof:
 class RestoreOutcome:
     """What happened to one entry of a set on restore.
 
-    ``status`` is ``"restored"``, ``"present"`` (same class, label and id already in the
-    slot; left alone) or ``"failed"`` (``detail`` says why).
+    ``status`` is ``"restored"``, ``"present"`` (the same object already in the slot, or
+    one nothing can tell from it; left alone), ``"different"`` (another object with the same
+    class, label and id; left alone), ``"replaced"`` (that other object destroyed, the set's
+    restored) or ``"failed"``; ``detail`` says why.
     """
 
     object_class: int
@@ -541,7 +543,7 @@ class RestoreOutcome:
     def ok(self) -> bool:
         if self.status == "present":
             return True
-        return self.status == "restored" and self.proof is not None and self.proof.ok
+        return self.status in ("restored", "replaced") and self.proof is not None and self.proof.ok
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -162,13 +162,17 @@ class SetContents:
         *,
         labels: Collection[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        replace: bool = False,
     ) -> list[RestoreOutcome]:
         """Recreate the entries (or those whose label is in ``labels``) in this slot.
 
         Secret and private keys are unwrapped with their attributes replayed; public keys and
-        certificates are recreated from their attributes. An object whose class, label and
-        id are already present is reported as ``"present"`` and not duplicated. Each
-        restored object is proven by use (see :meth:`prove`).
+        certificates are recreated from their attributes. Each restored object is proven by
+        use (see :meth:`prove`). An object whose class, label and id are already in the slot
+        is compared with the set by the same proofs: ``"present"`` when it is the same (or
+        nothing can tell them apart: the detail says so), ``"different"`` when its material
+        is another; with ``replace`` a different one is destroyed and the set's restored in
+        its place (``"replaced"``).
         """
         present = self.present_keys()
         publics = {
@@ -183,7 +187,7 @@ class SetContents:
         )
         outcomes = []
         for done, entry in enumerate(chosen, 1):
-            outcomes.append(self._restore_one(kek, entry, present, publics))
+            outcomes.append(self._restore_one(kek, entry, present, publics, replace))
             if progress is not None:
                 progress(done, len(chosen))
         return outcomes
@@ -194,6 +198,7 @@ class SetContents:
         entry: KeyEntry,
         present: set[tuple[int, str, bytes]],
         publics: dict[tuple[int | None, bytes], Attributes],
+        replace: bool = False,
     ) -> RestoreOutcome:
         def outcome(status: str, detail: str = "", proof: Proof | None = None) -> RestoreOutcome:
             return RestoreOutcome(
@@ -201,14 +206,29 @@ class SetContents:
             )
 
         ident = _ident(entry.attributes)
+        public = publics.get((entry.key_type, entry.id))
+        status = "restored"
         if ident in present:
-            return outcome("present", "an object of that class, label and id is in the slot")
+            existing = self._present_object(entry)
+            verdict, detail = self._compare(existing, entry, kek, public)
+            if verdict != "different":
+                return outcome("present", detail)
+            if not replace:
+                return outcome(
+                    "different",
+                    f"the slot holds another object with this class, label and id ({detail}); "
+                    "restore with --replace to put the set's in its place",
+                )
+            try:
+                existing.destroy()
+            except PKCS11Error as exc:
+                return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
+            status = "replaced"
         try:
             obj = self._recreate(kek, entry)
         except (PKCS11Error, ValueError) as exc:
             return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
         present.add(ident)
-        public = publics.get((entry.key_type, entry.id))
         proof = self.prove(obj, entry, kek, public)
         recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
         now = _read(obj, [Attribute(k) for k in recorded if _known_attribute(k)])
@@ -217,9 +237,43 @@ class SetContents:
             entry.key_type,
             entry.label,
             entry.id,
-            "restored",
+            status,
             proof=proof,
             not_taken=attributes_not_taken(recorded, now),
+        )
+
+    def _present_object(self, entry: KeyEntry) -> Any:
+        """The token object with the entry's class, label and id (the first, if several)."""
+        template: dict[Attribute, Any] = {
+            A.TOKEN: True,
+            A.CLASS: ObjectClass(entry.object_class),
+            A.LABEL: entry.label,
+        }
+        if entry.id:
+            template[A.ID] = entry.id
+        for obj in self.session.get_objects(template):
+            return obj
+        return None
+
+    def _compare(
+        self, existing: Any, entry: KeyEntry, kek: SetKey, public: Attributes | None
+    ) -> tuple[str, str]:
+        """("same" | "different" | "unknown", why): the present object against the entry,
+        by the proofs a restore makes; only those that tell two keys apart count (an AES
+        key encrypting and decrypting its own data says nothing about which key it is)."""
+        if existing is None:
+            return "unknown", "an object of that class, label and id is in the slot"
+        proof = self.prove(existing, entry, kek, public)
+        if not proof.ok and proof.method not in ("none", "error"):
+            return "different", proof.detail
+        telling = set(proof.method.split(" + ")) - {"none", "error"}
+        if entry.key_type == KeyType.AES:
+            telling.discard("encrypt/decrypt")
+        if proof.ok and telling:
+            return "same", f"the slot holds the same object (compared by {' + '.join(telling)})"
+        return "unknown", (
+            "an object of that class, label and id is in the slot; nothing sealkeep can "
+            f"check tells whether it is the set's ({proof.detail or 'no check applies'})"
         )
 
     def _recreate(self, kek: SetKey, entry: KeyEntry) -> Any:

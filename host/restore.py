@@ -26,7 +26,7 @@ from .domain import (
     login_domain_drives,
     short,
 )
-from .errors import EXIT_INTEGRITY, SealkeepError
+from .errors import EXIT_INCOMPLETE, EXIT_INTEGRITY, SealkeepError
 from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey
 from .manifest import Manifest, ManifestError
 from .pins import InputError
@@ -40,6 +40,13 @@ class RestoreFailed(SealkeepError):
     """Some keys could not be restored or proven."""
 
     exit_code = EXIT_INTEGRITY
+
+
+class RestoreIncomplete(SealkeepError):
+    """Everything else restored, but the slot holds other objects under some of the set's
+    names: left alone, the set's not restored (``--replace`` puts them in place)."""
+
+    exit_code = EXIT_INCOMPLETE
 
 
 @dataclass
@@ -136,7 +143,9 @@ class RestoreResult:
             "source": {"serial": self.source, "address": self.source_address},
             "fallbacks": [p.to_json() for p in self.attempts],
             "restored": self.count("restored"),
+            "replaced": self.count("replaced"),
             "present": self.count("present"),
+            "different": self.count("different"),
             "failed": len(self.failed),
             "keys": [o.to_json() for o in self.outcomes],
             "not_in_set": [
@@ -166,8 +175,10 @@ def restore_set(
     *,
     progress: Callable[[int, int], None] | None = None,
     note: Note = _quiet,
+    replace: bool = False,
 ) -> RestoreResult:
-    """Restore the set (or the keys with ``labels``) into ``session``'s slot."""
+    """Restore the set (or the keys with ``labels``) into ``session``'s slot; ``replace``
+    puts the set's object in place of a different one with the same class, label and id."""
     started = time.monotonic()
     fetched = fetch_set(session, drives, reference, note)
     try:
@@ -175,7 +186,11 @@ def restore_set(
         if labels:
             check_labels(opened, labels)
         outcomes = session.restore(
-            fetched.kek, opened.entries, labels=set(labels) if labels else None, progress=progress
+            fetched.kek,
+            opened.entries,
+            labels=set(labels) if labels else None,
+            progress=progress,
+            replace=replace,
         )
     finally:
         with suppress(Exception):
@@ -203,8 +218,13 @@ def why(outcome: RestoreOutcome) -> str:
     return outcome.detail
 
 
-def restore_failure(result: RestoreResult) -> RestoreFailed:
+def restore_failure(result: RestoreResult) -> SealkeepError:
     names = "; ".join(f"{o.label or o.id.hex()}: {why(o)}" for o in result.failed)
+    if all(o.status == "different" for o in result.failed):
+        return RestoreIncomplete(
+            f"{len(result.failed)} object(s) of set {result.set_id} not restored: the slot "
+            f"holds other objects under their class, label and id: {names}"
+        )
     return RestoreFailed(
         f"{len(result.failed)} object(s) of set {result.set_id} were not restored or not "
         f"proven: {names}"

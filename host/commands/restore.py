@@ -37,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="LABEL",
         help="restore only the objects with this label (repeat for several)",
     )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help=(
+            "where the slot holds another object with the same class, label and id (its "
+            "material differs from the set's), destroy it and restore the set's in its place"
+        ),
+    )
     add_drive_options(p)
     add_json_option(p)
     p.set_defaults(run=run)
@@ -53,7 +61,7 @@ def print_result(result: RestoreResult) -> None:
                 key_type_name(o.key_type) if o.key_type is not None else "-",
                 o.label or "-",
                 o.id.hex() or "-",
-                proof if o.status == "restored" else "-",
+                proof if o.status in ("restored", "replaced") else "-",
                 status,
             ]
         )
@@ -62,7 +70,14 @@ def print_result(result: RestoreResult) -> None:
     print(
         f"set {result.set_id}{label} from drive {result.source} into slot {result.slot_id} "
         f"(token {result.token!r}): {result.count('restored')} restored and proven, "
-        f"{result.count('present')} already present, {len(result.failed)} failed; "
+        + (f"{result.count('replaced')} replaced, " if result.count("replaced") else "")
+        + f"{result.count('present')} already present, "
+        + (
+            f"{result.count('different')} present but different, "
+            if result.count("different")
+            else ""
+        )
+        + f"{sum(1 for o in result.failed if o.status != 'different')} failed; "
         f"{result.seconds:.2f} s"
     )
     changed = [o for o in result.outcomes if o.status == "restored" and o.not_taken]
@@ -81,7 +96,9 @@ def print_result(result: RestoreResult) -> None:
 def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
     with open_slot(hsm, args.slot, args) as session, open_drives(args) as group:
-        result = restore_set(session, group.drives, args.set, args.key, note=note)
+        result = restore_set(
+            session, group.drives, args.set, args.key, note=note, replace=args.replace
+        )
     for attempt in result.attempts:
         note(f"warning: {attempt.drive}: {attempt.reason}")
     if args.json:

@@ -237,3 +237,63 @@ def test_restore_names_the_attributes_the_target_did_not_keep(
             obj.destroy()
     plain = run(softhsm, tmp_path, *restore, "--key", "aes-data").stdout
     assert "did not keep" in plain and "CHECK_VALUE" in plain
+
+
+def add_hmac_key(session: Any, label: str) -> None:
+    session.session.generate_key(
+        KeyType.GENERIC_SECRET,
+        256,
+        label=label,
+        id=b"\x01",
+        store=True,
+        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True, Attribute.SIGN: True},
+    )
+
+
+def hmac_of(session: Any, label: str) -> bytes:
+    key = session.session.get_key(label=label, key_type=KeyType.GENERIC_SECRET)
+    return bytes(key.sign(b"probe", mechanism=Mechanism.SHA256_HMAC))
+
+
+def test_a_different_key_under_the_same_name_is_not_called_present(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    domain: tuple[str, str],
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    slot, drives = domain
+    token = tokens["source"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        make_sample_keys(session)
+        add_hmac_key(session, "hmac1")
+        original = hmac_of(session, "hmac1")
+    made = json.loads(
+        run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives, "--json").stdout
+    )
+    restore = ["restore", "--set", made["set_id"], "--slot", slot, "--drives", drives]
+
+    # The very same keys: present, compared and found the same.
+    same = json.loads(run(softhsm, tmp_path, *restore, "--json").stdout)
+    assert {o["status"] for o in same["keys"]} == {"present"} and same["different"] == 0
+    hmac1 = next(o for o in same["keys"] if o["label"] == "hmac1")
+    assert "same object" in hmac1["detail"] and "value check" in hmac1["detail"]
+
+    with hsm.open(token.slot_id, token.pin) as session:
+        session.session.get_key(label="hmac1", key_type=KeyType.GENERIC_SECRET).destroy()
+        add_hmac_key(session, "hmac1")  # same class, label and id; another value
+        impostor = hmac_of(session, "hmac1")
+    assert impostor != original
+    refused = run(softhsm, tmp_path, *restore, "--key", "hmac1", code=EXIT_INCOMPLETE)
+    assert "present but different" in refused.stdout and "--replace" in refused.stderr
+    assert "1 already present" not in refused.stdout
+    with hsm.open(token.slot_id, token.pin) as session:
+        assert hmac_of(session, "hmac1") == impostor  # left alone
+
+    replaced = run(softhsm, tmp_path, *restore, "--key", "hmac1", "--replace")
+    assert "1 replaced" in replaced.stdout
+    with hsm.open(token.slot_id, token.pin) as session:
+        assert hmac_of(session, "hmac1") == original
+        keys = session.session.get_objects({Attribute.LABEL: "hmac1"})
+        assert len(list(keys)) == 1
