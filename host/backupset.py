@@ -137,6 +137,8 @@ class BackupResult:
     drives: list[DriveWrite]
     seconds: float
     timings: dict[str, float]
+    missing: list[str] = field(default_factory=list)
+    """Serials of the domain's drives that were not connected (``allow_missing``): no copy."""
 
     @property
     def name(self) -> str:
@@ -144,8 +146,9 @@ class BackupResult:
 
     @property
     def incomplete(self) -> bool:
-        """Objects left out that no policy of the token explains (it refused to wrap them)."""
-        return any(s.refused for s in self.skipped)
+        """Less than a full backup: objects left out that no policy of the token explains
+        (it refused to wrap them), or drives of the domain that got no copy."""
+        return bool(self.missing) or any(s.refused for s in self.skipped)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -164,6 +167,7 @@ class BackupResult:
                 }
                 for s in self.skipped
             ],
+            "missing": self.missing,
             "incomplete": self.incomplete,
             "bytes": self.size,
             "sha256": self.digest.hex(),
@@ -195,7 +199,8 @@ def check_drives(
             problems += [
                 Problem(
                     f"drive {s}",
-                    "missing: a drive of this domain is not connected",
+                    "missing: a drive of this domain is not connected (connect it, or "
+                    "write to the others alone with --allow-missing)",
                     EXIT_UNREACHABLE,
                 )
                 for s in missing
@@ -368,6 +373,7 @@ def backup(
         drives=writes,
         seconds=time.monotonic() - started,
         timings=timings,
+        missing=missing,
     )
 
 
@@ -491,6 +497,13 @@ class VerifyResult:
     header: SetHeader | None
     copies: list[CopyCheck]
     problems: list[Problem]
+    missing: list[str] = field(default_factory=list)
+    """Serials of the domain's drives whose copy was not checked (not connected, or no
+    session): a verify that names them is incomplete."""
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing)
 
     @property
     def good(self) -> list[CopyCheck]:
@@ -512,6 +525,8 @@ class VerifyResult:
             "keys": h.key_count if h else None,
             "ok": self.ok,
             "copies": [c.to_json() for c in self.copies],
+            "missing": self.missing,
+            "incomplete": self.incomplete,
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -573,9 +588,11 @@ def verify_set(
     session: HsmSession, drives: Sequence[Drive], domain_id: bytes, reference: str
 ) -> VerifyResult:
     """Check every drive's copy of a set without restoring anything."""
-    logged, problems, _ = login_domain_drives(session, drives, domain_id)
+    logged, problems, record = login_domain_drives(session, drives, domain_id)
     if not logged:
         raise drive_problems(f"no drive of domain {short(domain_id.hex())} can be read", problems)
+    checked = {d.use()[1].serial for d in logged}
+    missing = [s for s in record.members if s not in checked] if record is not None else []
     name = find_set(logged, reference)
     proven: dict[bytes, str] = {}
     copies: list[CopyCheck] = []
@@ -585,7 +602,7 @@ def verify_set(
         copies.append(copy)
         if header is None and copy.status == "good":
             header = found
-    return VerifyResult(set_id_of(name), header, copies, problems)
+    return VerifyResult(set_id_of(name), header, copies, problems, missing)
 
 
 def verify_failure(result: VerifyResult) -> DriveProblems:

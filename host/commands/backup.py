@@ -74,6 +74,11 @@ def print_result(result: BackupResult) -> None:
         for d in result.drives
     ]
     ui.print_table(["SERIAL", "PORT", "BYTES", "SHA-256", "VERIFIED"], rows)
+    if result.missing:
+        print(
+            f"incomplete: no copy on drive(s) {', '.join(result.missing)} of the domain (not "
+            "connected); back up again with them connected (exit code 8)"
+        )
     if not result.skipped:
         return
     print(f"{len(result.skipped)} object(s) not backed up:")

@@ -7,6 +7,7 @@ import argparse
 from .. import ui
 from ..backupset import verify_failure, verify_set
 from ..domain import choose_domain, short
+from ..errors import EXIT_INCOMPLETE
 from ..hsm import DomainError
 from . import add_json_option
 from .domain import add_drive_options, note, open_drives
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "For every drive of the domain: the drive rehashes its copy of the set and the "
             "digest must match the one recorded at commit; then the copy is read and opened "
             "in the HSM (set key unwrapped with the domain key, manifest authenticated). "
-            "Nothing is restored. Bad copies are named and the exit code is 6."
+            "Nothing is restored. Bad copies are named and the exit code is 6; drives of "
+            "the domain that are not connected are named and the exit code is 8."
         ),
     )
     p.add_argument(
@@ -62,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
         what = f" {header.label!r}, {header.key_count} object(s)" if header else ""
         print(f"set {result.set_id}{what}")
         rows = [[c.serial, c.address, c.status, c.detail] for c in result.copies]
+        rows += [
+            [serial, "-", "missing", "not connected: not checked"] for serial in result.missing
+        ]
         ui.print_table(["SERIAL", "PORT", "COPY", "DETAIL"], rows)
+        if result.ok and result.missing:
+            print(
+                f"incomplete: {len(result.missing)} drive(s) of the domain not checked "
+                f"({', '.join(result.missing)}); connect them and verify again (exit code 8)"
+            )
     if not result.ok:
         raise verify_failure(result)
-    return 0
+    return EXIT_INCOMPLETE if result.incomplete else 0

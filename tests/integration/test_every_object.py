@@ -297,3 +297,58 @@ def test_a_different_key_under_the_same_name_is_not_called_present(
         assert hmac_of(session, "hmac1") == original
         keys = session.session.get_objects({Attribute.LABEL: "hmac1"})
         assert len(list(keys)) == 1
+
+
+def test_a_backup_or_verify_missing_drives_says_so_and_exits_8(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    emulator = emulated_drives(3)
+    custodians = tmp_path / "custodians"
+    custodians.write_text(
+        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
+    )
+    custodians.chmod(0o600)
+    slot = str(tokens["source"].slot_id)
+    every = ",".join(d.port for d in emulator.drives)
+    run(softhsm, tmp_path, "domain", "create", "--slot", slot, "--drives", every,
+        "--passphrases", str(custodians))  # fmt: skip
+    with hsm.open(tokens["source"].slot_id, tokens["source"].pin) as session:
+        make_sample_keys(session)
+    absent = emulator.drives[2].serial
+    two = ",".join(d.port for d in emulator.drives[:2])
+
+    refused = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", two, code=3)
+    assert absent in refused.stderr and "--allow-missing" in refused.stderr
+
+    partial = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", two,
+                  "--allow-missing", "--json", code=EXIT_INCOMPLETE)  # fmt: skip
+    made = json.loads(partial.stdout)
+    assert made["missing"] == [absent] and made["incomplete"] is True
+    assert len(made["drives"]) == 2
+    plain = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", two,
+                "--allow-missing", code=EXIT_INCOMPLETE)  # fmt: skip
+    assert "incomplete" in plain.stdout and absent in plain.stdout
+
+    checked = run(softhsm, tmp_path, "verify", "--set", made["set_id"], "--drives", two,
+                  code=EXIT_INCOMPLETE)  # fmt: skip
+    row = next(line for line in checked.stdout.splitlines() if absent in line)
+    assert "missing" in row and "incomplete" in checked.stdout
+    as_json = json.loads(
+        run(
+            softhsm,
+            tmp_path,
+            "verify",
+            "--set",
+            made["set_id"],
+            "--drives",
+            two,
+            "--json",
+            code=EXIT_INCOMPLETE,
+        ).stdout
+    )
+    assert as_json["missing"] == [absent] and as_json["ok"] is True
