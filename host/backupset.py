@@ -14,8 +14,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from . import manifest
@@ -34,6 +32,7 @@ from .domain import (
 )
 from .errors import (
     EXIT_INTEGRITY,
+    EXIT_INTERRUPTED,
     EXIT_STORAGE,
     EXIT_UNREACHABLE,
     DigestMismatch,
@@ -236,13 +235,30 @@ def check_drives(
     return logged, missing
 
 
+class BackupInterrupted(SealkeepError):
+    """Ctrl-C during the write: the message says on which drives the set is committed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class _Stopped(Exception):
+    """Raised in a writer thread, at its next frame, once the operator asked to stop."""
+
+
 def _write_one(
-    drive: Drive, name: str, data: bytes, digest: bytes, progress: Progress | None
+    drive: Drive,
+    name: str,
+    data: bytes,
+    digest: bytes,
+    progress: Progress | None,
+    stop: threading.Event,
 ) -> DriveWrite:
     client, hello = drive.use()
     serial = hello.serial
 
     def report(done: int, total: int) -> None:
+        if stop.is_set() and done < total:
+            raise _Stopped
         if progress is not None:
             progress(serial, done, total)
 
@@ -264,21 +280,31 @@ def write_everywhere(
     name: str,
     data: bytes,
     progress: Progress | None = None,
+    note: Note = _quiet,
 ) -> list[DriveWrite]:
     """Write ``data`` as ``name`` to every drive in parallel, then read back each digest.
 
-    If any drive fails, the copies already committed are deleted, and the error names
-    every drive that failed.
+    An owner session cannot delete, so a failure on one drive leaves the copies committed
+    on the others: the error names every drive that failed and every drive that holds the
+    set. Ctrl-C makes every writer stop at its next frame (a second one abandons them at
+    once); then :class:`BackupInterrupted` says where the set was committed, if anywhere.
+    A put stopped before its commit is never readable: the drive drops it when it needs room.
     """
     digest = hashlib.sha256(data).digest()
     results: dict[int, DriveWrite] = {}
     failures: list[Problem] = []
+    stopped: list[str] = []
     lock = threading.Lock()
+    stop = threading.Event()
 
     def one(index: int) -> None:
         drive = drives[index]
         try:
-            outcome = _write_one(drive, name, data, digest, progress)
+            outcome = _write_one(drive, name, data, digest, progress, stop)
+        except _Stopped:
+            with lock:
+                stopped.append(drive.name)
+            return
         except SealkeepError as exc:
             with lock:
                 failures.append(Problem(drive.name, explain(exc), error_code(exc)))
@@ -286,19 +312,51 @@ def write_everywhere(
         with lock:
             results[index] = outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
-        list(pool.map(one, range(len(drives))))
+    # Daemon threads: a second Ctrl-C ends the process without waiting for them.
+    writers = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(drives))]
+    for writer in writers:
+        writer.start()
+    interrupted = False
+    try:
+        _join(writers)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        note("stopping at the next frame; Ctrl-C again to abandon the drives now")
+        try:
+            _join(writers)
+        except KeyboardInterrupt:
+            raise BackupInterrupted(
+                "backup abandoned: " + _where_committed(drives, results, name)
+            ) from None
+    if interrupted:
+        raise BackupInterrupted("backup interrupted: " + _where_committed(drives, results, name))
     if failures:
-        for index in results:
-            with suppress(SealkeepError):
-                drives[index].use()[0].delete(name)
         raise drive_problems(
             f"writing the set failed on {len(failures)} drive(s)",
             failures,
-            "The copies already written were removed again; fix the problem and run the "
-            "backup again.",
+            _where_committed(drives, results, name) + "; fix the problem and run the backup again.",
         )
     return [results[i] for i in range(len(drives))]
+
+
+def _join(threads: Sequence[threading.Thread]) -> None:
+    """Wait for ``threads`` in short steps, so that Ctrl-C reaches the main thread at once."""
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.1)
+
+
+def _where_committed(drives: Sequence[Drive], results: dict[int, DriveWrite], name: str) -> str:
+    done = [results[i].serial for i in sorted(results)]
+    if not done:
+        return f"no drive committed set {set_id_of(name)}: nothing was kept"
+    others = [drives[i].name for i in range(len(drives)) if i not in results]
+    left = f"; not on {', '.join(others)}" if others else ""
+    return (
+        f"set {set_id_of(name)} is committed and verified on {', '.join(done)}{left} "
+        "(restorable from there; `sealkeep sets` lists it)"
+    )
 
 
 def backup(
@@ -358,7 +416,7 @@ def backup(
         note(f"warning: drive(s) {', '.join(missing)} of the domain are missing and get no copy")
     timings["check"] = time.monotonic() - mark
     mark = time.monotonic()
-    writes = write_everywhere(targets, name, data, progress)
+    writes = write_everywhere(targets, name, data, progress, note)
     timings["write"] = time.monotonic() - mark
     return BackupResult(
         set_id=sealed_manifest.set_id,

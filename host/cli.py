@@ -17,11 +17,10 @@ from collections.abc import Sequence
 
 from . import __version__, ui
 from .commands import register_all
-from .errors import SealkeepError
+from .errors import EXIT_INTERRUPTED, SealkeepError
 
 __all__ = ["build_parser", "main"]
 
-EXIT_INTERRUPTED = 130
 DEBUG_VAR = "SEALKEEP_DEBUG"
 
 

@@ -62,6 +62,7 @@ EXIT_STORAGE = 5
 EXIT_INTEGRITY = 6
 EXIT_PROTOCOL = 7
 EXIT_INCOMPLETE = 8
+EXIT_INTERRUPTED = 130
 """Done, but not all of it: what was left out is listed (the command's output says what)."""
 
 
