@@ -183,13 +183,18 @@ def check_drives(
     size: int,
     *,
     allow_missing: bool = False,
+    note: Note = _quiet,
 ) -> tuple[list[Drive], list[str]]:
     """The set's drives: present, of this domain, owner sessions open, room for ``size``.
 
-    Raises naming every problem. Returns the drives, and the serials of members of the
+    Raises naming every problem. Drives that are blank or of another domain are skipped
+    with a warning through ``note``. Returns the drives, and the serials of members of the
     domain that are absent (only when ``allow_missing``).
     """
-    logged, problems, record = login_domain_drives(session, drives, domain_id)
+    logged, found, record = login_domain_drives(session, drives, domain_id)
+    problems = [p for p in found if not p.foreign]
+    for skipped in (p for p in found if p.foreign):
+        note(f"warning: {skipped.drive} skipped: {skipped.reason}")
     missing: list[str] = []
     if record is not None:
         present = {d.use()[1].serial for d in logged}
@@ -410,7 +415,7 @@ def backup(
 
     mark = time.monotonic()
     targets, missing = check_drives(
-        session, drives, domain_id, len(data), allow_missing=allow_missing
+        session, drives, domain_id, len(data), allow_missing=allow_missing, note=note
     )
     if missing:
         note(f"warning: drive(s) {', '.join(missing)} of the domain are missing and get no copy")

@@ -187,6 +187,8 @@ class Problem:
     drive: str
     reason: str
     code: int = EXIT_GENERIC
+    foreign: bool = False
+    """The drive is blank or of another domain: not this domain's concern (skipped)."""
 
     def to_json(self) -> dict[str, object]:
         return {"drive": self.drive, "problem": self.reason}
@@ -487,11 +489,17 @@ def classify(drives: Sequence[Drive], domain_id: bytes) -> tuple[list[Drive], li
         if not drive.reachable:
             problems.append(drive.problem())
         elif drive.blank:
-            problems.append(Problem(drive.name, "blank: it belongs to no backup domain"))
+            problems.append(
+                Problem(drive.name, "blank: it belongs to no backup domain", foreign=True)
+            )
         elif drive.domain != domain_id:
             other = drive.domain.hex() if drive.domain else "?"
             problems.append(
-                Problem(drive.name, f"belongs to another backup domain ({short(other)})")
+                Problem(
+                    drive.name,
+                    f"belongs to another backup domain ({short(other)})",
+                    foreign=True,
+                )
             )
         else:
             members.append(drive)

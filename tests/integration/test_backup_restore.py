@@ -265,15 +265,23 @@ def test_backup_checks_drives_before_writing(
             assert f"drive {full}" in str(caught.value) and "full" in str(caught.value)
             assert caught.value.exit_code == 5
             assert list_sets(session, group.drives, domain_id)[0] == []
-        # A missing drive of the domain, and a drive of another domain, are named.
+        # A missing drive of the domain is named; a drive of another domain is skipped with
+        # a warning and blocks nothing.
+        notes: list[str] = []
         with DriveGroup([*ports(roomy), stranger.drives[0].port]) as group:
             with pytest.raises(DriveProblems) as named:
-                backup(session, group.drives)
+                backup(session, group.drives, note=notes.append)
             message = str(named.value)
             assert f"drive {full}: missing" in message
-            assert stranger.drives[0].serial in message and "another backup domain" in message
+            assert stranger.drives[0].serial not in message
             assert isinstance(named.value, DrivesUnreachable)
             assert list_sets(session, group.drives, domain_id)[0] == []
+            skipped = [n for n in notes if stranger.drives[0].serial in n]
+            assert skipped and "skipped" in skipped[0] and "another backup domain" in skipped[0]
+            notes.clear()
+            made = backup(session, group.drives, allow_missing=True, note=notes.append)
+            assert made.missing == [full] and len(made.drives) == 2
+            assert any(stranger.drives[0].serial in n and "skipped" in n for n in notes)
 
 
 def test_sets_lists_every_set(
