@@ -19,7 +19,7 @@ def call(link, msg_id: int, body: dict) -> tuple:
     if board.BUTTON:
         caps.append("presence")
     blank = st.blank
-    return HELLO_R, {
+    reply = {
         1: 2,
         2: VERSION[0],
         3: link.serial,
@@ -35,3 +35,6 @@ def call(link, msg_id: int, body: dict) -> tuple:
         15: 0 if blank else delay_ms(link, 0),
         16: 0 if blank else delay_ms(link, 1),
     }
+    if st.get(8):
+        reply[17] = st.get(8)  # the retention rule of the claim
+    return HELLO_R, reply
