@@ -19,7 +19,7 @@ def call(link, msg_id: int, body: dict) -> tuple:
     if board.BUTTON:
         caps.append("presence")
     blank = st.blank
-    reply = {
+    return HELLO_R, {
         1: 2,
         2: VERSION[0],
         3: link.serial,
@@ -34,7 +34,5 @@ def call(link, msg_id: int, body: dict) -> tuple:
         14: st.identity[32:],
         15: 0 if blank else delay_ms(link, 0),
         16: 0 if blank else delay_ms(link, 1),
+        17: st.get(8) or 0,  # the claim's retention rule; 0: none
     }
-    if st.get(8):
-        reply[17] = st.get(8)  # the retention rule of the claim
-    return HELLO_R, reply

@@ -148,7 +148,7 @@ class State:
         for d in ("/obj/", "/tmp/", "/seq/"):
             if fsize(root + d) >= 0:
                 clear(root + d)
-        for path in (self.path, self.auth_path, root + "/commits"):
+        for path in (self.path, self.auth_path):
             remove(path)
             remove(path + ".new")
         remove(root + "/resetting")

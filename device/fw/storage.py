@@ -31,7 +31,6 @@ from fw.ids import (
     PUT_READY,
     READ,
     RETAINED,
-    SET_PREFIX,
     SPACE,
     SPACE_R,
     STAT,
@@ -109,10 +108,9 @@ def handle(link, msg_id: int, body: dict) -> tuple:
     if msg_id == STAT:
         size, digest = store.stat(name)
         reply = {1: name, 2: size, 3: digest}
-        if keep and name.startswith(SET_PREFIX):
-            newer = store.newer(name)
-            if newer >= 0:
-                reply[4] = newer
+        newer = store.newer(name) if keep else -1
+        if newer >= 0:  # a numbered set: how many newer sets vouch for dropping it
+            reply[4] = newer
         return STAT_R, reply
     if msg_id == VERIFY:
         digest, size, intact = store.verify(name)
@@ -121,11 +119,9 @@ def handle(link, msg_id: int, body: dict) -> tuple:
     if sess and not sess.role and not board.presence():  # the owner, nobody at the drive
         if not keep:
             raise WireError(PRESENCE_REQUIRED, "needs the custodian or the button")
-        newer = store.newer(name) if name.startswith(SET_PREFIX) else -1
-        if newer < keep:
-            why = f"{newer} of {keep} newer sets held" if newer >= 0 else "not a numbered set"
+        if store.newer(name) < keep:  # -1: not a set, or not numbered
             raise WireError(
-                RETAINED, f"retention keeps it ({why}): needs the custodian or the button"
+                RETAINED, f"retention {keep} keeps it: needs the custodian or the button"
             )
     store.delete(name)
     return OK, {}

@@ -8,9 +8,9 @@ only then. Errors are ``StoreError(kind, text, expected)``; kinds: BAD_NAME, NOT
 BAD_OFFSET, BAD_SIZE, DIGEST_MISMATCH, NO_PUT_OPEN. Runs under MicroPython and CPython.
 
 Objects whose names start with ``counted`` (the sets) are numbered in commit order: the
-counter in ``commits`` goes up, then ``seq/NAME`` takes the number, then the object
-appears, so a power cut can skip a number, never give one twice. Should ``commits`` be
-lost, the numbers in ``seq/`` say where it stood.
+counter ``seq/.n`` goes up, then ``seq/NAME`` takes the number, then the object appears,
+so a power cut can skip a number, never give one twice. Should the counter be lost, the
+highest number in ``seq/`` says where it stood.
 """
 
 import hashlib
@@ -109,7 +109,6 @@ class Store:
         self.obj = root + "/obj/"
         self.tmp = root + "/tmp/"
         self.seq = root + "/seq/"
-        self.counter = root + "/commits"
         self.counted = counted  # a name prefix: objects numbered in commit order
         self.commits = -1  # the last number given; -1: not read yet
         self.root = root or "/"
@@ -240,27 +239,26 @@ class Store:
     def number(self, name: str) -> None:
         """Give name the next commit number, before it becomes visible."""
         n = self.commits
-        if n < 0:  # the counter, or the highest number in use if it was lost
-            n = max(0, number(self.counter), number(self.counter + ".new"))
+        if n < 0:  # the counter (.n), or the highest number in use if it was lost
+            n = 0
             for m in names(self.seq):
                 n = max(n, number(self.seq + m))
         n += 1
-        write_atomic(self.counter, str(n).encode())
+        write_atomic(self.seq + ".n", str(n).encode())
         self.commits = n
         with open(self.seq + name, "w") as f:
             f.write(str(n))
 
     def newer(self, name: str) -> int:
         """How many numbered objects committed after name are held; -1 when name has no
-        number (committed before the drive numbered them, or not counted)."""
+        number (not counted, or committed before the drive numbered objects)."""
         if not self.exists(name):
             raise StoreError("NOT_FOUND", "no such object")
-        mine = number(self.seq + name)
+        mine = number(self.seq + name) if name.startswith(self.counted) else -1
         count = 0
-        if mine >= 0:
-            for n in names(self.obj):
-                if n.startswith(self.counted) and number(self.seq + n) > mine:
-                    count += 1
+        for n in names(self.obj):
+            if mine >= 0 and n.startswith(self.counted) and number(self.seq + n) > mine:
+                count += 1
         return count if mine >= 0 else -1
 
     # -- read side -----------------------------------------------------------------------
@@ -363,5 +361,4 @@ class Store:
         clear(self.obj)
         clear(self.tmp)
         clear(self.seq)
-        remove(self.counter)
         self.commits = -1
