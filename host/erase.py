@@ -126,13 +126,14 @@ def _prune_as_owner(
     """The owner's part of a prune and the custodians' for the rest; None when the owner
     finds the set on none of its drives (the custodians then look for it as before)."""
     domain_id = owner.require_domain()
-    logged, not_members, _ = login_domain_drives(owner, drives, domain_id)
+    logged, not_opened, _ = login_domain_drives(owner, drives, domain_id)
     held: dict[str, list[str]] = {}
-    for drive in logged:
+    for drive in list(logged):
         try:
             held[drive.name] = [info.name for info in drive.use()[0].list(SET_PREFIX)]
-        except SealkeepError:
-            held[drive.name] = []  # its custodian looks instead
+        except SealkeepError as exc:  # its custodian looks instead
+            not_opened.append(Problem(drive.name, explain(exc), error_code(exc)))
+            logged.remove(drive)
     try:
         name = resolve_set(reference, sorted({n for names in held.values() for n in names}))
     except InputError:
@@ -180,11 +181,17 @@ def _prune_as_owner(
     if custodians_can_answer(passphrases):
         rest += others
     else:  # only drives the owner could not open are left: they are named, not opened
-        problems += [p for p in not_members if any(p.drive == d.name for d in others)]
+        problems += [p for p in not_opened if any(p.drive == d.name for d in others)]
     if rest:
         for problem in kept:
             note(f"{problem.drive}: {problem.reason}; its custodian deletes it")
-        more = _prune_with_custodians(rest, name, passphrases, note)
+        try:
+            more = _prune_with_custodians(rest, name, passphrases, note)
+        except InputError:
+            if kept:
+                raise
+            # The set is on none of the drives only custodians could open: all done.
+            more = EraseResult("", [], [])
         done += more.done
         problems += more.problems
     return EraseResult(f"set {set_id_of(name)}", done, problems, by_owner)

@@ -414,6 +414,44 @@ def test_reshare_carries_the_retention_rule_and_the_sets_oldest_first(
             assert [owner_may_drop(drive, n) for n in names] == [True, True, True, False]
 
 
+def test_prune_uses_the_owner_where_retention_allows_and_custodians_elsewhere(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, make_sample_keys: Any
+) -> None:
+    from sealkeep.backupset import backup, set_object_name
+    from sealkeep.erase import prune_set
+
+    emulator = start(3)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        create_domain(session, group.drives, custodians(emulator), retention=1)
+        make_sample_keys(session)
+        old, new = (backup(session, group.drives) for _ in range(2))
+        # On the third drive its custodian has taken the newer set away again: the older
+        # one has no newer set there, so that drive keeps it.
+        third = group.drives[2]
+        hello = third.use()[1]
+        assert hello.salt is not None and hello.kdf is not None
+        keys = derive_custodian_keys(
+            passphrase(hello.serial), KdfParams.from_map(hello.salt, hello.kdf)
+        )
+        third.use()[0].authenticate(Role.CUSTODIAN, keys.credential)
+        third.use()[0].delete(set_object_name(new.set_id))
+        notes: list[str] = []
+        with pytest.raises(DrivesRefused) as refused:  # no custodian can answer
+            prune_set(group.drives, old.set_id.hex(), Passphrases(), notes.append, session)
+        assert refused.value.problems == (
+            (third.name, "retention 1 keeps it: 0 newer set(s) on the drive"),
+        )
+        assert notes == []
+        result = prune_set(
+            group.drives, old.set_id.hex(), custodians(emulator), notes.append, session
+        )
+        assert result.problems == [] and len(result.done) == 3
+        assert result.by_owner == [d.name for d in group.drives[:2]]
+        assert any("deleted by its custodian" in n and hello.serial in n for n in notes)
+    for drive in emulator.drives:
+        assert not (drive.flash / "obj" / set_object_name(old.set_id)).exists()
+
+
 def test_a_record_without_retention_reads_as_before() -> None:
     """Records of domains without a rule keep their six fields (and their MACs)."""
     secret = new_domain_secret()
