@@ -445,12 +445,16 @@ def backup(
 
 @dataclass
 class SetListing:
-    """One set as found on the connected drives."""
+    """One set as found on the connected drives: its size (as a drive stores it, besides
+    the drive's own 40-byte header), the drives that hold it, and those where the owner may
+    drop it because their retention rule allows it."""
 
     header: SetHeader
+    size: int = 0
     present: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
+    owner_may_drop: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         h = self.header
@@ -463,9 +467,11 @@ class SetListing:
             "token_serial": h.token.serial,
             "domain_id": h.domain_id.hex(),
             "keys": h.key_count,
+            "bytes": self.size,
             "present": self.present,
             "verified": self.verified,
             "damaged": self.damaged,
+            "owner_may_drop": self.owner_may_drop,
         }
 
 
@@ -478,11 +484,12 @@ def list_sets(
     for drive in logged:
         client, hello = drive.use()
         try:
-            names = [o.name for o in client.list(SET_PREFIX)]
+            held = client.list(SET_PREFIX)
         except SealkeepError as exc:
             problems.append(Problem(drive.name, explain(exc), error_code(exc)))
             continue
-        for name in names:
+        for info in held:
+            name = info.name
             try:
                 header = read_set_header(drive, name)
             except SealkeepError as exc:
@@ -493,8 +500,11 @@ def list_sets(
                 else:
                     problems.append(Problem(drive.name, f"{name}: {explain(exc)}", error_code(exc)))
                 continue
-            listing = found.setdefault(name, SetListing(header))
+            listing = found.setdefault(name, SetListing(header, info.size))
             listing.present.append(hello.serial)
+            with suppress(SealkeepError):  # a drive that cannot say keeps it: not droppable
+                if owner_may_drop(drive, name):
+                    listing.owner_may_drop.append(hello.serial)
             try:
                 check = client.verify(name)
             except SealkeepError:
@@ -506,6 +516,16 @@ def list_sets(
                 listing.damaged.append(hello.serial)
     listings = sorted(found.values(), key=lambda s: (s.header.created, s.header.set_id))
     return listings, problems
+
+
+def owner_may_drop(drive: Drive, name: str) -> bool:
+    """Whether the drive's retention rule lets its owner delete set ``name`` now: the drive
+    says how many sets committed after it it holds."""
+    client, hello = drive.use()
+    if not hello.retention:
+        return False
+    newer = client.stat(name).newer
+    return newer is not None and newer >= hello.retention
 
 
 def find_set(drives: Sequence[Drive], reference: str) -> str:

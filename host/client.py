@@ -131,6 +131,8 @@ class Hello:
     custodian_delay_ms: int = 0
     #: the drive's Ed25519 identity public key (protocol 2), pinned in the domain record
     identity: bytes | None = None
+    #: newer sets that let the owner drop a set on this drive (its claim's rule); 0: none
+    retention: int = 0
 
     @property
     def blank(self) -> bool:
@@ -144,6 +146,9 @@ class ObjectInfo:
     name: str
     size: int
     digest: bytes | None = None
+    #: from STAT, on a drive with a retention rule: how many sets committed after this set
+    #: the drive holds (None: not said, e.g. not a set or stored before numbering)
+    newer: int | None = None
 
 
 @dataclass(frozen=True)
@@ -753,6 +758,7 @@ class DriveClient:
             owner_delay_ms=r.get(15, 0),
             custodian_delay_ms=r.get(16, 0),
             identity=bytes(r[14]) if isinstance(r.get(14), bytes) else None,
+            retention=r.get(17, 0),
         )
         self._failed_since_hello = [0, 0]
         if info.max_frame < MIN_MAX_FRAME:
@@ -775,9 +781,11 @@ class DriveClient:
         kdf: dict[Any, Any],
         domain: bytes,
         identity: bytes | None = None,
+        retention: int = 0,
     ) -> bytes:
         """Register a blank drive: its owner and custodian credentials, KDF salt and
-        parameters, and domain id. Refused (WrongState) once claimed.
+        parameters, domain id and retention rule (0: none, only a custodian or the button
+        deletes). Refused (WrongState) once claimed.
 
         The claim travels in an enrol session: the drive proves its identity key (the one
         ``identity`` pins, else the one its HELLO announced) and the credentials go masked
@@ -790,7 +798,7 @@ class DriveClient:
         if not self.hello().blank:  # asked before an enrol attempt ends a session we hold
             raise self._error(codes.WRONG_STATE, "drive already claimed")
         key, th, proven = self._establish(Role.ENROL, transcript.ENROL_PASSWORD, identity)
-        body = {
+        body: dict[int, Any] = {
             1: transcript.mask(
                 owner_credential, transcript.derive(key, transcript.CLAIM_OWNER, th)
             ),
@@ -801,6 +809,8 @@ class DriveClient:
             4: kdf,
             5: bytes(domain),
         }
+        if retention:
+            body[6] = retention
         try:
             self.call(messages.CLAIM, body, messages.OK)
         finally:
@@ -966,7 +976,7 @@ class DriveClient:
 
         def once() -> ObjectInfo:
             r = self.call(messages.STAT, {1: name}, messages.STAT_R)
-            return ObjectInfo(r[1], r[2], bytes(r[3]))
+            return ObjectInfo(r[1], r[2], bytes(r[3]), r.get(4))
 
         return self._retrying(once)
 

@@ -15,6 +15,10 @@ among the domain's drives. Each drive of the domain holds:
   later commands know which drives make the set (see :mod:`sealkeep.domainrecord`);
 - ``set-<id>``: the backup sets (see :mod:`sealkeep.backupset`).
 
+A domain may have a retention rule N, given to each drive in its claim and kept in the
+record: a drive then lets the owner drop a set once N sets committed after it are on that
+drive. Without one only a custodian (or the drive's button) deletes.
+
 The secret is in host memory only during a ceremony (create, recover, re-share), in a
 ``bytearray`` overwritten before the ceremony returns, whatever happens (what that does and
 does not promise: docs/threat-model.md, "Memory").
@@ -46,6 +50,7 @@ from pkcs11.exceptions import PKCS11Error
 from . import manifest, shamir
 from .client import DriveClient, Hello, Role
 from .domainrecord import (
+    MAX_RETENTION,
     DomainRecord,
     Member,
     RecordError,
@@ -53,6 +58,7 @@ from .domainrecord import (
     new_record,
     pack_sealed_share,
     unpack_sealed_share,
+    valid_retention,
 )
 from .drivespec import DriveAddress, parse_drives
 from .errors import (
@@ -95,12 +101,13 @@ from .kdf import (
     unseal_share,
 )
 from .pins import InputError, Passphrases
+from .protocol import messages
 from .transport import open_transport
 
 SET_SIZES = (3, 5, 7)
 SHARE_OBJECT = "share"
 DOMAIN_OBJECT = "domain"
-SET_PREFIX = "set-"
+SET_PREFIX = messages.SET_PREFIX
 OBJECT_OVERHEAD = 40  # what a drive stores per object besides its data (digest and size)
 
 ENV_KDF_MEMORY = "SEALKEEP_KDF_MEMORY_KIB"
@@ -310,6 +317,17 @@ def check_threshold(threshold: int | None, count: int) -> tuple[int, list[str]]:
             "domain key: a lost drive plus a guessed passphrase exposes every backup"
         )
     return k, warnings
+
+
+def check_retention(retention: int | None) -> int | None:
+    """The retention rule to give the drives: None (custodians only) or 1 and up."""
+    if retention is not None and not valid_retention(retention):
+        raise InputError(
+            f"retention is how many newer sets must be on a drive before the owner may drop "
+            f"a set there: 1 to {MAX_RETENTION}, not {retention} (leave it out to let only "
+            "custodians delete sets)"
+        )
+    return retention
 
 
 def share_aad(domain_id: bytes, serial: str) -> bytes:
@@ -614,6 +632,7 @@ class CreateResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     unenforced: list[str] = field(default_factory=list)
+    retention: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -626,6 +645,7 @@ class CreateResult:
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
             "not_enforced_by_token": self.unenforced,
+            "retention": self.retention,
         }
 
 
@@ -690,6 +710,7 @@ def _install(
             claim.params.to_map(),
             domain_id,
             identity=hello.identity,
+            retention=record.retention or 0,
         )
     except LinkError:
         claimed.append(claim)
@@ -755,15 +776,19 @@ def create_domain(
     passphrases: Passphrases,
     threshold: int | None = None,
     note: Note = _quiet,
+    retention: int | None = None,
 ) -> CreateResult:
     """Create a backup domain over ``drives`` (3, 5 or 7 blank drives) and slot ``session``.
 
-    Nothing changes until every check has passed; if a drive fails midway, the drives
-    already claimed are factory reset (their owner credentials derive from the secret,
-    still in memory then) and the slot is left untouched.
+    ``retention`` N lets the owner drop a set from a drive once N newer sets are on it
+    (None: only custodians delete). Nothing changes until every check has passed; if a
+    drive fails midway, the drives already claimed are factory reset (their owner
+    credentials derive from the secret, still in memory then) and the slot is left
+    untouched.
     """
     started = time.monotonic()
     check_set_size(len(drives))
+    check_retention(retention)
     k, warnings = check_threshold(threshold, len(drives))
     for text in warnings:
         note(text)
@@ -803,7 +828,7 @@ def create_domain(
         domain_id = domain_id_from_secret(secret)
         shares = shamir.split(secret, k, len(drives))
         record = new_record(
-            domain_id, k, _roster(drives, params), int(time.time()), shares[0], secret
+            domain_id, k, _roster(drives, params), int(time.time()), shares[0], secret, retention
         )
         claims = [
             _Claim(d, s, key, p, share)
@@ -843,6 +868,7 @@ def create_domain(
             time.monotonic() - started,
             warnings,
             unenforced,
+            retention,
         )
     finally:
         wipe(secret)
@@ -1352,6 +1378,23 @@ def _authentic_sets(
     return chosen
 
 
+def _oldest_first(objects: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Objects in the order to store them: others first, then sets oldest first. A drive
+    numbers sets in the order they arrive, and its retention rule lets the owner drop the
+    ones it numbered first."""
+
+    def order(item: tuple[str, bytes]) -> tuple[bool, int, str]:
+        name, data = item
+        if not name.startswith(SET_PREFIX):
+            return False, 0, name
+        try:
+            return True, manifest.read_header(data).created, name
+        except manifest.ManifestError:
+            return True, 0, name
+
+    return sorted(objects, key=order)
+
+
 def _rewrap_sets(
     session: HsmSession,
     sets: dict[str, bytes],
@@ -1425,10 +1468,11 @@ def _restore_old(
             snap.hello.kdf,
             snap.hello.domain,
             identity=snap.hello.identity,
+            retention=snap.hello.retention,
         )
         client.authenticate(Role.OWNER, owner)
     held = {info.name for info in client.list()}
-    for name, data in snap.objects.items():
+    for name, data in _oldest_first(snap.objects.items()):
         if name not in held:
             client.put(name, data)
 
@@ -1536,10 +1580,17 @@ def reshare_domain(
         moved = _rewrap_sets(session, sets, old_secret, new_secret, new_id)
         shares = shamir.split(new_secret, k, len(drives))
         record_of_new = new_record(
-            new_id, k, _roster(drives, params), int(time.time()), shares[0], new_secret
+            new_id,
+            k,
+            _roster(drives, params),
+            int(time.time()),
+            shares[0],
+            new_secret,
+            rebuilt.record.retention,  # the domain's rule goes with it to every drive
         )
+        in_order = _oldest_first(moved.items())
         claims = [
-            _Claim(d, s, key, p, share, sorted(moved.items()))
+            _Claim(d, s, key, p, share, in_order)
             for d, s, key, p, share in zip(drives, serials, keys, params, shares, strict=True)
         ]
         by_serial = {snap.hello.serial: snap for snap in snapshots}

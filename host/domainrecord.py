@@ -2,10 +2,12 @@
 
 A record states the domain id, the threshold k, the members in share order (serial,
 Argon2id salt and costs, and the drive's identity public key where it has one, so n is the
-number of members) and the id of the Shamir split it goes with. It is MACed with
-``HMAC-SHA256(owner root, "sealkeep domain record" ‖ body)``: the host checks it with a
-rebuilt secret after combining shares, and the HSM that holds the domain checks it with its
-owner key at any time.
+number of members), the id of the Shamir split it goes with and, when the domain has one,
+its retention rule (each drive lets the owner drop a set once that many newer sets are
+committed on it; records without it, and those of older sealkeep, mean custodians only).
+It is MACed with ``HMAC-SHA256(owner root, "sealkeep domain record" ‖ body)``: the host
+checks it with a rebuilt secret after combining shares, and the HSM that holds the domain
+checks it with its owner key at any time.
 
 Each custodian's sealed share (AES-GCM under a key only that custodian's passphrase gives)
 carries its own copy of the record next to the share, so an insider who controls one drive
@@ -30,6 +32,7 @@ RECORD_FORMAT = 2  # 1 had no MAC, no KDF pins and no split id
 SEALED_SHARE_FORMAT = 2  # 1 sealed the share alone
 RECORD_MAC_LABEL = b"sealkeep domain record"
 MAC_LEN = 32
+MAX_RETENTION = 1000  # more sets than a drive's flash holds: a larger rule means never
 
 
 class RecordError(SealkeepError):
@@ -78,6 +81,8 @@ class DomainRecord:
     created: int
     set_id: bytes
     mac: bytes = field(default=b"", repr=False)
+    #: newer sets on a drive that let the owner drop a set there; None: custodians only
+    retention: int | None = None
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -96,20 +101,20 @@ class DomainRecord:
         return next((i for i, m in enumerate(self.roster, 1) if m.serial == serial), None)
 
     def body(self) -> bytes:
-        """The bytes the MAC covers: everything but the MAC."""
-        return bytes(
-            cbor2.dumps(
-                [
-                    RECORD_FORMAT,
-                    self.domain_id,
-                    self.threshold,
-                    [m.to_cbor() for m in self.roster],
-                    self.created,
-                    self.set_id,
-                ],
-                canonical=True,
-            )
-        )
+        """The bytes the MAC covers: everything but the MAC. The retention rule is a
+        seventh field, there only when the domain has one, so records without it read (and
+        verify) as they always did."""
+        fields: list[object] = [
+            RECORD_FORMAT,
+            self.domain_id,
+            self.threshold,
+            [m.to_cbor() for m in self.roster],
+            self.created,
+            self.set_id,
+        ]
+        if self.retention is not None:
+            fields.append(self.retention)
+        return bytes(cbor2.dumps(fields, canonical=True))
 
     def mac_input(self) -> bytes:
         """What the owner root's HMAC is computed over (the HSM computes the same)."""
@@ -148,9 +153,12 @@ class DomainRecord:
             raise
         except Exception as exc:  # cbor2 raises several types on garbage
             raise RecordError(f"the domain record is not valid CBOR ({exc})") from None
-        if not isinstance(fields, list) or len(fields) != 6 or fields[0] != RECORD_FORMAT:
+        if not isinstance(fields, list) or len(fields) not in (6, 7) or fields[0] != RECORD_FORMAT:
             raise RecordError("the domain record has an unknown format")
-        _, domain_id, threshold, roster, created, set_id = fields
+        _, domain_id, threshold, roster, created, set_id = fields[:6]
+        retention = fields[6] if len(fields) == 7 else None
+        if retention is not None and not valid_retention(retention):
+            raise RecordError("the domain record has a malformed retention rule")
         if (
             not isinstance(domain_id, bytes)
             or not isinstance(threshold, int)
@@ -165,7 +173,7 @@ class DomainRecord:
         members = tuple(Member.from_cbor(m) for m in roster)
         if len({m.serial for m in members}) != len(members):
             raise RecordError("the domain record lists a drive twice")
-        record = cls(domain_id, threshold, members, created, set_id, mac)
+        record = cls(domain_id, threshold, members, created, set_id, mac, retention)
         if record.body() != body:
             raise RecordError("the domain record is not in canonical form")
         return record
@@ -180,7 +188,13 @@ class DomainRecord:
             "count": self.count,
             "drives": list(self.members),
             "created": self.created,
+            "retention": self.retention,
         }
+
+
+def valid_retention(value: object) -> bool:
+    """A retention rule is a whole number of sets, at least 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_RETENTION
 
 
 def new_record(
@@ -190,9 +204,17 @@ def new_record(
     created: int,
     share: Share,
     secret: bytearray,
+    retention: int | None = None,
 ) -> DomainRecord:
     """The signed record of a split whose shares carry ``share``'s split id."""
-    record = DomainRecord(domain_id, threshold, tuple(roster), created, share.share_set.set_id)
+    record = DomainRecord(
+        domain_id,
+        threshold,
+        tuple(roster),
+        created,
+        share.share_set.set_id,
+        retention=retention,
+    )
     return record.signed(secret)
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "Permission",
     "PresenceRequired",
     "ProtocolError",
+    "RetentionKeeps",
     "SealkeepError",
     "SessionLost",
     "UnsupportedRequest",
@@ -290,6 +291,16 @@ class PresenceRequired(DriveError):
     )
 
 
+class RetentionKeeps(PresenceRequired):
+    """An owner asked to delete a set the drive's retention rule still keeps."""
+
+    summary = "the drive's retention rule keeps this set: too few newer sets are on it"
+    advice = (
+        "Give the custodian's passphrase, or press the drive's button while retrying, or "
+        "wait until enough newer backups are on the drive."
+    )
+
+
 class BadName(DriveError):
     """The object name is not acceptable."""
 
@@ -407,6 +418,7 @@ _BY_CODE: dict[int, type[DriveError]] = {
     codes.WRONG_VENDOR: ImageRefused,
     codes.DOWNGRADE: ImageRefused,
     codes.EXISTS: ObjectExists,
+    codes.RETAINED: RetentionKeeps,
 }
 
 

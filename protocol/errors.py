@@ -57,12 +57,14 @@ BAD_SIGNATURE: int
 WRONG_VENDOR: int
 DOWNGRADE: int
 EXISTS: int  # an owner may add objects, never replace one
+RETAINED: int  # an owner's delete the drive's retention rule does not allow
 for name, value in (
     ("BAD_IMAGE", 33),
     ("BAD_SIGNATURE", 34),
     ("WRONG_VENDOR", 35),
     ("DOWNGRADE", 36),
     ("EXISTS", 37),
+    ("RETAINED", 38),
 ):
     globals()[name] = value
     NAMES[value] = name

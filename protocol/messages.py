@@ -79,6 +79,10 @@ NAMES = {
 NAME_MAX = 64
 NAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
+# Objects named with this prefix are backup sets: a drive numbers their commits, and its
+# retention rule (CLAIM field 6) lets the owner drop a set once enough newer ones are kept.
+SET_PREFIX = "set-"
+
 STATE_BLANK = "blank"
 STATE_OWNED = "owned"
 
@@ -100,6 +104,8 @@ REQUESTS = {
         3: ("salt", "b", True),
         4: ("kdf", "m", True),
         5: ("domain", "b", True),
+        # how many newer sets let the owner drop a set; absent or 0: never (custodians only)
+        6: ("retention", "u", False),
     },
     AUTH_BEGIN: {1: ("role", "u", True), 2: ("x", "b", True)},
     AUTH_PROVE: {1: ("confirm", "b", True)},
@@ -137,6 +143,7 @@ REPLIES = {
         14: ("identity", "b", False),
         15: ("owner_delay_ms", "u", False),
         16: ("custodian_delay_ms", "u", False),
+        17: ("retention", "u", False),  # the claim's rule, when it has one
     },
     AUTH_CHALLENGE: {
         1: ("y", "b", True),
@@ -144,7 +151,13 @@ REPLIES = {
         3: ("signature", "b", True),
     },
     LIST_R: {1: ("entries", "a", True), 2: ("more", "?", True)},
-    STAT_R: {1: ("name", "t", True), 2: ("size", "u", True), 3: ("digest", "b", True)},
+    STAT_R: {
+        1: ("name", "t", True),
+        2: ("size", "u", True),
+        3: ("digest", "b", True),
+        # a set on a drive with retention: the sets committed after it that it still holds
+        4: ("newer", "u", False),
+    },
     DATA: {1: ("data", "b", True)},
     PUT_READY: {1: ("offset", "u", True)},
     PUT_ACK: {1: ("next", "u", True)},

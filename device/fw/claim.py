@@ -1,5 +1,6 @@
-"""CLAIM (a blank drive takes its credentials, once, in an enrol session) and
-FACTORY_RESET (back to blank: the custodian's session or the button, never the owner's)."""
+"""CLAIM (a blank drive takes its credentials and retention rule, once, in an enrol
+session) and FACTORY_RESET (back to blank: the custodian's session or the button, never
+the owner's)."""
 
 import board
 
@@ -30,7 +31,10 @@ def call(link, msg_id: int, body: dict) -> tuple:
         custodian = pake.material(transcript.mask(body[2], sess.pads[1]))
         for name in ("fw.pake", "fw.ed25519"):
             sys.modules.pop(name, None)
-        st.save_claim({3: body[3], 4: body[4], 5: body[5], 6: owner, 7: custodian})
+        claim = {3: body[3], 4: body[4], 5: body[5], 6: owner, 7: custodian}
+        if body.get(6):  # retention: fixed until a factory reset (no request changes it)
+            claim[8] = body[6]
+        st.save_claim(claim)
         board.log("drive claimed")
         link.end_session()  # this reply still carries the enrol session's MAC
     else:

@@ -34,4 +34,5 @@ def call(link, msg_id: int, body: dict) -> tuple:
         14: st.identity[32:],
         15: 0 if blank else delay_ms(link, 0),
         16: 0 if blank else delay_ms(link, 1),
+        17: st.get(8) or 0,  # the claim's retention rule; 0: none
     }

@@ -56,6 +56,7 @@ from fw.ids import (  # noqa: E402
     REQUESTS,
     SESSION_END,
     SESSION_MAC,
+    SET_PREFIX,
     SPACE,
     STAT,
     UNKNOWN_MESSAGE,
@@ -68,7 +69,8 @@ from protocol import cbor  # noqa: E402
 from protocol.hmac256 import equal  # noqa: E402
 
 # message id: (handler, access): 0 anyone (the handler decides), 1 an owner or custodian
-# session, 2 an owner session (adds objects), 3 a custodian session or the button (erases)
+# session, 2 an owner session (adds objects), 3 a custodian session or the button (erases),
+# or an owner session where the drive's retention rule allows it (fw.storage decides)
 ROUTES = {
     HELLO: (hello.call, 0),
     CLAIM: (claim.call, 0),
@@ -101,7 +103,7 @@ class Link:
         self.serial = board.serial()
         self.max_frame = MAX_FRAME
         self.state = State(root, board.device_key())
-        self.store = Store(root, board.env("SEALKEEP_CAPACITY") or None, READER.rawmv)
+        self.store = Store(root, board.env("SEALKEEP_CAPACITY") or None, READER.rawmv, SET_PREFIX)
         self.backoff_ms = board.env("SEALKEEP_BACKOFF_MS", 250)
         self.session: auth.Session | None = None
         self.pending: tuple | None = None  # (role, SPAKE2 key, transcript hash)
@@ -206,7 +208,7 @@ class Link:
             if need:
                 role = sess.role if sess else -1
                 if need == 3:
-                    if role != 1 and not board.presence():
+                    if role not in (0, 1) and not board.presence():
                         raise WireError(PRESENCE_REQUIRED, "needs the custodian or the button")
                 elif role < 0 or role > 1:  # an enrol session only claims
                     raise WireError(NOT_AUTHENTICATED, "needs a session")

@@ -2,8 +2,9 @@
 
 ``ident`` holds the drive's Ed25519 identity (seed, public key), made at its first boot and
 kept by a factory reset. ``state.cbor`` holds ``{3 salt, 4 kdf, 5 domain, 6 owner
-material, 7 custodian material}`` (a role's material is what SPAKE2's side B needs, never
-the credential itself), ``auth`` holds ``[owner failures, custodian failures]``. Every
+material, 7 custodian material, 8 retention}`` (a role's material is what SPAKE2's side B
+needs, never the credential itself; 8 only when the claim gave a retention rule, which
+nothing but a factory reset changes), ``auth`` holds ``[owner failures, custodian failures]``. Every
 write goes to a ``.new`` file renamed into place, so a power cut leaves the old or the new
 file, never half. A claimed drive whose counters cannot be read counts the worst case.
 
@@ -19,7 +20,7 @@ whole) or blank and empty, never owned with part of its store erased.
 
 import os
 
-from fw.store import clear, fsize, remove
+from fw.store import clear, fsize, remove, write_atomic
 from protocol import cbor
 from protocol.hmac256 import HMAC256, equal
 
@@ -65,16 +66,6 @@ def unseal(raw: bytes) -> bytes:
 # Failures that give the longest delay (fw.auth caps it): what a claimed drive without a
 # readable counter file counts, and what a counter stops at.
 WORST = 20
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    with open(path + ".new", "wb") as f:
-        f.write(data)
-    try:
-        os.rename(path + ".new", path)
-    except OSError:  # a filesystem whose rename does not replace
-        os.remove(path)
-        os.rename(path + ".new", path)
 
 
 def _load(path: str) -> object:
@@ -128,7 +119,8 @@ class State:
         return self.claim is None
 
     def get(self, key: int) -> object:
-        """A claim field (3 salt, 4 kdf, 5 domain, 6 owner, 7 custodian material) or None."""
+        """A claim field (3 salt, 4 kdf, 5 domain, 6 owner, 7 custodian material, 8
+        retention) or None."""
         return self.claim.get(key) if self.claim else None
 
     def save_claim(self, claim: dict) -> None:
@@ -148,11 +140,12 @@ class State:
             self.failures = counts
 
     def reset(self) -> None:  # the identity stays: it is the board's, not the claim's
-        """Erase objects, temporary files, claim and counters (the caller has closed the
-        store's files). The mark goes first and last; a boot that finds it comes here."""
+        """Erase objects, temporary files, commit numbers, claim and counters (the caller
+        has closed the store's files). The mark goes first and last; a boot that finds it
+        comes here."""
         root = self.root
         open(root + "/resetting", "wb").close()
-        for d in ("/obj/", "/tmp/"):
+        for d in ("/obj/", "/tmp/", "/seq/"):
             if fsize(root + d) >= 0:
                 clear(root + d)
         for path in (self.path, self.auth_path):

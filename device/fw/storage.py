@@ -2,8 +2,12 @@
 
 The store logic is in ``fw.store``; here requests are checked, store errors mapped to
 protocol errors and replies shaped. Owner and custodian sessions read; the owner adds
-objects and never replaces one; the custodian (or the button) deletes (see fw.link).
+objects and never replaces one; the custodian (or the button) deletes (see fw.link). The
+owner deletes a set only under the claim's retention rule N, once N sets committed after
+it are held.
 """
+
+import board
 
 from fw.ids import (
     BAD_BODY,
@@ -18,6 +22,7 @@ from fw.ids import (
     NO_PUT_OPEN,
     NOT_FOUND,
     OK,
+    PRESENCE_REQUIRED,
     PUT_ACK,
     PUT_COMMIT,
     PUT_DATA,
@@ -25,6 +30,7 @@ from fw.ids import (
     PUT_OPEN,
     PUT_READY,
     READ,
+    RETAINED,
     SPACE,
     SPACE_R,
     STAT,
@@ -98,11 +104,24 @@ def handle(link, msg_id: int, body: dict) -> tuple:
     if msg_id == PUT_COMMIT:
         digest, size = store.put_commit(name)
         return PUT_DONE, {1: digest, 2: size}
+    keep = link.state.get(8)  # the retention rule: None, or N
     if msg_id == STAT:
         size, digest = store.stat(name)
-        return STAT_R, {1: name, 2: size, 3: digest}
+        reply = {1: name, 2: size, 3: digest}
+        newer = store.newer(name) if keep else -1
+        if newer >= 0:  # a numbered set: how many newer sets vouch for dropping it
+            reply[4] = newer
+        return STAT_R, reply
     if msg_id == VERIFY:
         digest, size, intact = store.verify(name)
         return VERIFY_R, {1: digest, 2: size, 3: intact}
+    sess = link.session
+    if sess and not sess.role and not board.presence():  # the owner, nobody at the drive
+        if not keep:
+            raise WireError(PRESENCE_REQUIRED, "needs the custodian or the button")
+        if store.newer(name) < keep:  # -1: not a set, or not numbered
+            raise WireError(
+                RETAINED, f"retention {keep} keeps it: needs the custodian or the button"
+            )
     store.delete(name)
     return OK, {}

@@ -6,6 +6,11 @@ header (SHA-256 of the data, size u64 BE) and the data. A put appends to ``tmp/N
 renamed into ``obj/``: nobody sees a half-written object, and an existing object is replaced
 only then. Errors are ``StoreError(kind, text, expected)``; kinds: BAD_NAME, NOT_FOUND, FULL,
 BAD_OFFSET, BAD_SIZE, DIGEST_MISMATCH, NO_PUT_OPEN. Runs under MicroPython and CPython.
+
+Objects whose names start with ``counted`` (the sets) are numbered in commit order: the
+counter ``seq/.n`` goes up, then ``seq/NAME`` takes the number, then the object appears,
+so a power cut can skip a number, never give one twice. Should the counter be lost, the
+highest number in ``seq/`` says where it stood.
 """
 
 import hashlib
@@ -71,21 +76,47 @@ def remove(path: str) -> None:
         pass
 
 
+def write_atomic(path: str, data: bytes) -> None:
+    with open(path + ".new", "wb") as f:
+        f.write(data)
+    try:
+        os.rename(path + ".new", path)
+    except OSError:  # a filesystem whose rename does not replace
+        os.remove(path)
+        os.rename(path + ".new", path)
+
+
+def number(path: str) -> int:
+    """The number a file holds, -1 if none."""
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1
+
+
 class Store:
     """Objects under root. ``capacity`` None takes the filesystem's figures; ``scratch``
     is a buffer the store may use for hashing."""
 
     def __init__(
-        self, root: str, capacity: "int | None", scratch: "bytearray | memoryview"
+        self,
+        root: str,
+        capacity: "int | None",
+        scratch: "bytearray | memoryview",
+        counted: str = "",
     ) -> None:
         self.obj = root + "/obj/"
         self.tmp = root + "/tmp/"
+        self.seq = root + "/seq/"
+        self.counted = counted  # a name prefix: objects numbered in commit order
+        self.commits = -1  # the last number given; -1: not read yet
         self.root = root or "/"
         self.capacity = capacity
         self.scratch = memoryview(scratch)
         self.put: list | None = None  # [name, size, digest, file, offset, sha]
         self.rd: list | None = None  # [name, file, size]: the object READ has open
-        for d in (self.obj, self.tmp):
+        for d in (self.obj, self.tmp, self.seq):
             if fsize(d) < 0:
                 os.mkdir(d[:-1])
 
@@ -195,6 +226,8 @@ class Store:
             remove(path)
             raise StoreError("DIGEST_MISMATCH", "data does not match its SHA-256")
         self.forget(name)
+        if self.counted and name.startswith(self.counted):
+            self.number(name)
         dest = self.obj + name
         try:
             os.rename(path, dest)
@@ -202,6 +235,31 @@ class Store:
             os.remove(dest)
             os.rename(path, dest)
         return digest, p[1]
+
+    def number(self, name: str) -> None:
+        """Give name the next commit number, before it becomes visible."""
+        n = self.commits
+        if n < 0:  # the counter (.n), or the highest number in use if it was lost
+            n = 0
+            for m in names(self.seq):
+                n = max(n, number(self.seq + m))
+        n += 1
+        write_atomic(self.seq + ".n", str(n).encode())
+        self.commits = n
+        with open(self.seq + name, "w") as f:
+            f.write(str(n))
+
+    def newer(self, name: str) -> int:
+        """How many numbered objects committed after name are held; -1 when name has no
+        number (not counted, or committed before the drive numbered objects)."""
+        if not self.exists(name):
+            raise StoreError("NOT_FOUND", "no such object")
+        mine = number(self.seq + name) if name.startswith(self.counted) else -1
+        count = 0
+        for n in names(self.obj):
+            if mine >= 0 and n.startswith(self.counted) and number(self.seq + n) > mine:
+                count += 1
+        return count if mine >= 0 else -1
 
     # -- read side -----------------------------------------------------------------------
 
@@ -272,6 +330,7 @@ class Store:
             os.remove(self.obj + name)
         except OSError:
             raise StoreError("NOT_FOUND", "no such object") from None
+        remove(self.seq + name)
 
     def hash_file(self, path: str, count: int, sha: object) -> int:
         """Feed up to count data bytes (-1: all) of a file to sha; return how many."""
@@ -301,3 +360,5 @@ class Store:
         self.forget()
         clear(self.obj)
         clear(self.tmp)
+        clear(self.seq)
+        self.commits = -1

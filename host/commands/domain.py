@@ -13,6 +13,7 @@ from ..domain import (
     Problem,
     RecoverResult,
     ReshareResult,
+    check_retention,
     create_domain,
     recover_domain,
     reshare_domain,
@@ -69,6 +70,15 @@ def _threshold(text: str) -> int:
         raise argparse.ArgumentTypeError(f"the threshold is a whole number, not {text!r}") from None
 
 
+def _retention(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"retention is a whole number of sets, not {text!r}"
+        ) from None
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "domain",
@@ -99,6 +109,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_threshold,
         metavar="K",
         help="drives needed to rebuild the domain (default: a majority: 2/3, 3/5, 4/7)",
+    )
+    create.add_argument(
+        "--retention",
+        type=_retention,
+        metavar="N",
+        help=(
+            "let the host alone (the owner) drop a set from a drive once N newer sets are "
+            "committed on it, so `sealkeep prune` needs no custodian for old sets; each drive "
+            "keeps the rule until a factory reset. Default: none, only custodians delete. "
+            "A host with the slot PIN can then erase older sets by writing N new ones"
+        ),
     )
     add_passphrases_option(create)
     add_json_option(create)
@@ -165,16 +186,26 @@ def print_created(result: CreateResult) -> None:
         f"(not extractable); {result.seconds:.2f} s"
     )
     ui.print_table(["SERIAL", "PORT", "SHARE"], drive_rows(result.drives))
+    if result.retention is None:
+        print("Retention: none; only a drive's custodian (or its button) deletes a set.")
+    else:
+        print(
+            f"Retention: {result.retention}; the owner may drop a set from a drive once "
+            f"{result.retention} newer set(s) are on it."
+        )
     for text in result.unenforced:
         print(f"Not enforced by this token: {text}.")
     print("Give each drive to its custodian; the passphrases are not stored anywhere.")
 
 
 def run_create(args: argparse.Namespace) -> int:
+    check_retention(args.retention)  # before a PIN or a passphrase is asked
     passphrases = Passphrases(args.passphrases)
     hsm = load_module(args)
     with open_drives(args) as group, open_slot(hsm, args.slot, args) as session:
-        result = create_domain(session, group.drives, passphrases, args.threshold, note)
+        result = create_domain(
+            session, group.drives, passphrases, args.threshold, note, args.retention
+        )
     if args.json:
         ui.print_json(result.to_json())
     else:

@@ -48,6 +48,7 @@ class DriveStatus:
             "domain": h.domain.hex() if h and h.domain is not None else None,
             "capacity": h.capacity if h else None,
             "free": h.free if h else None,
+            "retention": (h.retention or None) if h else None,
         }
         fw = self.firmware
         if fw is not None:

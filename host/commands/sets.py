@@ -12,7 +12,7 @@ import time
 
 from .. import ui
 from ..backupset import SetListing, list_sets
-from ..domain import DriveGroup, Problem, drive_problems, short
+from ..domain import Drive, DriveGroup, Problem, drive_problems, short
 from ..hsm import DomainError, Hsm, HsmSession
 from . import add_json_option
 from .domain import add_drive_options, note, open_drives
@@ -47,7 +47,9 @@ def domains_of(group: DriveGroup, args: argparse.Namespace, hsm: Hsm) -> list[by
     return [domain for domain, _ in group.domains().most_common()]
 
 
-def listing_row(listing: SetListing, total: int) -> list[str]:
+def listing_row(listing: SetListing, total: int, retained: bool) -> list[str]:
+    """A set's row; DROPPABLE says on how many drives the owner may drop it (``-`` when no
+    drive of the domain has a retention rule)."""
     h = listing.header
     notes = []
     if listing.damaged:
@@ -58,10 +60,27 @@ def listing_row(listing: SetListing, total: int) -> list[str]:
         h.label or "-",
         f"{h.token.label} (slot {h.token.slot_id})",
         str(h.key_count),
+        ui.human_size(listing.size),
         f"{len(listing.present)}/{total}",
         f"{len(listing.verified)}/{total}",
+        f"{len(listing.owner_may_drop)}/{total}" if retained else "-",
         "; ".join(notes),
     ]
+
+
+def retention_of(members: list[Drive]) -> list[int]:
+    """The retention rules the domain's drives announce (0: none)."""
+    return sorted({d.use()[1].retention for d in members})
+
+
+def describe_retention(rules: list[int]) -> str:
+    if not any(rules):
+        return "no retention: only custodians delete sets"
+    return (
+        "retention "
+        + ", ".join(str(n) if n else "none" for n in rules)
+        + (": the owner may drop a set once that many newer sets are on a drive")
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,9 +88,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "sets",
         help="list the backup sets on the connected drives",
         description=(
-            "List the backup sets on the drives: date, label, source slot, key count, and on "
-            "how many drives each is present and verified (the drive rehashes its copy). The "
-            "slot holding the drives' domain is found automatically; --slot picks one."
+            "List the backup sets on the drives: date, label, source slot, key count, size, "
+            "on how many drives each is present and verified (the drive rehashes its copy), "
+            "and on how many the domain's retention rule lets the host alone drop it "
+            "(DROPPABLE; `sealkeep prune` then needs no custodian). The slot holding the "
+            "drives' domain is found automatically; --slot picks one."
         ),
     )
     add_drive_options(p)
@@ -82,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
-    found: list[tuple[bytes, list[SetListing], int]] = []
+    found: list[tuple[bytes, list[SetListing], int, list[int]]] = []
     problems: list[Problem] = []
     with open_drives(args) as group:
         problems += [d.problem() for d in group.unreachable]
@@ -106,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             with session:
                 listings, trouble = list_sets(session, members, domain_id)
             problems += trouble
-            found.append((domain_id, listings, len(members)))
+            found.append((domain_id, listings, len(members), retention_of(members)))
         problems += [
             Problem(d.name, f"belongs to another backup domain ({short(d.domain.hex())})")
             for d in group.reachable
@@ -127,18 +148,34 @@ def run(args: argparse.Namespace) -> int:
                     {
                         "domain_id": domain_id.hex(),
                         "drives": total,
+                        "retention": [n or None for n in rules],
                         "sets": [s.to_json() for s in listings],
                     }
-                    for domain_id, listings, total in found
+                    for domain_id, listings, total, rules in found
                 ],
                 "problems": [p.to_json() for p in problems],
             }
         )
         return 0
-    for domain_id, listings, total in found:
-        print(f"backup domain {domain_id.hex()}: {len(listings)} set(s) on {total} drive(s)")
-        headers = ["SET", "CREATED", "LABEL", "FROM", "KEYS", "PRESENT", "VERIFIED", ""]
-        ui.print_table(headers, [listing_row(s, total) for s in listings])
+    for domain_id, listings, total, rules in found:
+        print(
+            f"backup domain {domain_id.hex()}: {len(listings)} set(s) on {total} drive(s); "
+            + describe_retention(rules)
+        )
+        headers = [
+            "SET",
+            "CREATED",
+            "LABEL",
+            "FROM",
+            "KEYS",
+            "SIZE",
+            "PRESENT",
+            "VERIFIED",
+            "DROPPABLE",
+            "",
+        ]
+        retained = any(rules)
+        ui.print_table(headers, [listing_row(s, total, retained) for s in listings])
     if blank:
         print(f"{len(blank)} blank drive(s): {', '.join(d.name for d in blank)}")
     return 0

@@ -231,8 +231,9 @@ class Firmware:
     def enrol(self) -> Session:
         return self.auth(transcript.ROLE_ENROL, transcript.ENROL_PASSWORD)
 
-    def claim(self) -> dict[int, Any]:
-        """Claim in an enrol session, the credentials masked with its pads."""
+    def claim(self, retention: int | None = None) -> dict[int, Any]:
+        """Claim in an enrol session, the credentials masked with its pads (and the
+        retention rule, when given)."""
         sess = self.enrol()
         pad_o = transcript.derive(sess.key, transcript.CLAIM_OWNER, sess.th)
         pad_c = transcript.derive(sess.key, transcript.CLAIM_CUSTODIAN, sess.th)
@@ -243,6 +244,8 @@ class Firmware:
             4: KDF,
             5: b"D" * 16,
         }
+        if retention is not None:
+            body[6] = retention
         try:
             return self.call(messages.CLAIM, body)
         finally:

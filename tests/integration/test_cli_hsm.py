@@ -292,3 +292,70 @@ def test_only_custodians_erase(
     assert reset["problems"] == []
     (row,) = cli.json("drives", "--drives", one, pin=False)
     assert row["state"] == "blank"
+
+
+def test_retention_lets_the_host_prune_old_sets(
+    cli: Cli,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    """A domain created with --retention 2: once two newer sets are on every drive, `prune`
+    drops the oldest with the slot PIN alone, and says so drive by drive; a set that is
+    still kept needs the custodians, and nothing is deleted without them."""
+    source = tokens["source"]
+    src = str(source.slot_id)
+    with hsm.open(source.slot_id, source.pin) as session:
+        make_sample_keys(session)
+    emulator = emulated_drives(3)
+    drives = spec(emulator)
+    custodians = passphrase_file(tmp_path, emulator)
+    args = ("domain", "create", "--slot", src, "--drives", drives, "--passphrases", custodians)
+    refused = cli(*args, "--retention", "0", code=2)
+    assert "retention" in refused.stderr and "1 to 1000, not 0" in refused.stderr
+    assert all(row["state"] == "blank" for row in cli.json("drives", "--drives", drives, pin=False))
+    assert cli.json(*args, "--retention", "2")["retention"] == 2
+    assert [row["retention"] for row in cli.json("drives", "--drives", drives, pin=False)] == [
+        2,
+        2,
+        2,
+    ]
+    made = [cli.json("backup", "--slot", src, "--drives", drives) for _ in range(3)]
+    oldest, middle, newest = (m["set_id"] for m in made)
+
+    listed = cli.json("sets", "--drives", drives)["domains"][0]
+    assert listed["retention"] == [2]
+    by_id = {s["set_id"]: s for s in listed["sets"]}
+    for m in made:
+        assert by_id[m["set_id"]]["bytes"] == m["bytes"] > 0
+    serials = sorted(d.serial for d in emulator.drives)
+    assert sorted(by_id[oldest]["owner_may_drop"]) == serials
+    assert by_id[middle]["owner_may_drop"] == [] and by_id[newest]["owner_may_drop"] == []
+    table = cli("sets", "--drives", drives).stdout
+    assert "retention 2" in table and "SIZE" in table and "DROPPABLE" in table
+    assert "3/3" in table.split(oldest[:16])[1].splitlines()[0]
+
+    # The middle set has one newer set: kept; without custodians nothing is deleted.
+    kept = cli("prune", "--set", middle, "--drives", drives, code=4)
+    assert "retention 2 keeps it: 1 newer set(s)" in kept.stderr
+    assert all(d.serial in kept.stderr for d in emulator.drives)
+    assert {s["set_id"] for s in cli.json("sets", "--drives", drives)["domains"][0]["sets"]} == {
+        oldest,
+        middle,
+        newest,
+    }
+
+    # The oldest: the owner drops it from every drive, no passphrase asked.
+    done = cli("prune", "--set", oldest, "--drives", drives)
+    assert "erased on 3 drive(s) (3 by the owner, under retention)" in done.stdout
+    for drive in emulator.drives:
+        assert f"drive {drive.serial}: set {oldest} deleted by the owner" in done.stderr
+        assert not (drive.flash / "obj" / set_object_name(bytes.fromhex(oldest))).exists()
+    sets = cli.json("sets", "--drives", drives)["domains"][0]["sets"]
+    assert {s["set_id"] for s in sets} == {middle, newest}
+
+    # With the custodians, a kept set goes too: by each drive's custodian.
+    pruned = cli.json("prune", "--set", middle, "--drives", drives, "--passphrases", custodians)
+    assert pruned["problems"] == [] and len(pruned["drives"]) == 3 and pruned["by_owner"] == []

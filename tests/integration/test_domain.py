@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -379,6 +380,92 @@ def test_reshare_replaces_a_lost_drive(
         assert recover_domain(session, group.drives, custodians(emulator)).domain_id == (
             result.domain_id
         )
+
+
+def test_reshare_carries_the_retention_rule_and_the_sets_oldest_first(
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    start: Start,
+    make_sample_keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every drive of the new set, the blank one too, gets the domain's rule, and receives
+    the sets in the order they were made: the owner may drop the oldest ones there."""
+    from sealkeep import manifest
+    from sealkeep.backupset import backup, owner_may_drop, set_object_name
+
+    clock = itertools.count(1_700_000_000, 60)  # a minute between backups
+    monkeypatch.setattr(manifest, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    emulator = start(4)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator, 0, 1, 2)) as group:
+        created = create_domain(session, group.drives, custodians(emulator), retention=1)
+        assert created.retention == 1 and created.to_json()["retention"] == 1
+        make_sample_keys(session)
+        made = [backup(session, group.drives) for _ in range(4)]
+    names = [set_object_name(m.set_id) for m in made]
+    new_ports = ports(emulator, 0, 1, 3)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(new_ports) as group:
+        result = reshare_domain(session, group.drives, custodians(emulator))
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(new_ports) as group:
+        assert [d.use()[1].retention for d in group.drives] == [1, 1, 1]
+        logged, problems, record = login_domain_drives(session, group.drives, result.domain_id)
+        assert problems == [] and record is not None and record.retention == 1
+        for drive in logged:
+            assert [owner_may_drop(drive, n) for n in names] == [True, True, True, False]
+
+
+def test_prune_uses_the_owner_where_retention_allows_and_custodians_elsewhere(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, make_sample_keys: Any
+) -> None:
+    from sealkeep.backupset import backup, set_object_name
+    from sealkeep.erase import prune_set
+
+    emulator = start(3)
+    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+        create_domain(session, group.drives, custodians(emulator), retention=1)
+        make_sample_keys(session)
+        old, new = (backup(session, group.drives) for _ in range(2))
+        # On the third drive its custodian has taken the newer set away again: the older
+        # one has no newer set there, so that drive keeps it.
+        third = group.drives[2]
+        hello = third.use()[1]
+        assert hello.salt is not None and hello.kdf is not None
+        keys = derive_custodian_keys(
+            passphrase(hello.serial), KdfParams.from_map(hello.salt, hello.kdf)
+        )
+        third.use()[0].authenticate(Role.CUSTODIAN, keys.credential)
+        third.use()[0].delete(set_object_name(new.set_id))
+        notes: list[str] = []
+        with pytest.raises(DrivesRefused) as refused:  # no custodian can answer
+            prune_set(group.drives, old.set_id.hex(), Passphrases(), notes.append, session)
+        assert refused.value.problems == (
+            (third.name, "retention 1 keeps it: 0 newer set(s) on the drive"),
+        )
+        assert notes == []
+        result = prune_set(
+            group.drives, old.set_id.hex(), custodians(emulator), notes.append, session
+        )
+        assert result.problems == [] and len(result.done) == 3
+        assert result.by_owner == [d.name for d in group.drives[:2]]
+        assert any("deleted by its custodian" in n and hello.serial in n for n in notes)
+    for drive in emulator.drives:
+        assert not (drive.flash / "obj" / set_object_name(old.set_id)).exists()
+
+
+def test_a_record_without_retention_reads_as_before() -> None:
+    """Records of domains without a rule keep their six fields (and their MACs)."""
+    secret = new_domain_secret()
+    (share,) = shamir.split(secret, 1, 1)
+    params = KdfParams(b"s" * 16, 1, 8, 1)
+    plain = DomainRecord(b"d" * 16, 1, (Member("SK-1", params),), 0, share.share_set.set_id)
+    plain = plain.signed(secret)
+    assert len(cbor2.loads(plain.body())) == 6
+    assert DomainRecord.decode(plain.encode()) == plain and plain.verify_secret(secret)
+    kept = dataclasses.replace(plain, retention=3).signed(secret)
+    assert len(cbor2.loads(kept.body())) == 7 and kept.mac != plain.mac
+    assert DomainRecord.decode(kept.encode()).retention == 3
+    with pytest.raises(RecordError, match="retention"):
+        DomainRecord.decode(dataclasses.replace(plain, retention=0).encode())
 
 
 def delete_aes_data(session: HsmSession) -> None:
