@@ -543,6 +543,15 @@ def find_set(drives: Sequence[Drive], reference: str) -> str:
             problems.append(
                 Problem(drive.name, f"cannot list its sets: {explain(exc)}", error_code(exc))
             )
+    if not _looks_like_an_id(reference):
+        try:
+            return _set_by_header(drives, sorted(names), reference)
+        except InputError:
+            if not problems:
+                raise
+            raise drive_problems(
+                f"no set {reference} on the drives that could be read", problems
+            ) from None
     try:
         return resolve_set(reference, sorted(names))
     except InputError:
@@ -552,6 +561,46 @@ def find_set(drives: Sequence[Drive], reference: str) -> str:
         raise drive_problems(
             f"no set {reference} on the drives that could be read", problems
         ) from None
+
+
+LATEST = "latest"
+
+
+def _looks_like_an_id(reference: str) -> bool:
+    wanted = reference.strip().lower().removeprefix(SET_PREFIX)
+    return len(wanted) >= 4 and all(c in "0123456789abcdef" for c in wanted)
+
+
+def _set_by_header(drives: Sequence[Drive], names: Sequence[str], reference: str) -> str:
+    """The set ``latest`` names (the newest), or a label names (the newest with it).
+
+    Creation times and labels come from the sets' headers, which a drive could alter; the
+    set then opened is authenticated all the same, and the command reports its id, label
+    and time from the authenticated manifest.
+    """
+    wanted = reference.strip()
+    if not wanted:
+        raise InputError("--set is empty: give a set id, `latest` or a set's label")
+    headers: dict[str, SetHeader] = {}
+    for name in names:
+        for drive in drives:
+            try:
+                headers[name] = read_set_header(drive, name)
+                break
+            except (SealkeepError, ManifestError):
+                continue
+    if wanted == LATEST:
+        chosen = sorted(headers.items(), key=lambda item: (item[1].created, item[0]))
+        if not chosen:
+            raise InputError("no set on the drives given (see `sealkeep sets`)")
+        return chosen[-1][0]
+    labelled = [(h.created, n) for n, h in headers.items() if h.label == wanted]
+    if not labelled:
+        raise InputError(
+            f"no set has the id or label {wanted!r} on the drives given: give the hex id "
+            "`sealkeep sets` shows (at least 4 characters), `latest`, or a set's label"
+        )
+    return max(labelled)[1]
 
 
 # --- verify -------------------------------------------------------------------------------------

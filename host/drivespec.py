@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_UNREACHABLE, SealkeepError
+from .errors import EXIT_UNREACHABLE, EXIT_USAGE, SealkeepError
 
 __all__ = [
     "ENV_VAR",
@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 ENV_VAR = "SEALKEEP_DRIVES"
-EXIT_USAGE = 2
 
 
 class UsageError(SealkeepError):

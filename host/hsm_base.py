@@ -541,7 +541,7 @@ class RestoreOutcome:
 
     @property
     def ok(self) -> bool:
-        if self.status == "present":
+        if self.status in ("present", "would restore", "would replace"):
             return True
         return self.status in ("restored", "replaced") and self.proof is not None and self.proof.ok
 

@@ -163,6 +163,7 @@ class SetContents:
         labels: Collection[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
         replace: bool = False,
+        dry_run: bool = False,
     ) -> list[RestoreOutcome]:
         """Recreate the entries (or those whose label is in ``labels``) in this slot.
 
@@ -172,7 +173,8 @@ class SetContents:
         is compared with the set by the same proofs: ``"present"`` when it is the same (or
         nothing can tell them apart: the detail says so), ``"different"`` when its material
         is another; with ``replace`` a different one is destroyed and the set's restored in
-        its place (``"replaced"``).
+        its place (``"replaced"``). With ``dry_run`` nothing is created or destroyed: what
+        would be is ``"would restore"`` or ``"would replace"``.
         """
         present = self.present_keys()
         publics = {
@@ -187,7 +189,7 @@ class SetContents:
         )
         outcomes = []
         for done, entry in enumerate(chosen, 1):
-            outcomes.append(self._restore_one(kek, entry, present, publics, replace))
+            outcomes.append(self._restore_one(kek, entry, present, publics, replace, dry_run))
             if progress is not None:
                 progress(done, len(chosen))
         return outcomes
@@ -199,6 +201,7 @@ class SetContents:
         present: set[tuple[int, str, bytes]],
         publics: dict[tuple[int | None, bytes], Attributes],
         replace: bool = False,
+        dry_run: bool = False,
     ) -> RestoreOutcome:
         def outcome(status: str, detail: str = "", proof: Proof | None = None) -> RestoreOutcome:
             return RestoreOutcome(
@@ -219,11 +222,16 @@ class SetContents:
                     f"the slot holds another object with this class, label and id ({detail}); "
                     "restore with --replace to put the set's in its place",
                 )
+            if dry_run:
+                return outcome("would replace", detail)
             try:
                 existing.destroy()
             except PKCS11Error as exc:
                 return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
             status = "replaced"
+        if dry_run:
+            present.add(ident)
+            return outcome("would restore")
         try:
             obj = self._recreate(kek, entry)
         except (PKCS11Error, ValueError) as exc:

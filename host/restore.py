@@ -122,6 +122,7 @@ class RestoreResult:
     attempts: list[Problem]
     skipped_at_backup: list[manifest.SkippedEntry]
     seconds: float
+    dry_run: bool = False
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -153,6 +154,7 @@ class RestoreResult:
                 for s in self.skipped_at_backup
             ],
             "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
             "ok": self.ok,
         }
 
@@ -176,6 +178,7 @@ def restore_set(
     progress: Callable[[int, int], None] | None = None,
     note: Note = _quiet,
     replace: bool = False,
+    dry_run: bool = False,
 ) -> RestoreResult:
     """Restore the set (or the keys with ``labels``) into ``session``'s slot; ``replace``
     puts the set's object in place of a different one with the same class, label and id."""
@@ -191,6 +194,7 @@ def restore_set(
             labels=set(labels) if labels else None,
             progress=progress,
             replace=replace,
+            dry_run=dry_run,
         )
     finally:
         with suppress(Exception):
@@ -206,6 +210,7 @@ def restore_set(
         attempts=fetched.attempts,
         skipped_at_backup=list(opened.skipped),
         seconds=time.monotonic() - started,
+        dry_run=dry_run,
     )
 
 

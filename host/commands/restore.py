@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument(
-        "--set", required=True, metavar="ID", help="the set id (a unique prefix will do)"
+        "--set",
+        required=True,
+        metavar="SET",
+        help="the set: its id (a unique prefix of 4+ hex digits will do), `latest`, or a "
+        "label (the newest set with it)",
     )
     add_slot_options(p)
     p.add_argument(
@@ -44,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "where the slot holds another object with the same class, label and id (its "
             "material differs from the set's), destroy it and restore the set's in its place"
         ),
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="open and authenticate the set, say what would be restored, replaced or left "
+        "alone, and change nothing",
     )
     add_drive_options(p)
     add_json_option(p)
@@ -67,6 +77,17 @@ def print_result(result: RestoreResult) -> None:
         )
     ui.print_table(["CLASS", "TYPE", "LABEL", "ID", "PROOF", "STATUS"], rows)
     label = f" {result.label!r}" if result.label else ""
+    if result.dry_run:
+        print(
+            f"dry run: set {result.set_id}{label} from drive {result.source}, authenticated; "
+            f"into slot {result.slot_id} (token {result.token!r}) "
+            f"{result.count('would restore')} would be restored, "
+            f"{result.count('would replace')} replaced, "
+            f"{result.count('present')} are already present, "
+            f"{result.count('different')} present but different (--replace replaces them); "
+            "nothing was changed"
+        )
+        return
     print(
         f"set {result.set_id}{label} from drive {result.source} into slot {result.slot_id} "
         f"(token {result.token!r}): {result.count('restored')} restored and proven, "
@@ -97,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
     with open_slot(hsm, args.slot, args) as session, open_drives(args) as group:
         result = restore_set(
-            session, group.drives, args.set, args.key, note=note, replace=args.replace
+            session,
+            group.drives,
+            args.set,
+            args.key,
+            note=note,
+            replace=args.replace,
+            dry_run=args.dry_run,
         )
     for attempt in result.attempts:
         note(f"warning: {attempt.drive}: {attempt.reason}")

@@ -12,8 +12,9 @@ import time
 
 from .. import ui
 from ..backupset import SetListing, list_sets
-from ..domain import Drive, DriveGroup, Problem, drive_problems, short
-from ..hsm import DomainError, Hsm, HsmSession
+from ..domain import Drive, DriveGroup, Problem, choose_domain, drive_problems, short
+from ..hsm import DomainError, Hsm, HsmSession, class_name, key_type_name
+from ..restore import fetch_set
 from . import add_json_option
 from .domain import add_drive_options, note, open_drives
 from .slots import add_slot_options, find_slot_of, load_module, open_slot
@@ -95,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "drives' domain is found automatically; --slot picks one."
         ),
     )
+    p.add_argument(
+        "--set",
+        metavar="SET",
+        help="list this set's objects instead (its id or a unique prefix, `latest`, or a "
+        "label): the manifest is read from the first drive whose copy authenticates",
+    )
     add_drive_options(p)
     add_slot_options(p, required=False)
     add_json_option(p)
@@ -103,6 +110,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
+    if args.set is not None:
+        return run_one_set(args, hsm)
     found: list[tuple[bytes, list[SetListing], int, list[int]]] = []
     problems: list[Problem] = []
     with open_drives(args) as group:
@@ -114,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
         for domain_id in domains:
             members = group.of_domain(domain_id)
             session = session_for(hsm, args, domain_id)
+            if session is not None and len(domains) > 1:
+                note(
+                    f"domain {short(domain_id.hex())} ({len(members)} drive(s)): read through "
+                    f"{session.where}, which holds it"
+                )
             if session is None:
                 problems += [
                     Problem(
@@ -178,4 +192,78 @@ def run(args: argparse.Namespace) -> int:
         ui.print_table(headers, [listing_row(s, total, retained) for s in listings])
     if blank:
         print(f"{len(blank)} blank drive(s): {', '.join(d.name for d in blank)}")
+    return 0
+
+
+def run_one_set(args: argparse.Namespace, hsm: Hsm) -> int:
+    """``sets --set SET``: what one set holds, from its authenticated manifest."""
+    with open_drives(args) as group:
+        domain_id = domains_of(group, args, hsm)[0] if args.slot is not None else None
+        if domain_id is None:
+            domain_id = choose_domain(group.drives)
+        session = session_for(hsm, args, domain_id)
+        if session is None:
+            raise DomainError(
+                f"no slot holds backup domain {short(domain_id.hex())}: reading a set needs "
+                "the domain key; recover it into a slot with `sealkeep domain recover` first"
+            )
+        with session:
+            fetched = fetch_set(session, group.of_domain(domain_id), args.set, note)
+            fetched.kek.destroy()
+    opened = fetched.manifest
+    if args.json:
+        ui.print_json(
+            {
+                "set": {
+                    "set_id": opened.set_id_hex,
+                    "label": opened.label,
+                    "source": fetched.serial,
+                    "objects": [
+                        {
+                            "class": class_name(e.object_class),
+                            "type": key_type_name(e.key_type, e.attributes),
+                            "label": e.label,
+                            "id": e.id.hex(),
+                        }
+                        for e in opened.entries
+                    ],
+                    "skipped": [
+                        {
+                            "class": class_name(s.object_class),
+                            "label": s.label,
+                            "id": s.id.hex(),
+                            "reason": s.reason,
+                        }
+                        for s in opened.skipped
+                    ],
+                }
+            }
+        )
+        return 0
+    label = f" {opened.label!r}" if opened.label else ""
+    print(
+        f"set {opened.set_id_hex}{label}: {len(opened.entries)} object(s), read from drive "
+        f"{fetched.serial} and authenticated"
+    )
+    ui.print_table(
+        ["CLASS", "TYPE", "LABEL", "ID"],
+        [
+            [
+                class_name(e.object_class),
+                key_type_name(e.key_type, e.attributes),
+                e.label or "-",
+                e.id.hex() or "-",
+            ]
+            for e in opened.entries
+        ],
+    )
+    if opened.skipped:
+        print(f"{len(opened.skipped)} object(s) of the slot left out at backup:")
+        ui.print_table(
+            ["CLASS", "LABEL", "ID", "WHY"],
+            [
+                [class_name(s.object_class), s.label or "-", s.id.hex() or "-", s.reason]
+                for s in opened.skipped
+            ],
+        )
     return 0

@@ -1,7 +1,7 @@
 """``sealkeep slots``: the HSM's slots, and the HSM options every slot command shares.
 
 ``--module PATH`` (or ``$SEALKEEP_PKCS11_MODULE``, else SoftHSM2) picks the PKCS#11 module;
-``--slot N`` a slot id as ``sealkeep slots`` lists it; the slot PIN comes from
+``--slot SLOT`` a slot id as ``sealkeep slots`` lists it, or a token label; the PIN comes from
 ``--pin-file FILE``, ``$SEALKEEP_PIN`` or a prompt, never from the command line.
 """
 
@@ -10,13 +10,19 @@ from __future__ import annotations
 import argparse
 
 from .. import ui
-from ..errors import EXIT_AUTH
+from ..errors import EXIT_AUTH, EXIT_USAGE
 from ..hsm import ENV_MODULE, Hsm, HsmSession, PinError, PinLockedError, SlotError
 from ..pins import ENV_PIN, slot_pin
 from . import add_json_option
 
 ORDER = 20
 DOMAIN_SHOWN = 16  # hex digits of a domain id in tables
+
+
+class SlotChoiceError(SlotError):
+    """``--slot`` names no slot, or several: a usage error."""
+
+    exit_code = EXIT_USAGE
 
 
 class PinRefused(PinError):
@@ -34,13 +40,12 @@ def add_module_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_slot_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """``--slot N``, ``--pin-file FILE`` and ``--module PATH``."""
+    """``--slot SLOT``, ``--pin-file FILE`` and ``--module PATH``."""
     parser.add_argument(
         "--slot",
-        type=int,
         required=required,
-        metavar="N",
-        help="the slot id, as `sealkeep slots` lists it",
+        metavar="SLOT",
+        help="the slot: its id as `sealkeep slots` lists it, or its token's label",
     )
     parser.add_argument(
         "--pin-file",
@@ -51,7 +56,37 @@ def add_slot_options(parser: argparse.ArgumentParser, *, required: bool = True) 
 
 
 def load_module(args: argparse.Namespace) -> Hsm:
-    return Hsm(getattr(args, "module", None))
+    """The PKCS#11 module of ``--module``; a ``--slot`` given as text becomes its slot id."""
+    hsm = Hsm(getattr(args, "module", None))
+    slot = getattr(args, "slot", None)
+    if isinstance(slot, str):
+        args.slot = resolve_slot(hsm, slot)
+    return hsm
+
+
+def resolve_slot(hsm: Hsm, text: str) -> int:
+    """The slot ``text`` names: a slot id as `sealkeep slots` lists it, or a token label.
+
+    An id and a label naming two different slots, or a label several tokens carry, is
+    refused with the candidates named: a command never guesses which slot to log into.
+    """
+    slots = hsm.slots()
+    wanted = text.strip()
+    by_id = [s for s in slots if wanted.isdigit() and s.slot_id == int(wanted)]
+    by_label = [s for s in slots if s.token_present and s.label == wanted]
+    found = {s.slot_id: s for s in by_id + by_label}
+    if len(found) == 1:
+        return next(iter(found))
+    if not found:
+        known = ", ".join(
+            f"{s.slot_id} ({s.label!r})" if s.label else str(s.slot_id) for s in slots
+        )
+        raise SlotChoiceError(
+            f"no slot has the id or token label {wanted!r}; the slots are: "
+            f"{known or 'none'} (see `sealkeep slots`)"
+        )
+    names = ", ".join(f"slot {i} (token {s.label!r})" for i, s in sorted(found.items()))
+    raise SlotChoiceError(f"{wanted!r} names several slots: {names}; give the slot id")
 
 
 def open_slot(hsm: Hsm, slot_id: int, args: argparse.Namespace) -> HsmSession:

@@ -30,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument(
-        "--set", required=True, metavar="ID", help="the set id (a unique prefix will do)"
+        "--set",
+        required=True,
+        metavar="SET",
+        help="the set: its id (a unique prefix of 4+ hex digits will do), `latest`, or a "
+        "label (the newest set with it)",
     )
     add_drive_options(p)
     add_slot_options(p, required=False)

@@ -56,6 +56,8 @@ def test_missing_set_with_every_drive_read_is_an_input_error() -> None:
         find_set(drives, "abab")  # type: ignore[arg-type]
 
 
-def test_bad_reference_stays_an_input_error() -> None:
-    with pytest.raises(InputError, match="not a set id"):
+def test_an_unknown_label_is_an_input_error_or_names_the_unreadable_drive() -> None:
+    with pytest.raises(InputError, match="no set has the id or label 'zz'"):
+        find_set([StandIn("drive SK-ONE", [])], "zz")  # type: ignore[arg-type]
+    with pytest.raises(DriveProblems, match="SK-BAD"):
         find_set([broken("drive SK-BAD")], "zz")  # type: ignore[arg-type]
