@@ -957,13 +957,21 @@ def _unlock(
             candidate = prepared
         else:
             candidate = derive_custodian_keys(passphrase, params)
+        if tries == 1 and hello.custodian_delay_ms:
+            note(
+                f"drive {serial}: after earlier wrong passphrases it answers only after "
+                f"{hello.custodian_delay_ms / 1000:.1f} s; waiting for it"
+            )
         try:
             client.authenticate(Role.CUSTODIAN, candidate.credential)
         except ImpostorDrive as exc:
             return Problem(name, explain(exc), EXIT_AUTH)
         except AuthenticationFailed:
             if passphrases.retry() and tries < 3:
-                note(f"drive {serial}: wrong passphrase, try again")
+                note(
+                    f"drive {serial}: wrong passphrase, try again (from the third wrong one "
+                    "on, the drive waits longer before each answer, at most a minute)"
+                )
                 continue
             return Problem(name, "wrong passphrase (the drive refused it)", EXIT_AUTH)
         except LockedOut as exc:

@@ -49,6 +49,9 @@ class DriveStatus:
             "capacity": h.capacity if h else None,
             "free": h.free if h else None,
             "retention": (h.retention or None) if h else None,
+            "delay_ms": (
+                {"owner": h.owner_delay_ms, "custodian": h.custodian_delay_ms} if h else None
+            ),
         }
         fw = self.firmware
         if fw is not None:
@@ -70,6 +73,7 @@ class DriveStatus:
             domain,
             ui.human_size(h.capacity),
             ui.human_size(h.free),
+            wait_column(h),
             *self.slot_columns(),
         ]
         if self.error is not None:
@@ -92,6 +96,17 @@ class DriveStatus:
         else:
             inactive = f"{other.name}: {other.version}, counter {other.counter}"
         return [active, inactive]
+
+
+def wait_column(hello: Hello) -> str:
+    """WAIT: how long the drive delays its next answer to each role, after wrong guesses
+    (it never locks; the delay doubles from the third failure, at most 10 s or a minute)."""
+    waits = [
+        f"{role} {ms / 1000:g} s"
+        for role, ms in (("owner", hello.owner_delay_ms), ("custodian", hello.custodian_delay_ms))
+        if ms
+    ]
+    return ", ".join(waits) or "-"
 
 
 def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatus:
@@ -135,6 +150,7 @@ HEADERS = [
     "DOMAIN",
     "CAPACITY",
     "FREE",
+    "WAIT",
     "ACTIVE",
     "INACTIVE",
 ]
@@ -194,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     addresses = parse_drives(args.drives)
     statuses = survey(addresses, args.timeout)
     if args.json:
-        ui.print_json([s.as_json() for s in statuses])
+        ui.print_json({"drives": [s.as_json() for s in statuses]})
     else:
         ui.print_table(HEADERS, [s.as_row() for s in statuses])
     bad = [s for s in statuses if not s.ok]

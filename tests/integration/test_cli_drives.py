@@ -103,7 +103,7 @@ def emulate(tmp_path: Path) -> Iterator[type[Emulate]]:
 
 def drives_json(spec: str) -> tuple[int, list[dict[str, Any]], str]:
     result = sealkeep("drives", "--drives", spec, "--json")
-    return result.returncode, json.loads(result.stdout), result.stderr
+    return result.returncode, json.loads(result.stdout)["drives"], result.stderr
 
 
 def test_emulate_then_drives_then_restart(emulate: type[Emulate], tmp_path: Path) -> None:
