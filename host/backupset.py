@@ -116,7 +116,7 @@ class DriveWrite:
     def to_json(self) -> dict[str, object]:
         return {
             "serial": self.serial,
-            "address": self.address,
+            "port": self.address,
             "bytes": self.size,
             "sha256": self.digest.hex(),
             "verified": self.verified,
@@ -618,7 +618,7 @@ class CopyCheck:
     def to_json(self) -> dict[str, object]:
         return {
             "serial": self.serial,
-            "address": self.address,
+            "port": self.address,
             "status": self.status,
             "detail": self.detail,
         }

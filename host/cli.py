@@ -44,8 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_document(exc: SealkeepError) -> dict[str, object]:
+    """An error as ``--json`` gives it on stdout (the line on stderr says the same)."""
+    document: dict[str, object] = {
+        "message": str(exc),
+        "exit_code": exc.exit_code,
+        "kind": type(exc).__name__,
+    }
+    problems = getattr(exc, "problems", None)
+    if isinstance(problems, tuple):
+        document["problems"] = [{"drive": name, "problem": reason} for name, reason in problems]
+    return document
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    wants_json = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
         try:
@@ -60,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except SealkeepError as exc:
         ui.error(str(exc))
+        if wants_json:
+            ui.print_json({"error": error_document(exc)})
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

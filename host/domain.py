@@ -198,7 +198,7 @@ class Problem:
     """The drive is blank or of another domain: not this domain's concern (skipped)."""
 
     def to_json(self) -> dict[str, object]:
-        return {"drive": self.drive, "problem": self.reason}
+        return {"drive": self.drive, "problem": self.reason, "exit_code": self.code}
 
 
 def explain(exc: BaseException) -> str:
@@ -639,7 +639,7 @@ class CreateResult:
             "domain_id": self.domain_id.hex(),
             "threshold": self.threshold,
             "count": len(self.drives),
-            "drives": [{"serial": s, "address": a} for s, a in self.drives],
+            "drives": [{"serial": s, "port": a} for s, a in self.drives],
             "slot": self.slot_id,
             "token": self.token,
             "seconds": round(self.seconds, 3),
@@ -1328,7 +1328,7 @@ class ReshareResult:
             "domain_id": self.domain_id.hex(),
             "threshold": self.threshold,
             "count": len(self.drives),
-            "drives": [{"serial": s, "address": a, "role": r} for s, a, r in self.drives],
+            "drives": [{"serial": s, "port": a, "role": r} for s, a, r in self.drives],
             "sets": self.sets,
             "custodians": self.proven_by,
             "retired": self.retired,

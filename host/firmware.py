@@ -539,7 +539,7 @@ class FirmwareStatus:
         other = self.inactive
         return {
             "firmware_counter": self.counter,
-            "slot": self.active,
+            "firmware_slot": self.active,
             "boot": self.state,
             "floor": self.floor,
             "inactive_slot": other.name if other else None,
@@ -646,7 +646,7 @@ class UpdateResult:
             "from": self.old_version,
             "firmware": self.version,
             "counter": self.counter,
-            "slot": self.slot,
+            "firmware_slot": self.slot,
             "resumed_from": self.resumed_from,
             "seconds": round(self.seconds, 3),
         }

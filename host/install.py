@@ -186,7 +186,7 @@ class InstallResult:
             "platform": self.platform,
             "firmware": self.version,
             "counter": self.counter,
-            "slot": self.slot,
+            "firmware_slot": self.slot,
             "files": self.files,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),

@@ -141,7 +141,7 @@ class RestoreResult:
             "label": self.label,
             "slot": self.slot_id,
             "token": self.token,
-            "source": {"serial": self.source, "address": self.source_address},
+            "source": {"serial": self.source, "port": self.source_address},
             "fallbacks": [p.to_json() for p in self.attempts],
             "restored": self.count("restored"),
             "replaced": self.count("replaced"),

@@ -158,14 +158,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         ui.print_json(
             {
+                "sets": [s.to_json() for _, listings, _, _ in found for s in listings],
                 "domains": [
                     {
                         "domain_id": domain_id.hex(),
                         "drives": total,
                         "retention": [n or None for n in rules],
-                        "sets": [s.to_json() for s in listings],
                     }
-                    for domain_id, listings, total, rules in found
+                    for domain_id, _, total, rules in found
                 ],
                 "problems": [p.to_json() for p in problems],
             }

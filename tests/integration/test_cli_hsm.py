@@ -3,13 +3,13 @@ tokens and emulated drives."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from json_schemas import check
 from sealkeep.backupset import set_object_name
 from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.emulator import Emulator
@@ -59,7 +59,7 @@ class Cli:
         return done
 
     def json(self, *args: str, pin: bool = True) -> Any:
-        return json.loads(self(*args, "--json", pin=pin).stdout)
+        return check(args, self(*args, "--json", pin=pin).stdout)
 
 
 @pytest.fixture
@@ -135,8 +135,9 @@ def test_the_whole_story(
     assert made["bytes"] > 0 and made["seconds"] >= 0
     listed = cli.json("sets", "--drives", drives_file)
     (domain,) = listed["domains"]
-    assert [s["set_id"] for s in domain["sets"]] == [set_id]
-    assert domain["sets"][0]["label"] == "nightly" and len(domain["sets"][0]["verified"]) == 5
+    assert domain["domain_id"] == created["domain_id"] and domain["drives"] == 5
+    assert [s["set_id"] for s in listed["sets"]] == [set_id]
+    assert listed["sets"][0]["label"] == "nightly" and len(listed["sets"][0]["verified"]) == 5
     assert "nightly" in cli("sets", "--drives", drives_file).stdout
     assert cli.json("verify", "--set", set_id[:8], "--drives", drives_file)["ok"] is True
 
@@ -276,21 +277,21 @@ def test_only_custodians_erase(
     wrong.chmod(0o600)
     args = ("prune", "--set", first, "--drives", drives, "--passphrases", str(wrong))
     cli(*args, code=4, pin=False)
-    sets = cli.json("sets", "--drives", drives)["domains"][0]["sets"]
+    sets = cli.json("sets", "--drives", drives)["sets"]
     assert {s["set_id"] for s in sets} == {first, second}
 
     pruned = cli.json(
         "prune", "--set", first, "--drives", drives, "--passphrases", custodians, pin=False
     )
     assert pruned["problems"] == [] and len(pruned["drives"]) == 3
-    sets = cli.json("sets", "--drives", drives)["domains"][0]["sets"]
+    sets = cli.json("sets", "--drives", drives)["sets"]
     assert [s["set_id"] for s in sets] == [second]
 
     one = spec(emulator, 2)
     cli("drives", "reset", "--drives", one, code=2, pin=False)
     reset = cli.json("drives", "reset", "--drives", one, "--passphrases", custodians, pin=False)
     assert reset["problems"] == []
-    (row,) = cli.json("drives", "--drives", one, pin=False)
+    (row,) = cli.json("drives", "--drives", one, pin=False)["drives"]
     assert row["state"] == "blank"
 
 
@@ -315,9 +316,14 @@ def test_retention_lets_the_host_prune_old_sets(
     args = ("domain", "create", "--slot", src, "--drives", drives, "--passphrases", custodians)
     refused = cli(*args, "--retention", "0", code=2)
     assert "retention" in refused.stderr and "1 to 1000, not 0" in refused.stderr
-    assert all(row["state"] == "blank" for row in cli.json("drives", "--drives", drives, pin=False))
+    assert all(
+        row["state"] == "blank"
+        for row in cli.json("drives", "--drives", drives, pin=False)["drives"]
+    )
     assert cli.json(*args, "--retention", "2")["retention"] == 2
-    assert [row["retention"] for row in cli.json("drives", "--drives", drives, pin=False)] == [
+    assert [
+        row["retention"] for row in cli.json("drives", "--drives", drives, pin=False)["drives"]
+    ] == [
         2,
         2,
         2,
@@ -325,8 +331,8 @@ def test_retention_lets_the_host_prune_old_sets(
     made = [cli.json("backup", "--slot", src, "--drives", drives) for _ in range(3)]
     oldest, middle, newest = (m["set_id"] for m in made)
 
-    listed = cli.json("sets", "--drives", drives)["domains"][0]
-    assert listed["retention"] == [2]
+    listed = cli.json("sets", "--drives", drives)
+    assert listed["domains"][0]["retention"] == [2]
     by_id = {s["set_id"]: s for s in listed["sets"]}
     for m in made:
         assert by_id[m["set_id"]]["bytes"] == m["bytes"] > 0
@@ -341,7 +347,7 @@ def test_retention_lets_the_host_prune_old_sets(
     kept = cli("prune", "--set", middle, "--drives", drives, code=4)
     assert "retention 2 keeps it: 1 newer set(s)" in kept.stderr
     assert all(d.serial in kept.stderr for d in emulator.drives)
-    assert {s["set_id"] for s in cli.json("sets", "--drives", drives)["domains"][0]["sets"]} == {
+    assert {s["set_id"] for s in cli.json("sets", "--drives", drives)["sets"]} == {
         oldest,
         middle,
         newest,
@@ -353,7 +359,7 @@ def test_retention_lets_the_host_prune_old_sets(
     for drive in emulator.drives:
         assert f"drive {drive.serial}: set {oldest} deleted by the owner" in done.stderr
         assert not (drive.flash / "obj" / set_object_name(bytes.fromhex(oldest))).exists()
-    sets = cli.json("sets", "--drives", drives)["domains"][0]["sets"]
+    sets = cli.json("sets", "--drives", drives)["sets"]
     assert {s["set_id"] for s in sets} == {middle, newest}
 
     # With the custodians, a kept set goes too: by each drive's custodian.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from json_schemas import check
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.hsm import Hsm
@@ -49,6 +50,8 @@ def run(
     )
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    if "--json" in args:
+        check(args, done.stdout)
     return done
 
 

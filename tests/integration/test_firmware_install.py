@@ -69,7 +69,7 @@ def test_install_boots_a_blank_board_into_the_firmware(
     assert cli.main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["serial"] == "SK-TECH0001"
-    assert (report["firmware"], report["counter"], report["slot"]) == ("1.0.0", 1, "a")
+    assert (report["firmware"], report["counter"], report["firmware_slot"]) == ("1.0.0", 1, "a")
     assert report["platform"] == "linux"
 
     serial, status = hello_of(port)
@@ -243,7 +243,7 @@ def test_technician_flow_through_the_command_line(images: dict[str, Path], tmp_p
         assert done.stdout.startswith("SK-00A1: firmware 1.0.0 (counter 1) installed in slot a")
         listed = run_sealkeep("drives", "--drives", f"@{d}/drives.json", "--json")
         assert listed.returncode == 0, listed.stderr
-        [drive] = json.loads(listed.stdout)
+        [drive] = json.loads(listed.stdout)["drives"]
         assert (drive["serial"], drive["firmware"]) == ("SK-00A1", "1.0.0")
     finally:
         assert stop(proc) == 0

@@ -351,18 +351,20 @@ def test_cli_update_and_drives(
     emu = emulated_drives(2, image=images.paths["v1"])
     spec = f"@{emu.drives_file}"
     code = cli.main(["drives", "--drives", spec, "--json"])
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["drives"]
     assert code == 0
-    assert [(r["firmware"], r["firmware_counter"], r["slot"], r["boot"]) for r in rows] == [
-        ("1.0.0", 1, "a", "confirmed")
-    ] * 2
+    assert [
+        (r["firmware"], r["firmware_counter"], r["firmware_slot"], r["boot"]) for r in rows
+    ] == [("1.0.0", 1, "a", "confirmed")] * 2
     assert all(r["inactive_firmware"] is None for r in rows)
 
     code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v2"]), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     done = json.loads(out)["drives"]
-    assert [(d["from"], d["firmware"], d["slot"]) for d in done] == [("1.0.0", "1.1.0", "b")] * 2
+    assert [(d["from"], d["firmware"], d["firmware_slot"]) for d in done] == [
+        ("1.0.0", "1.1.0", "b")
+    ] * 2
 
     code = cli.main(["drives", "--drives", spec])
     out, _ = capsys.readouterr()

@@ -4,7 +4,6 @@ changes nothing. The command line in a subprocess, SoftHSM2 and emulated drives.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from json_schemas import check
 from pkcs11 import Attribute
 from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.hsm import Hsm
@@ -48,7 +48,7 @@ class Cli:
         return done
 
     def json(self, *args: str, code: int = 0) -> Any:
-        return json.loads(self(*args, "--json", code=code).stdout)
+        return check(args, self(*args, "--json", code=code).stdout)
 
 
 @pytest.fixture
@@ -123,3 +123,17 @@ def test_restore_dry_run_says_what_it_would_do_and_changes_nothing(
         after = sorted((o.object_class, o.label) for o in session.objects())
         assert after == before
         assert not list(session.session.get_objects({Attribute.LABEL: "aes-data"}))
+
+
+def test_errors_come_as_json_under_json(cli: Cli) -> None:
+    bad_slot = cli.json("keys", "--slot", "no-such-token", code=2)["error"]
+    assert bad_slot["exit_code"] == 2 and "no-such-token" in bad_slot["message"]
+    assert bad_slot["kind"] == "SlotChoiceError"
+    missing = cli.json("verify", "--set", "monthly", "--slot", "source", code=2)["error"]
+    assert "no set has the id or label 'monthly'" in missing["message"]
+    unreachable = cli.json("backup", "--slot", "source", "--drives", "/dev/no-such-port", code=3)[
+        "error"
+    ]
+    assert unreachable["problems"] and unreachable["problems"][0]["drive"].endswith(
+        "/dev/no-such-port"
+    )
