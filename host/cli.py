@@ -14,18 +14,68 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__, ui
 from .commands import register_all
-from .errors import EXIT_INTERRUPTED, SealkeepError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, SealkeepError
 
 __all__ = ["build_parser", "main"]
 
 DEBUG_VAR = "SEALKEEP_DEBUG"
 
 
+# Options that would put a secret on the command line (shell history, the process list).
+SECRET_OPTIONS = ("--pin", "--password", "--passphrase", "--so-pin", "--secret")
+_SECRET_WORDS = ("pin", "pass", "secret")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--pin`` never means ``--pin-file``), whose usage
+    errors never echo a value given after a secret-looking option. Subcommands use it too."""
+
+    argv: Sequence[str] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {redact(message, self.argv)}\n")
+
+
+def redact(message: str, argv: Sequence[str]) -> str:
+    """``message`` with every value that follows a secret-looking option replaced."""
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if not name.startswith("-") or not any(w in name.lower() for w in _SECRET_WORDS):
+            continue
+        secret = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if secret and not secret.startswith("-") and not name.endswith("-file"):
+            message = message.replace(secret, "(hidden)")
+    return message
+
+
+def refused_secret_option(argv: Sequence[str]) -> str | None:
+    """The message for an option that would carry a secret on the command line, or None."""
+    for arg in argv:
+        name = arg.partition("=")[0]
+        if name in SECRET_OPTIONS:
+            where = (
+                "--passphrases FILE or the prompt"
+                if "pass" in name
+                else "--pin-file FILE, $SEALKEEP_PIN, or the prompt"
+            )
+            return (
+                f"sealkeep never takes a PIN or passphrase on the command line ({name}): it "
+                f"would stay in the shell's history and the process list. Use {where}."
+            )
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sealkeep",
         description=(
             "Back up every key of a PKCS#11 HSM slot to a set of smart backup drives, and "
@@ -39,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"sealkeep {__version__}")
-    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", parser_class=Parser
+    )
     register_all(subparsers)
     return parser
 
@@ -59,11 +111,17 @@ def error_document(exc: SealkeepError) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    wants_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in given
     try:
+        refusal = refused_secret_option(given)
+        if refusal is not None:
+            ui.error(refusal)
+            return EXIT_USAGE
         parser = build_parser()
+        Parser.argv = given
         try:
-            args = parser.parse_args(argv)
+            args = parser.parse_args(given)
         except SystemExit as exc:  # --help, --version, or a usage error (already printed)
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         run = getattr(args, "run", None)

@@ -111,6 +111,15 @@ def parse_drives(
                 path = base / path
             addresses += load_drives_file(path)
         else:
+            plain = Path(item).expanduser()
+            if (
+                "://" not in item
+                and (base / plain if base and not plain.is_absolute() else plain).is_file()
+            ):
+                raise UsageError(
+                    f"{source}: {item} is a file, not a port: did you mean @{item}? (a "
+                    "drives.json is given as @PATH)"
+                )
             addresses.append(DriveAddress(item))
     if not addresses:
         raise UsageError(f"{source} names no drives: give ports (a,b,...) or @drives.json.")

@@ -81,6 +81,20 @@ def read_pin_file(path: str, warn: Warn | None = _stderr) -> str:
     return pin
 
 
+def _eof_safe(prompt: Prompt) -> Prompt:
+    """``prompt``, with Ctrl-D (end of input) at it a clear error rather than an EOFError."""
+
+    def ask(text: str) -> str:
+        try:
+            return prompt(text)
+        except EOFError:
+            raise InputError(
+                f"input ended (Ctrl-D) at the question {text.strip()!r}: nothing was changed"
+            ) from None
+
+    return ask
+
+
 def slot_pin(
     where: str,
     pin_file: str | None = None,
@@ -106,7 +120,7 @@ def slot_pin(
                 "(the PIN is never taken from the command line)"
             )
         prompt = getpass.getpass
-    pin = prompt(f"PIN for {where}: ")
+    pin = _eof_safe(prompt)(f"PIN for {where}: ")
     if not pin:
         raise InputError(f"no PIN entered for {where}")
     return pin
@@ -168,13 +182,13 @@ class Passphrases:
 
     def _ask(self) -> Prompt:
         if self._prompt is not None:
-            return self._prompt
+            return _eof_safe(self._prompt)
         if not _interactive():
             raise InputError(
                 "custodian passphrases are needed: give --passphrases FILE with "
                 "`SERIAL PASSPHRASE` lines, or run this on a terminal to be asked"
             )
-        return getpass.getpass
+        return _eof_safe(getpass.getpass)
 
     def _listed(self, serial: str) -> str:
         assert self._entries is not None

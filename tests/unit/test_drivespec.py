@@ -146,3 +146,13 @@ def test_empty_specs() -> None:
         parse_drives("@", environ={})
     with pytest.raises(UsageError, match=drivespec.ENV_VAR):
         parse_drives(None, environ={drivespec.ENV_VAR: ","})
+
+
+def test_a_drives_file_without_at_gets_a_hint(tmp_path: Path) -> None:
+    drives = tmp_path / "drives.json"
+    drives.write_text('{"drives": []}')
+    with pytest.raises(UsageError, match=r"did you mean @.*drives\.json"):
+        parse_drives(str(drives))
+    with pytest.raises(UsageError, match=r"did you mean @drives\.json"):
+        parse_drives("drives.json", base=tmp_path)
+    assert [a.port for a in parse_drives("/dev/null")] == ["/dev/null"]  # a device stays a port
