@@ -18,6 +18,8 @@ from ..domain import (
     recover_domain,
     reshare_domain,
 )
+from ..errors import SealkeepError
+from ..hsm import Hsm
 from ..pins import Passphrases
 from . import add_drives_option, add_json_option
 from .slots import add_slot_options, load_module, open_slot
@@ -149,8 +151,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "SPEC is the new set (3, 5 or 7 drives): drives of the current domain, at least k "
             "of them opened by their custodians, and blank drives. A new domain key replaces "
             "the slot's; every backup set found on the current drives is re-wrapped for it "
-            "inside the HSM and written to every drive of the new set. Old shares, and drives "
-            "left out, no longer open anything. " + KDF_HELP
+            "inside the HSM and written to every drive of the new set. What it revokes: the "
+            "old key in this slot, so old shares no longer match it, and every set made from "
+            "now on is under the new key only. What it cannot revoke: k old shares with their "
+            "custodians still rebuild the old domain and so open the sets made before (that "
+            "is the nature of a backup); a drive left out keeps its share and its sets until "
+            "`sealkeep drives reset` erases it. Other slots that held the old domain are "
+            "listed: they no longer match the drives. At a terminal it asks before replacing "
+            "anything (--yes does not ask). " + KDF_HELP
         ),
     )
     add_slot_options(reshare)
@@ -162,6 +170,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="drives needed to rebuild the new domain (default: a majority of the new set)",
     )
     add_passphrases_option(reshare)
+    reshare.add_argument("--yes", action="store_true", help="do not ask before replacing")
     add_json_option(reshare)
     reshare.set_defaults(run=run_reshare)
 
@@ -252,13 +261,54 @@ def print_reshared(result: ReshareResult) -> None:
     rows = [[s, a, str(i), role] for i, (s, a, role) in enumerate(result.drives, 1)]
     ui.print_table(["SERIAL", "PORT", "SHARE", "DRIVE"], rows)
     print(f"{len(result.sets)} backup set(s) re-wrapped and written to every drive")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+
+
+class Cancelled(SealkeepError):
+    """The operator answered no: nothing was changed."""
+
+
+def confirm(question: str, args: argparse.Namespace, passphrases: Passphrases) -> None:
+    """Ask ``question`` at a terminal; anything but yes cancels. No question is asked with
+    --yes, with a passphrases file, or without a terminal (scripts decide by their flags)."""
+    if getattr(args, "yes", False) or passphrases.from_file or not sys.stdin.isatty():
+        return
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Cancelled("cancelled: nothing was changed")
+
+
+def left_on(hsm: Hsm, domain_id: bytes, but: int) -> list[str]:
+    """Other slots whose token still holds ``domain_id`` (by its public marker)."""
+    return [
+        f"slot {s.slot_id} (token {s.label!r}) still holds the old domain "
+        f"{domain_id.hex()[:16]}: it no longer matches the drives; recover the new domain "
+        "into it (`sealkeep domain recover`) or remove it"
+        for s in hsm.slots()
+        if s.domain_id == domain_id and s.slot_id != but
+    ]
 
 
 def run_reshare(args: argparse.Namespace) -> int:
     passphrases = Passphrases(args.passphrases)
     hsm = load_module(args)
     with open_drives(args) as group, open_slot(hsm, args.slot, args) as session:
+        old = session.require_domain()
+        kept = [d.name for d in group.drives if d.reachable and d.domain == old]
+        blank = [d.name for d in group.drives if d.reachable and d.blank]
+        confirm(
+            f"Re-share domain {old.hex()[:16]} of {session.where} onto {len(group.drives)} "
+            f"drive(s) ({len(kept)} of the domain, {len(blank)} blank)? The slot's domain key "
+            "is replaced; drives of the domain left out keep their old share until reset.",
+            args,
+            passphrases,
+        )
         result = reshare_domain(session, group.drives, passphrases, args.threshold, note)
+    result.warnings += left_on(hsm, result.old_domain_id, result.slot_id)
     if args.json:
         ui.print_json(result.to_json())
     else:
