@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__, ui
+from . import __version__, config, ui
 from .commands import register_all
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, SealkeepError
 
@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(given)
         except SystemExit as exc:  # --help, --version, or a usage error (already printed)
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        config.apply(args)
         run = getattr(args, "run", None)
         if run is None:
             parser.print_help(sys.stderr)

@@ -19,6 +19,8 @@ import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 
+from ..config import DRIVE_TIMEOUT
+
 __all__ = ["Runner", "add_drives_option", "add_json_option", "command_modules"]
 
 Runner = Callable[[argparse.Namespace], int]
@@ -52,6 +54,18 @@ def add_drives_option(parser: argparse.ArgumentParser) -> None:
             "the drives: comma-separated ports or URLs (/dev/ttyACM0, serial:///dev/pts/7), "
             "or @PATH to a drives.json; default: $SEALKEEP_DRIVES, else every USB serial port"
         ),
+    )
+
+
+def add_timeout_option(parser: argparse.ArgumentParser) -> None:
+    """``--timeout SECONDS``: one default for every command that talks to drives."""
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"how long to wait for each drive's answer (default {DRIVE_TIMEOUT:g}, or the "
+        "timeout in sealkeep.toml)",
     )
 
 

@@ -21,11 +21,10 @@ from ..domain import (
 from ..errors import SealkeepError
 from ..hsm import Hsm
 from ..pins import Passphrases
-from . import add_drives_option, add_json_option
+from . import add_drives_option, add_json_option, add_timeout_option
 from .slots import add_slot_options, load_module, open_slot
 
 ORDER = 30
-DEFAULT_TIMEOUT = 5.0
 
 
 def note(text: str) -> None:
@@ -36,13 +35,7 @@ def note(text: str) -> None:
 def add_drive_options(parser: argparse.ArgumentParser) -> None:
     """``--drives SPEC`` and ``--timeout SECONDS``."""
     add_drives_option(parser)
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long to wait for each drive's answer (default {DEFAULT_TIMEOUT:g})",
-    )
+    add_timeout_option(parser)
 
 
 def open_drives(args: argparse.Namespace) -> DriveGroup:

@@ -10,14 +10,14 @@ from typing import Any
 
 from .. import ui
 from ..client import DriveClient, Hello
+from ..config import DRIVE_TIMEOUT
 from ..drivespec import DriveAddress, parse_drives
 from ..errors import EXIT_UNREACHABLE, DriveError, SealkeepError
 from ..firmware import FirmwareStatus, firmware_status
 from ..transport import open_transport
-from . import add_drives_option, add_json_option
+from . import add_drives_option, add_json_option, add_timeout_option
 
 ORDER = 10
-DEFAULT_TIMEOUT = 3.0
 DOMAIN_SHOWN = 12  # hex digits of the domain id in the table
 
 
@@ -109,7 +109,7 @@ def wait_column(hello: Hello) -> str:
     return ", ".join(waits) or "-"
 
 
-def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatus:
+def probe(address: DriveAddress, timeout: float = DRIVE_TIMEOUT) -> DriveStatus:
     """Ask one drive HELLO; never raises for a drive that cannot be reached."""
     try:
         transport = open_transport(address.port)
@@ -134,7 +134,7 @@ def probe(address: DriveAddress, timeout: float = DEFAULT_TIMEOUT) -> DriveStatu
     return DriveStatus(address, hello, firmware=firmware)
 
 
-def survey(addresses: list[DriveAddress], timeout: float = DEFAULT_TIMEOUT) -> list[DriveStatus]:
+def survey(addresses: list[DriveAddress], timeout: float = DRIVE_TIMEOUT) -> list[DriveStatus]:
     """Every drive's status, asked in parallel, in the order given."""
     if not addresses:
         return []
@@ -184,13 +184,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_drives_option(p)
     add_passphrases_option(p)
     add_json_option(p)
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long to wait for each drive's answer (default {DEFAULT_TIMEOUT:g})",
-    )
+    add_timeout_option(p)
     p.set_defaults(run=run)
 
 

@@ -37,7 +37,7 @@ from ..firmware import (
 from ..hsm import HsmSession
 from ..install import install_image
 from ..vendorkey import TokenSigner, token_keygen
-from . import add_drives_option, add_json_option
+from . import add_drives_option, add_json_option, add_timeout_option
 from .slots import add_slot_options, load_module, open_slot
 
 ORDER = 80
@@ -177,13 +177,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     u.add_argument("image", type=Path, metavar="IMAGE")
     add_drives_option(u)
-    u.add_argument(
-        "--timeout",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long to wait for each reply (default 5)",
-    )
+    add_timeout_option(u)
     add_slot_options(u, required=False)
     add_json_option(u)
     u.set_defaults(run=run_update)

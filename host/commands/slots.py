@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import ui
+from .. import config, ui
 from ..errors import EXIT_AUTH, EXIT_USAGE
 from ..hsm import ENV_MODULE, Hsm, HsmSession, PinError, PinLockedError, SlotError
 from ..pins import ENV_PIN, slot_pin
@@ -43,7 +43,7 @@ def add_slot_options(parser: argparse.ArgumentParser, *, required: bool = True) 
     """``--slot SLOT``, ``--pin-file FILE`` and ``--module PATH``."""
     parser.add_argument(
         "--slot",
-        required=required,
+        required=required and not config.has("slot"),
         metavar="SLOT",
         help="the slot: its id as `sealkeep slots` lists it, or its token's label",
     )
