@@ -667,11 +667,14 @@ class UpdateResult:
     slot: str
     resumed_from: int
     seconds: float
+    already: bool = False
+    """The drive already ran this very firmware: nothing was sent."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "serial": self.serial,
             "port": self.port,
+            "already": self.already,
             "from": self.old_version,
             "firmware": self.version,
             "counter": self.counter,
@@ -790,6 +793,7 @@ def update_drive(
     timeout: float = 5.0,
     reboot_wait: float = REBOOT_WAIT,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> UpdateResult:
     """Update one drive: send it the image (resuming a broken transfer), have it check
     and install the image into its inactive slot and restart on trial, self-test it
@@ -815,6 +819,23 @@ def update_drive(
             raise UsageError(
                 f"{where(serial, port)} is running firmware {before.version} on trial: wait "
                 "until it is confirmed, or restart it to go back, then update again."
+            )
+        same = (before.version, before.counter, before.vendor_key) == (
+            image.version,
+            image.counter,
+            image.vendor_key,
+        )
+        if same and not force:
+            return UpdateResult(
+                serial,
+                port,
+                before.version,
+                image.version,
+                image.counter,
+                before.active or "-",
+                0,
+                time.monotonic() - started,
+                already=True,
             )
         if hello.blank:  # no session, so no PUT: FIRMWARE open, data and install
             resumed_from = _send_blank(client, image, progress)

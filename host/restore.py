@@ -162,6 +162,12 @@ class RestoreResult:
 def check_labels(opened: Manifest, labels: Collection[str]) -> None:
     known = {e.label for e in opened.entries}
     unknown = sorted(set(labels) - known)
+    left_out = {s.label: s.reason for s in opened.skipped if s.label in unknown}
+    if left_out and len(left_out) == len(unknown):
+        raise InputError(
+            f"set {opened.set_id_hex} does not hold "
+            + "; ".join(f"{label!r}: left out at backup ({why})" for label, why in left_out.items())
+        )
     if unknown:
         raise InputError(
             f"set {opened.set_id_hex} holds no key labelled {', '.join(map(repr, unknown))}; "
@@ -208,7 +214,8 @@ def restore_set(
         source_address=fetched.address,
         outcomes=outcomes,
         attempts=fetched.attempts,
-        skipped_at_backup=list(opened.skipped),
+        # With --key, only what was asked for: the rest of the slot is not this restore's news.
+        skipped_at_backup=[s for s in opened.skipped if not labels or s.label in labels],
         seconds=time.monotonic() - started,
         dry_run=dry_run,
     )

@@ -101,6 +101,18 @@ def warn(message: str, stream: TextIO | None = None) -> None:
     out.flush()
 
 
+def human_duration(seconds: float) -> str:
+    """``"12 s"``, ``"3 min 5 s"``, ``"1 h 2 min"``: how long, as a person says it."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
 class Progress:
     """A progress line on stderr, redrawn in place at most ``interval`` seconds apart.
 
@@ -174,6 +186,8 @@ class Progress:
             text += f" of {human_size(total)} ({100 * done / total:.0f}%)"
         if done and elapsed > 0.2:
             text += f", {human_rate(done / elapsed)}"
+            if total and done < total:
+                text += f", {human_duration((total - done) * elapsed / done)} left"
         return text
 
     def _draw(self, text: str) -> None:

@@ -40,9 +40,47 @@ def command_modules() -> list[ModuleType]:
     return modules
 
 
+class ExamplesFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual and leaves the examples epilog line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+EXAMPLES: dict[str, str] = {
+    "slots": "sealkeep slots\nsealkeep slots --module /usr/lib/softhsm/libsofthsm2.so",
+    "keys": "sealkeep keys --slot primary\nsealkeep keys --slot 1742931004 --json",
+    "drives": "sealkeep drives --drives @drives.json\n"
+    "sealkeep drives reset --drives /dev/ttyACM2 --passphrases custodians.txt",
+    "domain": "sealkeep domain create --slot primary --drives @drives.json --threshold 3\n"
+    "sealkeep domain recover --slot standby --drives /dev/ttyACM0,/dev/ttyACM1,/dev/ttyACM2\n"
+    "sealkeep domain reshare --slot primary --drives @new-drives.json",
+    "backup": "sealkeep backup --slot primary --label nightly\n"
+    "sealkeep backup --slot primary --allow-missing --json",
+    "sets": "sealkeep sets\nsealkeep sets --set latest",
+    "verify": "sealkeep verify --set latest\nsealkeep verify --set 3f2a9c",
+    "restore": "sealkeep restore --set nightly --slot primary --dry-run\n"
+    "sealkeep restore --set 3f2a9c --slot primary --key hmac1 --replace",
+    "prune": "sealkeep prune --set 3f2a9c --passphrases custodians.txt",
+    "firmware": "sealkeep firmware keygen --out vendor.key --passphrase-file vp\n"
+    "sealkeep firmware build --version 1.2.0 --counter 3 --key vendor.key --out fw.img\n"
+    "sealkeep firmware update --drives @drives.json fw.img",
+    "emulate": "sealkeep emulate --count 5 --dir /tmp/d\nsealkeep emulate --blank --count 1",
+    "demo": "sealkeep demo\nsealkeep demo --keep --json",
+}
+"""A few lines of real use per command, shown at the end of its --help."""
+
+
 def register_all(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for module in command_modules():
         module.register(subparsers)
+    for name, parser in subparsers.choices.items():
+        examples = EXAMPLES.get(name)
+        if examples:
+            parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples.splitlines())
+            parser.formatter_class = ExamplesFormatter
 
 
 def add_drives_option(parser: argparse.ArgumentParser) -> None:

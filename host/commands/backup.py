@@ -26,6 +26,11 @@ class DriveProgress(ui.Progress):
         each = ", ".join(f"{key} {100 * d // t if t else 100}%" for key, (d, t) in parts if key)
         elapsed = max(self.clock() - self._started, 1e-9)
         rate = f", {ui.human_rate(done / elapsed)}" if done and elapsed > 0.2 else ""
+        # The slowest drive decides when the write ends.
+        fractions = [d / t for key, (d, t) in parts if key and t]
+        slowest = min(fractions, default=0.0)
+        if rate and 0 < slowest < 1:
+            rate += f", {ui.human_duration(elapsed * (1 - slowest) / slowest)} left"
         return f"{self.label}: {each}{rate}"
 
 

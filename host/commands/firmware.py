@@ -178,6 +178,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     u.add_argument("image", type=Path, metavar="IMAGE")
     add_drives_option(u)
     add_timeout_option(u)
+    u.add_argument(
+        "--force",
+        action="store_true",
+        help="send the image even to a drive that already runs it",
+    )
     add_slot_options(u, required=False)
     add_json_option(u)
     u.set_defaults(run=run_update)
@@ -326,10 +331,18 @@ def run_inspect(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     key = load_public_key(args.key) if args.key else image.vendor_key
     ok = key == image.vendor_key and image.signature_ok(key)
+    trusted = args.key is not None
     if args.json:
-        ui.print_json(image.as_json(key) | {"signature_valid": ok})
+        ui.print_json(image.as_json(key) | {"signature_valid": ok, "key_trusted": trusted})
     else:
         _show(image, key, ok)
+    if ok and not trusted:
+        print(
+            "warning: checked only against the key the image itself names, which anyone "
+            "can put there: this says the image is intact, not who made it. Give the "
+            "vendor's public key with --key to check who signed it.",
+            file=sys.stderr,
+        )
     if not ok:
         require_signature(image, key, str(args.image))  # raises with the reason
     return 0
@@ -400,11 +413,23 @@ def run_update(args: argparse.Namespace) -> int:
     def one(address: DriveAddress) -> UpdateResult | SealkeepError:
         try:
             result = update_drive(
-                address.port, image, owners, serial=address.serial, timeout=args.timeout
+                address.port,
+                image,
+                owners,
+                serial=address.serial,
+                timeout=args.timeout,
+                force=args.force,
             )
         except SealkeepError as exc:
             return exc
-        if not args.json:
+        if not args.json and result.already:
+            with lock:
+                print(
+                    f"{result.serial}: already runs firmware {result.version} (counter "
+                    f"{result.counter}): nothing sent (--force reinstalls it)",
+                    flush=True,
+                )
+        elif not args.json:
             with lock:
                 print(
                     f"{result.serial}: firmware {result.old_version} -> {result.version} "

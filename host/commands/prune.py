@@ -32,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "passphrases): a drive with N newer sets on it lets the owner drop the set, and "
             "custodians are needed only for the drives that keep it."
         ),
-        epilog="example: sealkeep prune --set 3f2a --drives @/tmp/d/drives.json",
     )
     p.add_argument("--set", required=True, metavar="ID", help="the set id `sealkeep sets` shows")
     add_drive_options(p)

@@ -21,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Read the set from the first healthy drive (falling back to the next on any "
             "error), open it in the HSM with the domain key, and recreate every key (or those "
-            "with the labels given) with its attributes in the slot. Keys already present "
-            "(same class, label and id) are reported and left alone. Every restored key is "
-            "proven by use. The slot must hold the backup domain key: on a new HSM, run "
-            "`sealkeep domain recover` first."
+            "with the labels given) with its attributes in the slot. An object already there "
+            "(same class, label and id) is compared with the set's by the same proofs: the "
+            "same is left alone, another is reported as present but different (exit 8) and "
+            "--replace puts the set's in its place. Every restored key is proven by use, and "
+            "attributes the HSM did not keep are named. The slot must hold the backup domain "
+            "key: on a new HSM, run `sealkeep domain recover` first."
         ),
     )
     p.add_argument(

@@ -125,8 +125,10 @@ def test_update_confirms_the_new_slot_and_keeps_data(
     assert after.inactive == fw.SlotInfo("a", "1.0.0", 1)
     assert read_back(connect, emu) == data  # objects and credentials survive
     # and back to A with the next image of the same counter
-    again = fw.update_drive(emu.drives[0].port, images["v2"], owner)
-    assert again.slot == "a"
+    same = fw.update_drive(emu.drives[0].port, images["v2"], owner)
+    assert same.already and same.slot == "b"  # the very firmware it runs: nothing sent
+    again = fw.update_drive(emu.drives[0].port, images["v2"], owner, force=True)
+    assert again.slot == "a" and not again.already
     assert read_back(connect, emu) == data
 
 
@@ -134,7 +136,8 @@ def refused(
     emu: Emulator, image: fw.FirmwareImage, code: int, credential: fw.CredentialFor = blank
 ) -> fw.FirmwareRefused:
     with pytest.raises(fw.FirmwareRefused) as exc:
-        fw.update_drive(emu.drives[0].port, image, credential)
+        # force: some of these claim the very version the drive runs, and must be sent
+        fw.update_drive(emu.drives[0].port, image, credential, force=True)
     assert exc.value.code == code, str(exc.value)
     assert "keeps running its previous firmware" in str(exc.value)
     return exc.value
@@ -190,7 +193,7 @@ def test_bad_images_are_refused_by_the_drive(
 
     assert read_back(connect, emu) == data
     # and it still takes a good one
-    assert fw.update_drive(emu.drives[0].port, v2, owner).slot == "b"
+    assert fw.update_drive(emu.drives[0].port, v2, owner, force=True).slot == "b"
 
 
 def flip(data: bytes, at: int) -> bytes:
@@ -366,12 +369,29 @@ def test_cli_update_and_drives(
         ("1.0.0", "1.1.0", "b")
     ] * 2
 
+    # The same image again: nothing is sent, and it is said; --force sends it.
+    code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v2"]), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    again = json.loads(out)["drives"]
+    assert [(d["already"], d["firmware_slot"]) for d in again] == [(True, "b")] * 2
+    code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v2"])])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.count("already runs firmware 1.1.0") == 2
+    code = cli.main(
+        ["firmware", "update", "--drives", spec, str(images.paths["v2"]), "--force", "--json"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    forced = json.loads(out)["drives"]
+    assert [(d["already"], d["firmware_slot"]) for d in forced] == [(False, "a")] * 2
+
     code = cli.main(["drives", "--drives", spec])
     out, _ = capsys.readouterr()
     assert code == 0
     header, *lines = out.splitlines()
     assert header.split()[-2:] == ["ACTIVE", "INACTIVE"]
-    assert all("b: counter 2" in line and "a: 1.0.0, counter 1" in line for line in lines)
+    assert all("a: counter 2" in line and "b: 1.1.0, counter 2" in line for line in lines)
 
     # A downgrade through the command line: a one-line error per drive, exit 5.
     code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v0"])])

@@ -137,3 +137,14 @@ def test_errors_come_as_json_under_json(cli: Cli) -> None:
     assert unreachable["problems"] and unreachable["problems"][0]["drive"].endswith(
         "/dev/no-such-port"
     )
+
+
+def test_restore_of_one_key_reports_only_that_key(cli: Cli) -> None:
+    cli("backup", "--slot", "source", "--label", "nightly")
+    restore = ("restore", "--set", "latest", "--slot", "source", "--dry-run")
+    one = cli.json(*restore, "--key", "aes-data")
+    assert [k["label"] for k in one["keys"]] == ["aes-data"] and one["not_in_set"] == []
+    everything = cli.json(*restore)
+    assert [s["label"] for s in everything["not_in_set"]] == ["aes-local"]
+    left_out = cli(*restore, "--key", "aes-local", code=2)
+    assert "'aes-local': left out at backup (not extractable)" in left_out.stderr

@@ -3,6 +3,7 @@ is a clear error. The ``sealkeep`` command line in a subprocess (and a pty for t
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import select
@@ -101,3 +102,13 @@ def test_ctrl_d_at_the_pin_prompt_is_a_clear_error(tmp_path: Path) -> None:
     text = out.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 2, text
     assert "input ended (Ctrl-D)" in text and "EOFError" not in text and "Traceback" not in text
+
+
+def test_every_command_shows_examples_in_its_help() -> None:
+    from sealkeep.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "examples:\n  sealkeep " + name in text, name

@@ -192,15 +192,17 @@ def test_cli_keygen_build_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[
     )  # fmt: skip
     assert code == 0, err
     assert "firmware 3.0.0, counter 4" in out and public in out
-    code, out, _ = run_cli(capsys, "firmware", "inspect", str(img), "--json")
+    code, out, err = run_cli(capsys, "firmware", "inspect", str(img), "--json")
     assert code == 0
     doc: dict[str, Any] = json.loads(out)
-    assert doc["signature_valid"] is True
+    assert doc["signature_valid"] is True and doc["key_trusted"] is False
+    # Its own key proves only that it is intact: said, and a trusted key asked for.
+    assert "not who made it" in err and "--key" in err
     assert (doc["version"], doc["counter"], doc["vendor_key"]) == ("3.0.0", 4, public)
     assert doc["size"] == img.stat().st_size
     assert any(f["path"] == "fw/update.mpy" for f in doc["files"])
-    code, out, _ = run_cli(capsys, "firmware", "inspect", str(img), "--key", public)
-    assert code == 0 and "valid" in out and "fw/link.mpy" in out
+    code, out, err = run_cli(capsys, "firmware", "inspect", str(img), "--key", public)
+    assert code == 0 and "valid" in out and "fw/link.mpy" in out and "warning" not in err
 
     # Checked against another vendor's key: refused, exit 6 (integrity).
     other = tmp_path / "other.key"

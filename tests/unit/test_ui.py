@@ -45,7 +45,7 @@ def test_progress_sums_parts_and_draws_only_when_enabled() -> None:
     a(512, 1024)
     now[0] = 1.0
     b(1024, 1024)
-    assert progress.text() == "put: 1.5 KiB of 2.0 KiB (75%), 1.5 KiB/s"
+    assert progress.text() == "put: 1.5 KiB of 2.0 KiB (75%), 1.5 KiB/s, 0 s left"
     progress.close()
     assert out.getvalue().startswith("\rput: 512 B of 1.0 KiB (50%)")
     assert out.getvalue().endswith("\n")
@@ -53,3 +53,29 @@ def test_progress_sums_parts_and_draws_only_when_enabled() -> None:
     with ui.Progress("get", stream=quiet) as p:
         p(10, 100)
     assert quiet.getvalue() == ""
+
+
+def test_progress_says_how_long_is_left() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    progress = ui.Progress("put", 4000, stream=out, enabled=True, interval=0, clock=lambda: now[0])
+    now[0] = 10.0
+    progress(1000)
+    assert progress.text().endswith(", 30 s left")  # a quarter in 10 s: 30 s more
+    now[0] = 40.0
+    progress(4000)
+    assert "left" not in progress.text()
+    assert ui.human_duration(59.6) == "1 min"
+    assert ui.human_duration(185) == "3 min 5 s"
+    assert ui.human_duration(3720) == "1 h 2 min"
+
+
+def test_the_backup_line_ends_with_the_slowest_drive() -> None:
+    from sealkeep.commands.backup import DriveProgress
+
+    now = [0.0]
+    line = DriveProgress("writing", stream=io.StringIO(), enabled=False, clock=lambda: now[0])
+    now[0] = 6.0
+    line.update("SK-1", 500, 1000)
+    line.update("SK-2", 250, 1000)
+    assert line.text() == "writing: SK-1 50%, SK-2 25%, 125 B/s, 18 s left"
