@@ -40,7 +40,7 @@ from .errors import (
     ObjectNotFound,
     SealkeepError,
 )
-from .hsm import HsmError, HsmSession, ObjectInfo
+from .hsm import HsmSession, ObjectInfo, SetKeyError, UnsealError
 from .hsm_base import HIERARCHY_SHARED_KEK, class_name
 from .manifest import ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
@@ -712,7 +712,7 @@ def check_copy(
         if digest not in proven:
             authenticate_copy(session, data)
             proven[digest] = hello.serial
-    except (ManifestError, HsmError) as exc:
+    except (ManifestError, SetKeyError, UnsealError) as exc:
         return result("bad", f"does not authenticate in the HSM: {exc}"), header
     return result("good", "digest on the drive and manifest authenticity in the HSM"), header
 

@@ -27,7 +27,7 @@ from .domain import (
     short,
 )
 from .errors import EXIT_INCOMPLETE, EXIT_INTEGRITY, SealkeepError
-from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey
+from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey, SetKeyError, UnsealError
 from .manifest import Manifest, ManifestError
 from .pins import InputError
 
@@ -94,10 +94,14 @@ def fetch_set(
             except BaseException:
                 kek.destroy()
                 raise
-        except (ManifestError, HsmError) as exc:
+        except (ManifestError, SetKeyError, UnsealError) as exc:
             attempts.append(Problem(drive.name, f"not authentic: {exc}", EXIT_INTEGRITY))
             note(f"{drive.name}: its copy does not authenticate; trying the next drive")
             continue
+        except HsmError:
+            # The HSM failing (a mechanism it lacks, a session gone) fails on every drive's
+            # copy alike and says nothing of any: no copy is called corrupt for it.
+            raise
         except SealkeepError as exc:
             attempts.append(Problem(drive.name, explain(exc), error_code(exc)))
             note(f"{drive.name}: {explain(exc)}; trying the next drive")
