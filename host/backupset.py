@@ -379,6 +379,7 @@ def backup(
     started = time.monotonic()
     timings: dict[str, float] = {}
     domain_id = session.require_domain()
+    session.require_mechanisms(f"cannot back up {session.where}")
     if session.domain_hierarchy() == HIERARCHY_SHARED_KEK:
         note(
             f"warning: {session.where} holds its domain under the old key hierarchy, where a "

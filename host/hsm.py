@@ -98,7 +98,13 @@ from .hsm_base import (
     resolve_module,
     split_domain_secret,
 )
-from .hsm_caps import KEY_GEN, KEY_WRAP, mechanism_failure, require_capabilities
+from .hsm_caps import (
+    KEY_GEN,
+    KEY_WRAP,
+    mechanism_failure,
+    require_capabilities,
+    require_mechanisms,
+)
 from .hsm_keys import (
     MANIFEST_KEY_TEMPLATE,
     SET_KEY_TEMPLATE,
@@ -608,6 +614,11 @@ class HsmSession(SetContents):
         """Raise :class:`~sealkeep.hsm_caps.MechanismMissing` unless the token can do every
         mechanism a backup domain needs (tried with throwaway objects, nothing stored)."""
         require_capabilities(self.session, self.where)
+
+    def require_mechanisms(self, doing: str) -> None:
+        """Raise :class:`~sealkeep.hsm_caps.MechanismMissing`, after ``doing`` (what cannot be
+        done), when the token does not list a mechanism every set needs."""
+        require_mechanisms(self.session.token.slot, doing)
 
     def import_domain(
         self, secret: bytes | bytearray, hierarchy: int = HIERARCHY_PER_PURPOSE

@@ -52,6 +52,7 @@ __all__ = [
     "mechanism_failure",
     "mechanism_name",
     "require_capabilities",
+    "require_mechanisms",
 ]
 
 A = Attribute
@@ -270,6 +271,18 @@ def mechanism_failure(
         at_fault = list(needs)
     if not at_fault:
         return None
+    return _missing(doing, at_fault)
+
+
+def require_mechanisms(slot: Any, doing: str, needs: Sequence[Need] = DOMAIN_MECHANISMS) -> None:
+    """Raise :class:`MechanismMissing` when the token's mechanism list lacks one of ``needs``
+    (from the list alone: nothing is tried, and a token that will not list passes)."""
+    at_fault = _unlisted(_listed(slot), needs)
+    if at_fault:
+        raise _missing(doing, at_fault)
+
+
+def _missing(doing: str, at_fault: Sequence[Need]) -> MechanismMissing:
     return MechanismMissing(
         f"{doing}: the token lacks {_names(at_fault)}. This is a limit of the "
         "token, not of the backup: nothing on the drives is corrupt. Use a token that offers "

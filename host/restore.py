@@ -1,7 +1,8 @@
 """Restore a backup set into a slot that holds the domain key.
 
 The set is read from the first healthy drive, falling back to the next one on any error
-(unreachable, refused, absent, damaged on the drive, or not authentic in the HSM); the HSM
+(unreachable, refused, absent, damaged on the drive, or not authentic in the HSM) but the
+HSM's own (a mechanism the token lacks fails every copy alike and condemns none); the HSM
 unwraps the set key with the domain key and every key with the set key, replaying its
 attributes; keys already in the slot (same class, label and id) are left alone; every
 restored key is proven by use.
