@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +112,24 @@ class OpenCryptokiToken:
 
 
 def _daemon_pid() -> int | None:
-    """The pid of the running pkcsslotd, if one runs."""
+    """The pid of a running pkcsslotd, if one runs (its pid file first, then /proc)."""
+    candidates: list[int] = []
+    with suppress(OSError, ValueError):
+        candidates.append(int(OCK_PID_FILE.read_text().strip()))
+    candidates += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    for pid in candidates:
+        with suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "pkcsslotd":
+                return pid
+    return None
+
+
+def _daemon_listening(since: float) -> bool:
+    """Whether pkcsslotd's socket was made at ``since`` or later (not one left behind)."""
     try:
-        pid = int(OCK_PID_FILE.read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError):
-        return None
-    return pid if comm == "pkcsslotd" else None
+        return OCK_SOCKET.stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 class OpenCryptokiService:
@@ -163,6 +174,7 @@ class OpenCryptokiService:
             subprocess.run(
                 ["systemd-tmpfiles", "--create", str(OCK_TMPFILES)], check=False, timeout=30
             )
+        since = time.time() - 1  # the socket's mtime has a coarser clock than time.time
         self.started = subprocess.Popen(
             [OCK_DAEMON, "-f"],
             stdin=subprocess.DEVNULL,
@@ -170,7 +182,7 @@ class OpenCryptokiService:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while _daemon_pid() != self.started.pid or not OCK_SOCKET.exists():
+        while not _daemon_listening(since):
             if self.started.poll() is not None:
                 code = self.started.returncode
                 self.started = None
