@@ -40,7 +40,7 @@ from .errors import (
     ObjectNotFound,
     SealkeepError,
 )
-from .hsm import HsmError, HsmSession, ObjectInfo
+from .hsm import HsmSession, ObjectInfo, SetKeyError, UnsealError
 from .hsm_base import HIERARCHY_SHARED_KEK, class_name
 from .manifest import ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
@@ -379,6 +379,7 @@ def backup(
     started = time.monotonic()
     timings: dict[str, float] = {}
     domain_id = session.require_domain()
+    session.require_mechanisms(f"cannot back up {session.where}")
     if session.domain_hierarchy() == HIERARCHY_SHARED_KEK:
         note(
             f"warning: {session.where} holds its domain under the old key hierarchy, where a "
@@ -712,7 +713,7 @@ def check_copy(
         if digest not in proven:
             authenticate_copy(session, data)
             proven[digest] = hello.serial
-    except (ManifestError, HsmError) as exc:
+    except (ManifestError, SetKeyError, UnsealError) as exc:
         return result("bad", f"does not authenticate in the HSM: {exc}"), header
     return result("good", "digest on the drive and manifest authenticity in the HSM"), header
 

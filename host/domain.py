@@ -810,8 +810,10 @@ def create_domain(
             f"{session.where} already holds backup domain {existing.hex()}: a slot holds one "
             "domain; use another slot, or `sealkeep domain reshare` to change this one"
         )
-    # Tried with throwaway objects before any drive is claimed: a token that cannot keep a
-    # PIN holder from reading set keys is refused here, and what it lacks is said.
+    # Tried with throwaway objects before any drive is claimed: a token without a mechanism
+    # every set needs, or that cannot keep a PIN holder from reading set keys, is refused
+    # here, and what it lacks is said.
+    session.require_capabilities()
     unenforced = session.probe_protections()
     for text in unenforced:
         note(f"not enforced by the token: {text}")
@@ -1287,6 +1289,9 @@ def recover_domain(
             f"{session.where} already holds another backup domain ({existing.hex()}): "
             "recover into a slot without one"
         )
+    # Before any custodian is asked for a passphrase: a token that cannot use the domain is
+    # no place to rebuild it.
+    session.require_capabilities()
     gathered = gather_shares(drives, passphrases, domain_id, note)
     rebuilt = rebuild(gathered)
     try:

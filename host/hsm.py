@@ -98,6 +98,13 @@ from .hsm_base import (
     resolve_module,
     split_domain_secret,
 )
+from .hsm_caps import (
+    KEY_GEN,
+    KEY_WRAP,
+    mechanism_failure,
+    require_capabilities,
+    require_mechanisms,
+)
 from .hsm_keys import (
     MANIFEST_KEY_TEMPLATE,
     SET_KEY_TEMPLATE,
@@ -310,6 +317,10 @@ class _DomainKeys:
     wrap: Any | None
     owner: Any | None
     seal: Any | None
+
+
+# What making a set's keys calls on: AES key generation and the domain's key wrap.
+SET_KEY_MECHANISMS = (KEY_GEN, KEY_WRAP)
 
 
 class HsmSession(SetContents):
@@ -599,6 +610,16 @@ class HsmSession(SetContents):
         except PKCS11Error as exc:
             raise DomainError(f"cannot check what {self.where} enforces: {exc}") from None
 
+    def require_capabilities(self) -> None:
+        """Raise :class:`~sealkeep.hsm_caps.MechanismMissing` unless the token can do every
+        mechanism a backup domain needs (tried with throwaway objects, nothing stored)."""
+        require_capabilities(self.session, self.where)
+
+    def require_mechanisms(self, doing: str) -> None:
+        """Raise :class:`~sealkeep.hsm_caps.MechanismMissing`, after ``doing`` (what cannot be
+        done), when the token does not list a mechanism every set needs."""
+        require_mechanisms(self.session.token.slot, doing)
+
     def import_domain(
         self, secret: bytes | bytearray, hierarchy: int = HIERARCHY_PER_PURPOSE
     ) -> bytes:
@@ -751,7 +772,9 @@ class HsmSession(SetContents):
                 return self._new_shared_kek(wrap_key)
             return self._session_keys().generate(int(wrap_key.handle), int(seal_key.handle))
         except PKCS11Error as exc:
-            raise HsmError(f"cannot make a set key in {self.where}: {exc!r}") from None
+            doing = f"cannot make a set key in {self.where}"
+            missing = mechanism_failure(exc, self.session.token.slot, doing, SET_KEY_MECHANISMS)
+            raise missing or HsmError(f"{doing}: {exc!r}") from None
 
     def _new_shared_kek(self, wrap_key: Any) -> SetKey:
         kek = self.session.generate_key(
@@ -783,7 +806,11 @@ class HsmSession(SetContents):
             return self._session_keys().open(
                 int(wrap_key.handle), int(seal_key.handle), wrapped, wrapped_manifest_key
             )
-        except PKCS11Error:
+        except PKCS11Error as exc:
+            doing = f"cannot open the set's keys in {self.where}"
+            missing = mechanism_failure(exc, self.session.token.slot, doing, (KEY_WRAP,))
+            if missing is not None:
+                raise missing from None
             # SoftHSM2 reports a failed integrity check of AES key wrap as GeneralError.
             raise SetKeyError(
                 f"the set key does not unwrap with the domain key of {self.where}: the set "

@@ -57,6 +57,7 @@ from .hsm_base import (
     UnsealError,
     split_domain_secret,
 )
+from .hsm_caps import GCM, MechanismMissing, is_mechanism_error
 from .hsm_raw import CKA_UNWRAP_TEMPLATE, RawModule, RawTemplate, RawValue
 
 A = Attribute
@@ -395,6 +396,8 @@ class SetKey:
                 plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params
             )
         except PKCS11Error as exc:
+            if is_mechanism_error(exc):
+                raise _gcm_missing("cannot seal the set's manifest") from None
             raise HsmError(f"the HSM cannot seal with AES-GCM: {exc!r}") from None
         return nonce + bytes(sealed)
 
@@ -409,7 +412,9 @@ class SetKey:
                     sealed[GCM_NONCE_LEN:], mechanism=Mechanism.AES_GCM, mechanism_param=params
                 )
             )
-        except PKCS11Error:
+        except PKCS11Error as exc:
+            if is_mechanism_error(exc):
+                raise _gcm_missing("cannot open the set's manifest") from None
             # SoftHSM2 reports a failed GCM tag check as a bare GeneralError.
             raise UnsealError("sealed data does not authenticate") from None
 
@@ -420,6 +425,13 @@ class SetKey:
         }.values():
             with suppress(PKCS11Error):
                 obj.destroy()
+
+
+def _gcm_missing(doing: str) -> MechanismMissing:
+    return MechanismMissing(
+        f"{doing}: the HSM lacks {GCM.describe()}. This is a limit of the token, not of the "
+        "backup: nothing on the drives is corrupt. Use a token that offers it"
+    )
 
 
 # --- what the token enforces ---------------------------------------------------------------

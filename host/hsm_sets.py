@@ -33,6 +33,7 @@ from .hsm_base import (
     attributes_not_taken,
     replay_template,
 )
+from .hsm_caps import is_mechanism_error, mechanism_name
 from .hsm_keys import (
     SetKey,
 )
@@ -139,7 +140,10 @@ class SetContents:
                     verdicts[kind] = None
                 except PKCS11Error as exc:
                     verdicts[kind] = (
-                        f"the HSM will not wrap a {item.type_name} {item.class_name} "
+                        f"the HSM lacks {mechanism_name(WRAP_MECHANISM)}, which wraps every "
+                        "key of a set"
+                        if is_mechanism_error(exc)
+                        else f"the HSM will not wrap a {item.type_name} {item.class_name} "
                         f"({_error_name(exc)})"
                     )
         finally:

@@ -77,6 +77,11 @@ class Sealer(Protocol):
     def unseal(self, sealed: bytes, aad: bytes) -> bytes: ...
 
 
+class SealerUnavailable(SealkeepError):
+    """The sealer cannot work at all (its HSM lacks the mechanism): says nothing of the data,
+    so :func:`unseal` passes it on instead of calling the data unauthentic."""
+
+
 class AesGcmSealer:
     """The :class:`Sealer` construction (``nonce ‖ ciphertext ‖ tag``) with an in-memory key."""
 
@@ -397,6 +402,8 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
     end = header_length(data)
     try:
         body = sealer.unseal(data[end:], data[:end])
+    except SealerUnavailable:
+        raise
     except SealkeepError as exc:
         raise ManifestError(
             f"backup set {header.set_id_hex} does not authenticate: it was altered, is "

@@ -1,7 +1,8 @@
 """Restore a backup set into a slot that holds the domain key.
 
 The set is read from the first healthy drive, falling back to the next one on any error
-(unreachable, refused, absent, damaged on the drive, or not authentic in the HSM); the HSM
+(unreachable, refused, absent, damaged on the drive, or not authentic in the HSM) but the
+HSM's own (a mechanism the token lacks fails every copy alike and condemns none); the HSM
 unwraps the set key with the domain key and every key with the set key, replaying its
 attributes; keys already in the slot (same class, label and id) are left alone; every
 restored key is proven by use.
@@ -27,7 +28,7 @@ from .domain import (
     short,
 )
 from .errors import EXIT_INCOMPLETE, EXIT_INTEGRITY, SealkeepError
-from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey
+from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey, SetKeyError, UnsealError
 from .manifest import Manifest, ManifestError
 from .pins import InputError
 
@@ -94,10 +95,14 @@ def fetch_set(
             except BaseException:
                 kek.destroy()
                 raise
-        except (ManifestError, HsmError) as exc:
+        except (ManifestError, SetKeyError, UnsealError) as exc:
             attempts.append(Problem(drive.name, f"not authentic: {exc}", EXIT_INTEGRITY))
             note(f"{drive.name}: its copy does not authenticate; trying the next drive")
             continue
+        except HsmError:
+            # The HSM failing (a mechanism it lacks, a session gone) fails on every drive's
+            # copy alike and says nothing of any: no copy is called corrupt for it.
+            raise
         except SealkeepError as exc:
             attempts.append(Problem(drive.name, explain(exc), error_code(exc)))
             note(f"{drive.name}: {explain(exc)}; trying the next drive")

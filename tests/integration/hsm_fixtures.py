@@ -1,12 +1,24 @@
 """SoftHSM2 tokens for tests: a private token directory per test session (see
-:mod:`sealkeep.softhsm`); subprocesses see them through :attr:`SoftHsmFarm.env`.
+:mod:`sealkeep.softhsm`); subprocesses see them through :attr:`SoftHsmFarm.env`. And
+openCryptoki's soft token, one per machine: :func:`opencryptoki`.
 
 Use from a test module with ``pytest_plugins = ["hsm_fixtures"]``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,3 +77,174 @@ def tokens(hsm: Hsm, softhsm: SoftHsmFarm) -> dict[str, SoftHsmToken]:
 def make_sample_keys() -> Callable[[HsmSession], dict[str, Any]]:
     """:func:`sample_keys`, as a fixture."""
     return sample_keys
+
+
+# --- openCryptoki ---------------------------------------------------------------------------
+#
+# openCryptoki's soft token is one per machine (its state lives in /var/lib/opencryptoki/swtok,
+# shared through the daemon pkcsslotd), so every test process that uses it takes the file
+# lock below for as long as it uses it, and each test module gets the token re-initialised:
+# a fresh label and user PIN, and no objects. Its soft token lacks mechanisms sealkeep needs
+# (CKM_AES_KEY_WRAP_PAD, CKM_AES_GCM): it is the tests' token that cannot hold a domain.
+
+OCK_MODULE_GLOB = "/usr/lib/*/opencryptoki/libopencryptoki.so.0"
+OCK_DAEMON = "/usr/sbin/pkcsslotd"
+OCK_STATE = Path("/var/lib/opencryptoki/swtok")
+OCK_PID_FILE = Path("/run/pkcsslotd.pid")
+OCK_SOCKET = Path("/run/pkcsslotd.socket")
+OCK_TMPFILES = Path("/usr/lib/tmpfiles.d/opencryptoki.conf")
+OCK_LOCK_DIR = Path("/run/lock/opencryptoki")
+OCK_SLOT = 3  # the soft token's slot in Debian's /etc/opencryptoki/opencryptoki.conf
+OCK_SO_PIN = "87654321"  # the soft token's factory SO PIN; PINs are 4 to 8 characters
+OCK_LOCK = Path(tempfile.gettempdir()) / "sealkeep-opencryptoki.lock"
+OCK_LOCK_WAIT = 90.0
+
+
+@dataclass
+class OpenCryptokiToken:
+    """The soft token, initialised for one test module."""
+
+    module: str
+    slot_id: int
+    label: str
+    pin: str
+    so_pin: str
+
+
+def _daemon_pid() -> int | None:
+    """The pid of a running pkcsslotd, if one runs (its pid file first, then /proc)."""
+    candidates: list[int] = []
+    with suppress(OSError, ValueError):
+        candidates.append(int(OCK_PID_FILE.read_text().strip()))
+    candidates += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    for pid in candidates:
+        with suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "pkcsslotd":
+                return pid
+    return None
+
+
+def _daemon_listening(since: float) -> bool:
+    """Whether pkcsslotd's socket was made at ``since`` or later (not one left behind)."""
+    try:
+        return OCK_SOCKET.stat().st_mtime >= since
+    except OSError:
+        return False
+
+
+class OpenCryptokiService:
+    """openCryptoki on this machine: the module, the daemon (started when it was not running,
+    and then stopped at the end) and the lock that keeps one test process on the token."""
+
+    def __init__(self, module: str, pkcs11_tool: str) -> None:
+        self.module = module
+        self.pkcs11_tool = pkcs11_tool
+        self.started: subprocess.Popen[bytes] | None = None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with OCK_LOCK.open("a") as lock:
+            deadline = time.monotonic() + OCK_LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(
+                            f"another test process has held the openCryptoki token for "
+                            f"{OCK_LOCK_WAIT:.0f} s (lock {OCK_LOCK})"
+                        )
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def ensure_running(self) -> None:
+        """Start pkcsslotd unless it runs (call with the lock held)."""
+        if _daemon_pid() is not None:
+            return
+        if (
+            not OCK_LOCK_DIR.is_dir()
+            and OCK_TMPFILES.is_file()
+            and shutil.which("systemd-tmpfiles")
+        ):
+            # /run is emptied at boot and only systemd recreates the daemon's lock folders.
+            subprocess.run(
+                ["systemd-tmpfiles", "--create", str(OCK_TMPFILES)], check=False, timeout=30
+            )
+        since = time.time() - 1  # the socket's mtime has a coarser clock than time.time
+        self.started = subprocess.Popen(
+            [OCK_DAEMON, "-f"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _daemon_listening(since):
+            if self.started.poll() is not None:
+                code = self.started.returncode
+                self.started = None
+                pytest.fail(f"pkcsslotd exited at once with status {code}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail("pkcsslotd did not come up within 10 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the daemon if this process started it."""
+        if self.started is None:
+            return
+        self.started.terminate()
+        try:
+            self.started.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.started.kill()
+            self.started.wait(timeout=10)
+        self.started = None
+
+    def init_token(self, label: str, pin: str) -> OpenCryptokiToken:
+        """Re-initialise the soft token (which destroys its objects) with ``label`` and
+        ``pin``. PKCS#11 refuses while any process has a session open on it."""
+        base = [self.pkcs11_tool, "--module", self.module, "--slot", str(OCK_SLOT)]
+        steps = (
+            ["--init-token", "--label", label, "--so-pin", OCK_SO_PIN],
+            ["--login", "--login-type", "so", "--so-pin", OCK_SO_PIN, "--init-pin", "--pin", pin],
+        )
+        for step in steps:
+            done = subprocess.run(
+                base + step, capture_output=True, text=True, timeout=30, check=False
+            )
+            if done.returncode != 0:
+                pytest.fail(f"pkcs11-tool {step[0]} failed: {(done.stderr or done.stdout).strip()}")
+        return OpenCryptokiToken(self.module, OCK_SLOT, label, pin, OCK_SO_PIN)
+
+
+@pytest.fixture(scope="session")
+def opencryptoki_service() -> Iterator[OpenCryptokiService]:
+    """openCryptoki, or a skip saying what is missing."""
+    modules = sorted(glob.glob(OCK_MODULE_GLOB))
+    tool = shutil.which("pkcs11-tool")
+    if not modules or not Path(OCK_DAEMON).is_file():
+        pytest.skip("openCryptoki is not installed (tools/setup installs package opencryptoki)")
+    if tool is None:
+        pytest.skip("pkcs11-tool is not installed (tools/setup installs package opensc)")
+    if not os.access(OCK_STATE, os.R_OK | os.W_OK | os.X_OK):
+        pytest.skip(f"openCryptoki's soft token needs root or group pkcs11 ({OCK_STATE})")
+    service = OpenCryptokiService(modules[0], tool)
+    yield service
+    if service.started is not None:
+        with service.locked():
+            service.stop()
+
+
+@pytest.fixture(scope="module")
+def opencryptoki(opencryptoki_service: OpenCryptokiService) -> Iterator[OpenCryptokiToken]:
+    """openCryptoki's soft token, re-initialised for this module (fresh label and user PIN,
+    no objects) and held by this process, under a file lock, until the module ends."""
+    with opencryptoki_service.locked():
+        opencryptoki_service.ensure_running()
+        label = f"sk-{secrets.token_hex(4)}"
+        pin = secrets.token_hex(4)  # 8 characters, the soft token's longest
+        yield opencryptoki_service.init_token(label, pin)
