@@ -81,16 +81,15 @@ def read_pin_file(path: str, warn: Warn | None = _stderr) -> str:
     return pin
 
 
-def _eof_safe(prompt: Prompt) -> Prompt:
-    """``prompt``, with Ctrl-D (end of input) at it a clear error rather than an EOFError."""
+def _eof_safe(prompt: Prompt, what: str) -> Prompt:
+    """``prompt``, with Ctrl-D (end of input) at it a clear error naming ``what`` was being
+    asked for, rather than an EOFError. Ctrl-C goes on as KeyboardInterrupt (exit 130)."""
 
     def ask(text: str) -> str:
         try:
             return prompt(text)
         except EOFError:
-            raise InputError(
-                f"input ended (Ctrl-D) at the question {text.strip()!r}: nothing was changed"
-            ) from None
+            raise InputError(f"no {what} given: input ended (Ctrl-D) at the prompt") from None
 
     return ask
 
@@ -120,7 +119,7 @@ def slot_pin(
                 "(the PIN is never taken from the command line)"
             )
         prompt = getpass.getpass
-    pin = _eof_safe(prompt)(f"PIN for {where}: ")
+    pin = _eof_safe(prompt, f"PIN for {where}")(f"PIN for {where}: ")
     if not pin:
         raise InputError(f"no PIN entered for {where}")
     return pin
@@ -180,15 +179,16 @@ class Passphrases:
     def from_file(self) -> bool:
         return self._entries is not None
 
-    def _ask(self) -> Prompt:
+    def _ask(self, serial: str) -> Prompt:
+        what = f"passphrase for drive {serial}"
         if self._prompt is not None:
-            return _eof_safe(self._prompt)
+            return _eof_safe(self._prompt, what)
         if not _interactive():
             raise InputError(
                 "custodian passphrases are needed: give --passphrases FILE with "
                 "`SERIAL PASSPHRASE` lines, or run this on a terminal to be asked"
             )
-        return _eof_safe(getpass.getpass)
+        return _eof_safe(getpass.getpass, what)
 
     def _listed(self, serial: str) -> str:
         assert self._entries is not None
@@ -206,7 +206,7 @@ class Passphrases:
         """The passphrase of the custodian of drive ``serial``."""
         if self._entries is not None:
             return self._listed(serial)
-        passphrase = self._ask()(f"Passphrase of the custodian of drive {serial}: ")
+        passphrase = self._ask(serial)(f"Passphrase of the custodian of drive {serial}: ")
         if not passphrase:
             raise InputError(f"no passphrase entered for drive {serial}")
         return passphrase
@@ -227,7 +227,7 @@ class Passphrases:
             if weakness is not None:
                 raise InputError(f"the passphrase for drive {serial} in {self.path} is {weakness}")
             return passphrase
-        ask = self._ask()
+        ask = self._ask(serial)
         say = self._warn or _stderr
         for _ in range(MAX_TRIES):
             first = ask(
