@@ -954,6 +954,7 @@ def _unlock(
         try:
             passphrase = passphrases.existing(serial)
         except InputError as exc:
+            note(f"drive {serial}: {exc}; this drive is left out")
             return Problem(name, str(exc), exc.exit_code)
         if prepared is not None and tries == 1:
             candidate = prepared

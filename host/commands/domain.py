@@ -14,6 +14,8 @@ from ..domain import (
     RecoverResult,
     ReshareResult,
     check_retention,
+    check_set_size,
+    check_threshold,
     create_domain,
     recover_domain,
     reshare_domain,
@@ -117,6 +119,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     add_passphrases_option(create)
+    create.add_argument("--yes", action="store_true", help="do not ask before claiming")
     add_json_option(create)
     create.set_defaults(run=run_create)
 
@@ -205,6 +208,15 @@ def run_create(args: argparse.Namespace) -> int:
     passphrases = Passphrases(args.passphrases)
     hsm = load_module(args)
     with open_drives(args) as group, open_slot(hsm, args.slot, args) as session:
+        claimed = [f"{d.serial or '?'} at {d.address}" for d in group.drives if d.reachable]
+        check_set_size(len(group.drives))  # refused before anyone is asked to confirm
+        k, _ = check_threshold(args.threshold, len(group.drives))
+        confirm(
+            f"Claim {len(claimed)} drive(s) for a new backup domain of {session.where}, any "
+            f"{k} of them to rebuild it: {'; '.join(claimed)}?",
+            args,
+            passphrases,
+        )
         result = create_domain(
             session, group.drives, passphrases, args.threshold, note, args.retention
         )

@@ -1,0 +1,123 @@
+"""A ceremony at a terminal: `domain create` shows what it will claim and asks first; no
+answer but yes changes nothing. Run on a pty, as an operator types."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pexpect
+import pytest
+from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
+
+if TYPE_CHECKING:
+    from conftest import StartDrives
+    from hsm_fixtures import SoftHsmFarm, SoftHsmToken
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["hsm_fixtures"]
+
+
+def states(port_list: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "sealkeep", "drives", "--drives", port_list, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [d["state"] for d in json.loads(done.stdout)["drives"]]
+
+
+def test_create_asks_before_claiming_and_no_changes_nothing(
+    softhsm: SoftHsmFarm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    tmp_path: Path,
+) -> None:
+    emulator = emulated_drives(3)
+    ports = ",".join(d.port for d in emulator.drives)
+    pin = tmp_path / "pin"
+    pin.write_text("user-pin-1234\n")
+    pin.chmod(0o600)
+    env = {**softhsm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
+    env.pop("SEALKEEP_PIN", None)
+    argv = ["-m", "sealkeep", "domain", "create", "--slot", "source", "--drives", ports]
+    child = pexpect.spawn(
+        sys.executable, [*argv, "--pin-file", str(pin)], env=env, encoding="utf-8", timeout=60
+    )
+    try:
+        child.expect(r"Claim 3 drive\(s\) for a new backup domain")
+        child.expect(r"\[y/N\] ")
+        question = child.before
+        assert all(d.serial in question and d.port in question for d in emulator.drives)
+        child.sendline("n")
+        child.expect("cancelled: nothing was changed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    assert states(ports) == ["blank"] * 3
+
+
+def test_an_empty_answer_leaves_the_drive_out_and_says_so(
+    softhsm: SoftHsmFarm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    tmp_path: Path,
+) -> None:
+    emulator = emulated_drives(3)
+    ports = ",".join(d.port for d in emulator.drives)
+    pin = tmp_path / "pin"
+    pin.write_text("user-pin-1234\n")
+    pin.chmod(0o600)
+    phrases = {d.serial: f"custodian of {d.serial}: orbit lantern 7" for d in emulator.drives}
+    custodians = tmp_path / "custodians"
+    custodians.write_text("".join(f"{s} {p}\n" for s, p in phrases.items()))
+    custodians.chmod(0o600)
+    env = {**softhsm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
+    env.pop("SEALKEEP_PIN", None)
+    common = ["--drives", ports, "--pin-file", str(pin)]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealkeep",
+            "domain",
+            "create",
+            "--slot",
+            "source",
+            *common,
+            "--passphrases",
+            str(custodians),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    argv = ["-m", "sealkeep", "domain", "recover", "--slot", "target", *common]
+    child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", timeout=60)
+    try:
+        said = ""
+        for index in range(3):
+            child.expect(r"Passphrase of the custodian of drive (\S+): ")
+            said += child.before
+            serial = child.match.group(1)
+            child.sendline("" if index == 0 else phrases[serial])
+            if index == 0:
+                skipped = serial
+        child.expect(pexpect.EOF)
+        said += child.before
+    finally:
+        child.close()
+    assert child.exitstatus == 0, said
+    assert (
+        f"drive {skipped}: no passphrase entered for drive {skipped}; this drive is left out"
+        in said
+    )
+    assert "rebuilt into slot" in said
