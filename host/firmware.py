@@ -810,9 +810,11 @@ def update_drive(
         serial = hello.serial
         if before.vendor_key is None:
             raise FirmwareRefused(
-                f"{where(serial, port)} runs firmware {before.version}, which trusts no vendor "
-                "key (a build of the source tree): it takes no update. Install a signed image "
-                "on it first.",
+                f"{where(serial, port)} runs firmware {before.version}, a development build of "
+                "the source tree that trusts no vendor key: it takes no update, by design (a "
+                "drive that accepted an unsigned first image could be given anything). Update "
+                "drives that run a signed image (`sealkeep emulate --firmware IMAGE`, or a "
+                "board given one by `sealkeep firmware install`).",
                 codes.WRONG_STATE,
             )
         if before.state == "trial":

@@ -260,10 +260,23 @@ def _refuse_if_drive(port: str) -> None:
         return
     try:
         hello = client.hello()
+        try:
+            development = firmware_status(client).vendor_key is None
+        except SealkeepError:
+            development = False
     except SealkeepError:
         return
     finally:
         client.close()
+    if development:
+        raise BoardError(
+            f"{where(hello.serial, port)} runs sealkeep firmware {hello.firmware}, a "
+            "development build of the source tree that trusts no vendor key: it takes no "
+            "install (it runs firmware) and no update (nothing signed can be checked). Use "
+            "boards given a signed image by `firmware install` while blank, or drives "
+            "started on one (`sealkeep emulate --firmware IMAGE`).",
+            EXIT_STORAGE,
+        )
     raise BoardError(
         f"{where(hello.serial, port)} already runs sealkeep firmware {hello.firmware}: an "
         "install would replace it. To fix: update it with `sealkeep firmware update`, "

@@ -345,6 +345,23 @@ def test_the_source_tree_firmware_takes_no_update(
     client.close()
 
 
+def test_a_source_tree_drive_is_no_dead_end(
+    images: Images, emulated_drives: StartDrives, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Neither update nor install takes a development drive, and each says what to use."""
+    emu = emulated_drives(1)
+    port = emu.drives[0].port
+    code = cli.main(["firmware", "update", "--drives", port, str(images.paths["v2"])])
+    update_says = capsys.readouterr().err
+    assert code != 0 and "development build" in update_says
+    assert "sealkeep emulate --firmware IMAGE" in update_says
+    code = cli.main(["firmware", "install", "--port", port, str(images.paths["v2"])])
+    install_says = capsys.readouterr().err
+    assert code == 5 and "development build" in install_says
+    assert "no install" in install_says and "no update" in install_says
+    assert "update it with" not in install_says  # no pointer back to the refusing command
+
+
 def test_cli_update_and_drives(
     images: Images,
     emulated_drives: StartDrives,
