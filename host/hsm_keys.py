@@ -145,20 +145,7 @@ def domain_key_template(
     label: str, domain_id: bytes, value: bytes | memoryview, forced: RawTemplate
 ) -> RawTemplate:
     """A domain wrap or seal key: a token object that wraps and unwraps, forcing ``forced``."""
-    return _modifiable_last(
-        {
-            **_AES_SECRET,
-            int(A.TOKEN): True,
-            int(A.PRIVATE): True,
-            int(A.LABEL): label,
-            int(A.ID): domain_id,
-            int(A.VALUE): value,
-            **_NO_USE,
-            **_flags(WRAP=True, UNWRAP=True),
-            **_LOCKED,
-            CKA_UNWRAP_TEMPLATE: forced,
-        }
-    )
+    return _domain_wrapping_key(label, domain_id, value, {**_LOCKED, CKA_UNWRAP_TEMPLATE: forced})
 
 
 def hierarchy_1_wrap_key_template(
@@ -166,6 +153,13 @@ def hierarchy_1_wrap_key_template(
 ) -> RawTemplate:
     """The one domain key of hierarchy 1 (made only to test upgrades): wraps and unwraps,
     with no unwrap template."""
+    locked = _flags(SENSITIVE=True, EXTRACTABLE=False, MODIFIABLE=False)
+    return _domain_wrapping_key(label, domain_id, value, locked)
+
+
+def _domain_wrapping_key(
+    label: str, domain_id: bytes, value: bytes | memoryview, protections: RawTemplate
+) -> RawTemplate:
     return _modifiable_last(
         {
             **_AES_SECRET,
@@ -176,7 +170,7 @@ def hierarchy_1_wrap_key_template(
             int(A.VALUE): value,
             **_NO_USE,
             **_flags(WRAP=True, UNWRAP=True),
-            **_flags(SENSITIVE=True, EXTRACTABLE=False, MODIFIABLE=False),
+            **protections,
         }
     )
 

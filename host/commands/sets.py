@@ -195,18 +195,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def domain_session(
+    hsm: Hsm, args: argparse.Namespace, group: DriveGroup, needing: str
+) -> tuple[bytes, HsmSession]:
+    """The domain to work on (``--slot``'s, else the one most drives belong to) and a
+    session on the slot holding it; ``needing`` says what for, when no slot holds it."""
+    domain_id = domains_of(group, args, hsm)[0] if args.slot is not None else None
+    if domain_id is None:
+        domain_id = choose_domain(group.drives)
+    session = session_for(hsm, args, domain_id)
+    if session is None:
+        raise DomainError(
+            f"no slot holds backup domain {short(domain_id.hex())}: {needing} needs the "
+            "domain key; recover it into a slot with `sealkeep domain recover` first"
+        )
+    return domain_id, session
+
+
 def run_one_set(args: argparse.Namespace, hsm: Hsm) -> int:
     """``sets --set SET``: what one set holds, from its authenticated manifest."""
     with open_drives(args) as group:
-        domain_id = domains_of(group, args, hsm)[0] if args.slot is not None else None
-        if domain_id is None:
-            domain_id = choose_domain(group.drives)
-        session = session_for(hsm, args, domain_id)
-        if session is None:
-            raise DomainError(
-                f"no slot holds backup domain {short(domain_id.hex())}: reading a set needs "
-                "the domain key; recover it into a slot with `sealkeep domain recover` first"
-            )
+        domain_id, session = domain_session(hsm, args, group, "reading a set")
         with session:
             fetched = fetch_set(session, group.of_domain(domain_id), args.set, note)
             fetched.kek.destroy()

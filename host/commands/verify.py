@@ -6,12 +6,10 @@ import argparse
 
 from .. import ui
 from ..backupset import verify_failure, verify_set
-from ..domain import choose_domain, short
 from ..errors import EXIT_INCOMPLETE
-from ..hsm import DomainError
 from . import add_json_option
 from .domain import add_drive_options, note, open_drives
-from .sets import session_for
+from .sets import domain_session
 from .slots import add_slot_options, load_module
 
 ORDER = 42
@@ -45,18 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
     with open_drives(args) as group:
-        if args.slot is not None:
-            domain_id = hsm.slot(args.slot).domain_id
-            if domain_id is None:
-                raise DomainError(f"slot {args.slot} holds no backup domain key")
-        else:
-            domain_id = choose_domain(group.drives)
-        session = session_for(hsm, args, domain_id)
-        if session is None:
-            raise DomainError(
-                f"no slot holds backup domain {short(domain_id.hex())}: verifying needs the "
-                "domain key; recover it into a slot with `sealkeep domain recover` first"
-            )
+        domain_id, session = domain_session(hsm, args, group, "verifying")
         with session:
             result = verify_set(session, group.drives, domain_id, args.set)
     for problem in result.problems:
