@@ -24,15 +24,22 @@ pytest_plugins = ["hsm_fixtures"]
 
 
 def sealkeep(
-    farm: SoftHsmFarm, tmp: Path, *args: str, code: int = 0, pin_file: bool = True
+    farm: SoftHsmFarm,
+    tmp: Path,
+    *args: str,
+    code: int = 0,
+    pin_file: bool = True,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     pin = tmp / "pin"
     pin.write_text("user-pin-1234\n")
     pin.chmod(0o600)
     env = {**farm.env}
-    env.pop("SEALKEEP_PIN", None)
+    for name in ("SEALKEEP_PIN", "SEALKEEP_CONFIG"):
+        env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-m", "sealkeep", *args, *(["--pin-file", str(pin)] if pin_file else [])],
+        cwd=cwd or tmp,
         env=env,
         capture_output=True,
         text=True,
@@ -109,3 +116,23 @@ def test_token_options_are_checked(
                      "--no-passphrase", "--label", "x", code=2)  # fmt: skip
     assert "--label go with --pkcs11" in stray.stderr
     assert not (tmp_path / "v.key").exists()
+
+
+def test_a_configured_slot_does_not_stop_a_key_file(
+    softhsm: SoftHsmFarm, tokens: dict[str, SoftHsmToken], tmp_path: Path
+) -> None:
+    """sealkeep.toml names the slot every HSM command uses; a vendor key file is still made
+    and used as before, and --pkcs11 takes that slot when --slot is not given."""
+    (tmp_path / "sealkeep.toml").write_text('slot = "source"\n')
+    key = tmp_path / "vendor.key"
+    made = sealkeep(softhsm, tmp_path, "firmware", "keygen", "--out", str(key),
+                    "--no-passphrase", pin_file=False)  # fmt: skip
+    assert key.is_file() and "public key: " in made.stdout
+    image_path = tmp_path / "fw.img"
+    sealkeep(softhsm, tmp_path, "firmware", "build", "--version", "1.0.0", "--counter", "1",
+             "--key", str(key), "--out", str(image_path), pin_file=False)  # fmt: skip
+    assert fw.load_image(image_path).signature_ok(fw.public_key_of(fw.load_signing_key(key)))
+
+    in_token = sealkeep(softhsm, tmp_path, "firmware", "keygen", "--pkcs11",
+                        "--label", "vendor-configured")  # fmt: skip
+    assert "made in slot " in in_token.stdout and "(token 'source')" in in_token.stdout
