@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import ui
+from .. import config, ui
 from ..client import Hello
 from ..drivespec import DriveAddress, UsageError, parse_drives
 from ..errors import EXIT_GENERIC, SealkeepError
@@ -213,7 +213,11 @@ def _token_session(args: argparse.Namespace) -> HsmSession:
 
 
 def _no_token_options(args: argparse.Namespace, instead: str) -> None:
-    given = [f for f, v in (("--slot", args.slot), ("--label", args.label)) if v is not None]
+    """--slot or --label without --pkcs11 is a mistake worth naming; the slot sealkeep.toml
+    gives every HSM command is not one, or a key file could not be used beside it."""
+    configured = config.load().get("slot")
+    slot_given = args.slot is not None and (configured is None or args.slot != str(configured))
+    given = [f for f, v in (("--slot", slot_given), ("--label", args.label is not None)) if v]
     if given:
         raise UsageError(f"{' and '.join(given)} go with --pkcs11, not with {instead}.")
 
