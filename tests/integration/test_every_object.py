@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from json_schemas import check
+from cli_runner import SealkeepCli, custodians_file
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.hsm import Hsm
 
 if TYPE_CHECKING:
@@ -34,25 +32,7 @@ EXIT_INCOMPLETE = 8
 def run(
     farm: SoftHsmFarm, tmp: Path, *args: str, code: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-    env.pop("SEALKEEP_PIN", None)
-    pin_file = tmp / "pin"
-    pin_file.write_text("user-pin-1234\n")
-    pin_file.chmod(0o600)
-    done = subprocess.run(
-        [sys.executable, "-m", "sealkeep", *args, "--pin-file", str(pin_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-    if "--json" in args:
-        check(args, done.stdout)
-    return done
+    return SealkeepCli(farm, tmp)(*args, code=code)
 
 
 def add_data_object(session: Any, label: str, value: bytes) -> None:
@@ -109,11 +89,7 @@ def domain(
 ) -> tuple[str, str]:
     """(slot, drives spec) of a slot holding a domain over three emulated drives."""
     emulator = emulated_drives(3)
-    custodians = tmp_path / "custodians"
-    custodians.write_text(
-        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
-    )
-    custodians.chmod(0o600)
+    custodians = custodians_file(tmp_path, emulator.drives)
     slot = str(tokens["source"].slot_id)
     drives = f"@{emulator.drives_file}"
     run(softhsm, tmp_path, "domain", "create", "--slot", slot, "--drives", drives,
@@ -311,11 +287,7 @@ def test_a_backup_or_verify_missing_drives_says_so_and_exits_8(
     tmp_path: Path,
 ) -> None:
     emulator = emulated_drives(3)
-    custodians = tmp_path / "custodians"
-    custodians.write_text(
-        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
-    )
-    custodians.chmod(0o600)
+    custodians = custodians_file(tmp_path, emulator.drives)
     slot = str(tokens["source"].slot_id)
     every = ",".join(d.port for d in emulator.drives)
     run(softhsm, tmp_path, "domain", "create", "--slot", slot, "--drives", every,

@@ -4,16 +4,13 @@ changes nothing. The command line in a subprocess, SoftHSM2 and emulated drives.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from json_schemas import check
+from cli_runner import SealkeepCli, custodians_file
 from pkcs11 import Attribute
-from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.hsm import Hsm
 
 if TYPE_CHECKING:
@@ -24,31 +21,9 @@ pytestmark = pytest.mark.integration
 pytest_plugins = ["hsm_fixtures"]
 
 
-class Cli:
+class Cli(SealkeepCli):
     def __init__(self, farm: SoftHsmFarm, tmp: Path, drives: str) -> None:
-        self.env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-        self.env.pop("SEALKEEP_PIN", None)
-        self.env["SEALKEEP_DRIVES"] = drives
-        self.pin = tmp / "pin"
-        self.pin.write_text("user-pin-1234\n")
-        self.pin.chmod(0o600)
-
-    def __call__(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "sealkeep", *args, "--pin-file", str(self.pin)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        assert "Traceback" not in done.stderr, done.stderr
-        assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-        return done
-
-    def json(self, *args: str, code: int = 0) -> Any:
-        return check(args, self(*args, "--json", code=code).stdout)
+        super().__init__(farm, tmp, drives=drives)
 
 
 @pytest.fixture
@@ -62,11 +37,7 @@ def cli(
 ) -> Cli:
     """A domain on the token labelled "source" over three drives, with sample keys."""
     emulator = emulated_drives(3)
-    custodians = tmp_path / "custodians"
-    custodians.write_text(
-        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
-    )
-    custodians.chmod(0o600)
+    custodians = custodians_file(tmp_path, emulator.drives)
     cli = Cli(softhsm, tmp_path, f"@{emulator.drives_file}")
     cli("domain", "create", "--slot", "source", "--passphrases", str(custodians))
     with hsm.open(tokens["source"].slot_id, tokens["source"].pin) as session:

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from json_schemas import check
+from cli_runner import SealkeepCli, custodians_file
 from sealkeep.commands.domain import Cancelled, confirm
-from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.pins import Passphrases
 
 if TYPE_CHECKING:
@@ -27,23 +26,7 @@ pytest_plugins = ["hsm_fixtures"]
 
 
 def sealkeep(farm: SoftHsmFarm, tmp: Path, *args: str, code: int = 0) -> Any:
-    env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-    env.pop("SEALKEEP_PIN", None)
-    pin = tmp / "pin"
-    pin.write_text("user-pin-1234\n")
-    pin.chmod(0o600)
-    done = subprocess.run(
-        [sys.executable, "-m", "sealkeep", *args, "--pin-file", str(pin), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-    return check(args, done.stdout)
+    return SealkeepCli(farm, tmp).json(*args, code=code)
 
 
 def test_reshare_names_the_slots_left_on_the_old_domain(
@@ -54,11 +37,7 @@ def test_reshare_names_the_slots_left_on_the_old_domain(
 ) -> None:
     emulator = emulated_drives(4)
     first, spare = emulator.drives[:3], emulator.drives[3]
-    custodians = tmp_path / "custodians"
-    custodians.write_text(
-        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
-    )
-    custodians.chmod(0o600)
+    custodians = custodians_file(tmp_path, emulator.drives)
     three = ",".join(d.port for d in first)
     created = sealkeep(softhsm, tmp_path, "domain", "create", "--slot", "source",
                        "--drives", three, "--passphrases", str(custodians))  # fmt: skip

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from json_schemas import check
+from cli_runner import SealkeepCli, custodian_passphrase
 from sealkeep.client import DriveClient, Role
-from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.errors import AuthenticationFailed
 from sealkeep.hsm import Hsm
 from sealkeep.transport import open_transport
@@ -33,32 +30,16 @@ LABELS = {"primary": "source", "standby": "target"}
 
 class Operator:
     def __init__(self, farm: SoftHsmFarm, tmp: Path, passphrases: Path) -> None:
-        self.env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-        self.env.pop("SEALKEEP_PIN", None)
-        self.pin = tmp / "pin"
-        self.pin.write_text("user-pin-1234\n")
-        self.pin.chmod(0o600)
+        self.cli = SealkeepCli(farm, tmp)
         self.passphrases = passphrases
 
     def __call__(self, *words: str, code: int = 0) -> Any:
         """Run ``sealkeep WORDS`` (labels mapped), with the PIN and passphrase files where the
         command takes them; the JSON document it prints."""
         argv = [LABELS.get(w, w) for w in words]
-        extra = ["--pin-file", str(self.pin)] if argv[0] != "drives" else []
         if argv[:2] in (["domain", "recover"], ["domain", "reshare"], ["domain", "create"]):
-            extra += ["--passphrases", str(self.passphrases)]
-        done = subprocess.run(
-            [sys.executable, "-m", "sealkeep", *argv, *extra, "--json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        assert "Traceback" not in done.stderr, done.stderr
-        assert done.returncode == code, (argv, done.returncode, done.stdout, done.stderr)
-        return check(argv, done.stdout)
+            argv += ["--passphrases", str(self.passphrases)]
+        return self.cli.json(*argv, code=code, pin=argv[0] != "drives")
 
 
 def runbook_commands(section: str) -> list[list[str]]:
@@ -88,9 +69,7 @@ def test_the_runbook(
     new, new2 = (d.port for d in spare.drives)
     every = [*main.drives, *spare.drives]
     custodians = tmp_path / "custodians"
-    custodians.write_text(
-        "".join(f"{d.serial} custodian of {d.serial}: orbit lantern 7\n" for d in every)
-    )
+    custodians.write_text("".join(f"{d.serial} {custodian_passphrase(d.serial)}\n" for d in every))
     custodians.chmod(0o600)
     op = Operator(softhsm, tmp_path, custodians)
     names = {"A": a, "B": b, "C": c, "NEW": new, "NEW2": new2}

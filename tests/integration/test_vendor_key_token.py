@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pkcs11
 import pytest
+from cli_runner import SealkeepCli
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pkcs11 import Attribute, ObjectClass
 from sealkeep import firmware as fw
@@ -57,25 +57,7 @@ def sealkeep(
     pin_file: bool = True,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    pin = tmp / "pin"
-    pin.write_text("user-pin-1234\n")
-    pin.chmod(0o600)
-    env = {**farm.env}
-    for name in ("SEALKEEP_PIN", "SEALKEEP_CONFIG"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "sealkeep", *args, *(["--pin-file", str(pin)] if pin_file else [])],
-        cwd=cwd or tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-    return done
+    return SealkeepCli(farm, tmp, cwd=cwd or tmp)(*args, code=code, pin=pin_file)
 
 
 def test_a_vendor_key_made_in_a_token_signs_images_the_drives_accept(
