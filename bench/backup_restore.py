@@ -134,10 +134,15 @@ def bare_wrap_loop(session: HsmSession) -> tuple[int, float, float]:
     return len(keys), found - start, done - found
 
 
-def bare_unwrap_loop(session: HsmSession, wrapped_kek: bytes, entries: Sequence[KeyEntry]) -> float:
+def bare_unwrap_loop(
+    session: HsmSession,
+    wrapped_kek: bytes,
+    wrapped_manifest_key: bytes | None,
+    entries: Sequence[KeyEntry],
+) -> float:
     """Seconds a bare loop takes to unwrap ``entries`` (AES keys) into token objects, with
     their label, id and usage flags; the objects are destroyed again afterwards."""
-    kek = session.open_set_key(wrapped_kek)
+    kek = session.open_set_key(wrapped_kek, wrapped_manifest_key)
     made: list[Any] = []
     try:
         start = time.perf_counter()
@@ -286,7 +291,11 @@ def run(args: argparse.Namespace, work: Path, figures: dict[str, float]) -> None
                 wanted = aes[: args.restore_keys]
                 labels = {e.label for e in wanted}
                 # The reference before and after, into the same token left as it was.
-                refs = [bare_unwrap_loop(session, opened.wrapped_kek, wanted)]
+                refs = [
+                    bare_unwrap_loop(
+                        session, opened.wrapped_kek, opened.wrapped_manifest_key, wanted
+                    )
+                ]
                 with DriveGroup(ports) as group, profiled(args.profile_restore):
                     result, seconds = timed(
                         lambda: restore_set(session, group.drives, set_id.hex(), labels)
@@ -295,7 +304,11 @@ def run(args: argparse.Namespace, work: Path, figures: dict[str, float]) -> None
                     raise SystemExit("the restore did not restore and prove every key")
                 if destroy_labelled(session, labels) != len(wanted):
                     raise SystemExit("the restored keys are not all in the token")
-                refs.append(bare_unwrap_loop(session, opened.wrapped_kek, wanted))
+                refs.append(
+                    bare_unwrap_loop(
+                        session, opened.wrapped_kek, opened.wrapped_manifest_key, wanted
+                    )
+                )
                 reference = sum(refs) / len(refs)
                 figures["restore_keys"] = len(wanted)
                 figures["bare_unwrap_s"] = reference
