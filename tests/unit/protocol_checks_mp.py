@@ -282,7 +282,7 @@ def check_framing(m):
             bad.append("cobs encode " + plain[:16])
         if fr.cobs_decode(bytes.fromhex(enc)).hex() != plain:
             bad.append("cobs decode " + enc[:16])
-    for broken in ("05112233", "00", "0300"):
+    for broken in ("05112233", "00", "0300", "030100", "0201000201"):
         try:
             fr.cobs_decode(bytes.fromhex(broken))
             bad.append("cobs accepted " + broken)

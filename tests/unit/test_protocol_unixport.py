@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+from cobs import cobs as reference_cobs
 from sealkeep.protocol import cbor, errors, framing, hmac256, messages, transcript
 
 HERE = Path(__file__).resolve().parent
@@ -110,6 +111,10 @@ def framing_cases(rng: random.Random) -> list[str]:
         n = rng.choice([0, 1, 2, 253, 254, 255, 256, 508, 509, rng.randrange(600)])
         cases.append(f"cobs {h(rand_bytes(rng, n, rng.choice([0, 0.01, 0.5])))}")
         cases.append(f"undo {h(rand_bytes(rng, rng.randrange(1, 40), 0))}")
+        # a valid encoding with a zero put somewhere inside: both must refuse it
+        enc = bytearray(framing.cobs_encode(rand_bytes(rng, rng.randrange(1, 300), 0.05)))
+        enc[rng.randrange(len(enc))] = 0
+        cases.append(f"undo {h(bytes(enc))}")
     for _ in range(150):
         max_frame = rng.choice([16, 64, 300])
         parts = []
@@ -179,6 +184,12 @@ def test_unix_port_answers_like_cpython(
         if op == "hmac":
             key, msg = (bytes.fromhex(a) if a != "-" else b"" for a in args)
             assert answer == hmac.new(key, msg, hashlib.sha256).hexdigest()
+        elif op == "undo":
+            try:
+                want_undo = h(reference_cobs.decode(bytes.fromhex(args[0])))
+            except reference_cobs.DecodeError:
+                want_undo = "err"
+            assert answer == want_undo, case[:120]
         elif op == "dec" and answer.startswith("ok"):
             data = bytes.fromhex(args[0]) if args[0] != "-" else b""
             assert cbor2.loads(data) == cbor.decode(data)
