@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import importlib.util
 import random
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import cbor2
 from cobs import cobs as reference_cobs
-from sealkeep.protocol import cbor, errors, framing, hmac256, messages, transcript
+from sealkeep.protocol import cbor, errors, framing, hmac256, messages, serials, transcript
 
 HERE = Path(__file__).resolve().parent
 SEED = 0x5EA1
@@ -33,7 +34,7 @@ def load_checks() -> Any:
 
 
 checks = load_checks()
-MODS = checks.Mods(cbor, framing, messages, transcript, hmac256, errors)
+MODS = checks.Mods(cbor, framing, messages, transcript, hmac256, errors, serials)
 
 
 def h(data: bytes) -> str:
@@ -151,6 +152,13 @@ def auth_cases(rng: random.Random) -> list[str]:
         name = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 2, 5, 64, 65])))
         cases.append(f"name {h(name.encode())}")
     cases.append(f"name {h(b'x' * 64)}")
+    serial_alphabet = "aZ09-_. /\x00\u00e9"
+    for _ in range(300):
+        length = rng.choice([0, 1, 3, 4, 5, 16, 31, 32, 33, 40])
+        serial = "".join(rng.choice(serial_alphabet) for _ in range(length))
+        cases.append(f"serial {h(serial.encode())}")
+    for serial in ("0004a3f1", "20231107", "SK-00A1", "-ABC", "A" * 32, "A" * 33, "ab-"):
+        cases.append(f"serial {h(serial.encode())}")
     for _ in range(20):
         serial = rand_text(rng).encode()
         x, y, ident = (h(rng.randbytes(32)) for _ in range(3))
@@ -190,6 +198,10 @@ def test_unix_port_answers_like_cpython(
             except reference_cobs.DecodeError:
                 want_undo = "err"
             assert answer == want_undo, case[:120]
+        elif op == "serial":
+            text = bytes.fromhex(args[0]).decode() if args[0] != "-" else ""
+            plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{3,31}", text, re.ASCII)
+            assert (answer == "ok") == bool(plain), (text, answer)
         elif op == "dec" and answer.startswith("ok"):
             data = bytes.fromhex(args[0]) if args[0] != "-" else b""
             assert cbor2.loads(data) == cbor.decode(data)
