@@ -92,7 +92,11 @@ def root() -> str:
 
 def serial() -> str:
     """SEALKEEP_SERIAL, else the flash's ``serial`` file, else from the chip's unique id
-    (the emulator makes one up once and keeps it in that file)."""
+    (the emulator makes one up once and keeps it in that file). A serial breaking the rule
+    the host checks (protocol.serials) is logged and replaced by the chip's."""
+    import protocol
+    from protocol.serials import serial_problem
+
     s = os.getenv("SEALKEEP_SERIAL") if UNIX else None
     path = root() + "/serial"
     try:
@@ -100,6 +104,12 @@ def serial() -> str:
             s = s or f.read().strip()
     except OSError:
         pass
+    problem = serial_problem(s) if s else None
+    # asked once, at start: give the heap back, as fw.ids does with the protocol tables
+    del sys.modules["protocol.serials"], protocol.serials
+    if problem is not None:
+        log("ignoring serial " + repr(s) + ": " + problem)
+        s = None
     if not s:
         uid = machine.unique_id() if hasattr(machine, "unique_id") else os.urandom(5)
         s = "SK-" + binascii.hexlify(uid).decode().upper()

@@ -45,7 +45,8 @@ from typing import IO, Any
 
 from .errors import SealkeepError
 from .executables import find_executable
-from .firmware import SERIAL_RE, FirmwareImage, load_image, write_slot
+from .firmware import FirmwareImage, load_image, write_slot
+from .protocol.serials import serial_ok
 from .relay import LinkSpec, Relay, RelayPort, parse_link
 
 __all__ = [
@@ -63,6 +64,9 @@ log = logging.getLogger("sealkeep.emulator")
 DRIVES_FILE = "drives.json"
 LOCK_FILE = ".emulator.lock"
 DEVICE_KEYS = ".device-keys"  # each board's own key, outside its flash folder
+# The serials the emulator makes up, and so its drives' folders, start with this: other
+# folders in DIR are not its drives (a drive's serial itself may be any good serial).
+FOLDER_PREFIX = "SK-"
 
 
 def _private(path: Path, mode: str) -> IO[Any]:
@@ -154,7 +158,7 @@ class _Drive:
                 text = (self.flash / "serial").read_text(encoding="ascii").strip()
             except (OSError, UnicodeDecodeError):
                 text = ""
-            if SERIAL_RE.match(text):
+            if serial_ok(text):
                 return text
         return self.serial
 
@@ -409,7 +413,7 @@ class Emulator:
                 ]
                 roster = doc.get("known")
                 for serial in [*(roster if isinstance(roster, list) else []), *listed]:
-                    if isinstance(serial, str) and SERIAL_RE.match(serial):
+                    if serial_ok(serial):
                         if serial not in known:
                             known.append(serial)
             except (OSError, ValueError, KeyError) as exc:
@@ -418,10 +422,15 @@ class Emulator:
                     f"in {self.dir} are found without it."
                 ) from None
         for entry in sorted(self.dir.iterdir()):
-            if entry.is_dir() and SERIAL_RE.match(entry.name) and entry.name not in known:
+            if (
+                entry.is_dir()
+                and entry.name.startswith(FOLDER_PREFIX)
+                and serial_ok(entry.name)
+                and entry.name not in known
+            ):
                 known.append(entry.name)
         while len(known) < self.count:
-            serial = "SK-" + secrets.token_hex(4).upper()
+            serial = FOLDER_PREFIX + secrets.token_hex(4).upper()
             if serial not in known:
                 known.append(serial)
         self._known = known

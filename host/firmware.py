@@ -65,7 +65,6 @@ __all__ = [
     "IMAGE_OBJECT",
     "MAGIC",
     "MAX_MANIFEST",
-    "SERIAL_RE",
     "SIGN_LABEL",
     "FileSigner",
     "FirmwareImage",
@@ -105,9 +104,6 @@ MAX_MANIFEST = 4096
 SIGN_LABEL = b"sealkeep firmware image 1\x00"
 MAX_COUNTER = (1 << 32) - 1
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$")
-# A drive serial: what the firmware makes of a chip's unique id, and what a technician may
-# provision instead.
-SERIAL_RE = re.compile(r"^SK-[0-9A-Z]{4,32}$")
 # What a file in an image may be called: the drive checks the same rule.
 PATH_RE = re.compile(r"^(?:[A-Za-z0-9_]+/)?[A-Za-z0-9_]+\.(?:mpy|py)$")
 # Files that stay source on the drive: main.py is run by the board, not imported.

@@ -44,7 +44,6 @@ from .firmware import (
     PROBE_TIMEOUT,
     REBOOT_WAIT,
     RECORD_FILE,
-    SERIAL_RE,
     SLOT_DIR,
     FirmwareImage,
     boot_record,
@@ -53,6 +52,7 @@ from .firmware import (
     require_signature,
     slot_files,
 )
+from .protocol import serials
 from .transport import open_transport
 
 __all__ = [
@@ -362,10 +362,11 @@ def install_image(
     it into the firmware and return once it answers as a drive running the image."""
     started = time.monotonic()
     require_signature(image, None, f"firmware {image.version}")
-    if serial is not None and not SERIAL_RE.match(serial):
+    problem = None if serial is None else serials.serial_problem(serial)
+    if problem is not None:
         raise UsageError(
-            f"bad serial {serial!r}: a drive serial is SK- and 4 to 32 capital letters or "
-            "digits (e.g. SK-00A1)."
+            f"bad serial {serial!r}: {problem}. To fix: give the drive's serial as "
+            f"{serials.SERIAL_RULE} (e.g. 0004A3F1, 20231107 or SK-00A1)."
         )
     # main.py goes in last, with the boot record: a board boots into it at once.
     files = [(p + ".new" if p == "main.py" else p, data) for p, data in slot_files(image, SLOT)]

@@ -8,7 +8,8 @@ written as ``serial:///dev/ttyACM0``, or one of pyserial's URLs (``loop://``,
 
 Ports with a file descriptor are read with ``select()`` and one ``os.read()`` of whatever
 is waiting, which keeps the per-frame cost low on the transfer path; other pyserial ports go
-through pyserial's own read and write.
+through pyserial's own read and write. A port that cannot be opened, for whatever reason
+pyserial gives, is a :class:`LinkError`: the drive is unreachable, never a crash.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import errno
 import os
 import select
 import time
+from contextlib import suppress
 from typing import Protocol, cast, runtime_checkable
+from urllib.parse import urlsplit
 
 import serial
+import serial.rfc2217
 
 from .errors import LinkError
 
@@ -30,6 +34,14 @@ READ_CHUNK = 1 << 16
 DEFAULT_MTU = 1 << 16
 DEFAULT_WRITE_TIMEOUT = 30.0
 URL_PREFIX = "serial://"
+# Ports without a file descriptor wait for bytes in steps this long, so a changing wait never
+# touches the port's own timeout (on rfc2217:// every change renegotiates with the server).
+GENERIC_POLL = 0.05
+# Ports whose write timeout is emulated are written in pieces this large, the deadline
+# checked between pieces.
+GENERIC_WRITE_PIECE = 4096
+# URL schemes that reach a drive through a server on the network.
+NETWORK_SCHEMES = ("socket", "rfc2217")
 
 
 @runtime_checkable
@@ -67,6 +79,7 @@ class _Port(Protocol):
     """The part of a pyserial port object this module uses."""
 
     timeout: float | None
+    write_timeout: float | None
 
     @property
     def in_waiting(self) -> int: ...
@@ -78,6 +91,8 @@ class _Port(Protocol):
     def write(self, data: bytes, /) -> int | None: ...
 
     def reset_input_buffer(self) -> None: ...
+
+    def open(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -92,11 +107,41 @@ def port_path(url: str) -> str:
     return url
 
 
+def _has_write_timeout(port: object) -> bool:
+    """Whether the pyserial class bounds a blocked write itself.
+
+    Its RFC 2217 client refuses any write timeout (NotImplementedError when it opens), so
+    for it the transport keeps the deadline.
+    """
+    return not isinstance(port, serial.rfc2217.Serial)
+
+
+def _scheme(path: str) -> str | None:
+    """The URL scheme of a pyserial address (``rfc2217``), None for a device path."""
+    head, sep, _ = path.partition("://")
+    return head.lower() if sep else None
+
+
+def _has_host_and_port(path: str) -> bool:
+    """Whether a network URL names a host and a port number (pyserial needs both)."""
+    try:
+        parts = urlsplit(path)
+        return bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+
+
 def _reason(exc: BaseException) -> str:
     """A short reason from an OSError or pyserial exception."""
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code:
-        return os.strerror(code).lower()
+        strerror = getattr(exc, "strerror", None)
+        text = strerror if isinstance(strerror, str) and strerror else os.strerror(code)
+        return text.lower()
+    # pyserial wraps socket errors in its own exception, raised while handling them.
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(inner, OSError) and inner is not exc:
+        return _reason(inner)
     text = str(exc).strip()
     return text or type(exc).__name__
 
@@ -126,6 +171,7 @@ class SerialTransport:
         self._mtu = mtu
         self._port: _Port | None = None
         self._fd: int | None = None
+        self._emulated_write_timeout = False
         self._inbox = bytearray()  # bytes read while a write was blocked
 
     def __repr__(self) -> str:
@@ -152,19 +198,7 @@ class SerialTransport:
     def connect(self) -> None:
         if self._port is not None:
             return
-        try:
-            port = cast(
-                _Port,
-                serial.serial_for_url(
-                    self._path,
-                    baudrate=self._baudrate,
-                    timeout=0,
-                    write_timeout=self._write_timeout,
-                    exclusive=self._exclusive,
-                ),
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise self._open_error(exc) from exc
+        port = self._open_port()
         fd: int | None
         try:
             fd = port.fileno()
@@ -175,9 +209,57 @@ class SerialTransport:
         self._inbox.clear()
         self._discard_stale_input()
 
+    def _open_port(self) -> _Port:
+        # pyserial's URL handlers fail in their own ways (ValueError for an unknown scheme or
+        # option, SerialException, OSError, NotImplementedError for a setting a class lacks):
+        # any of them means this drive cannot be reached, so each becomes a LinkError.
+        try:
+            port = cast(
+                _Port,
+                serial.serial_for_url(
+                    self._path,
+                    do_not_open=True,
+                    baudrate=self._baudrate,
+                    timeout=GENERIC_POLL,
+                    exclusive=self._exclusive,
+                ),
+            )
+        except Exception as exc:
+            raise self._open_error(exc) from exc
+        self._emulated_write_timeout = not _has_write_timeout(port)
+        try:
+            if not self._emulated_write_timeout:
+                port.write_timeout = self._write_timeout
+            port.open()
+        except Exception as exc:
+            with suppress(Exception):
+                port.close()
+            raise self._open_error(exc) from exc
+        return port
+
     def _open_error(self, exc: BaseException) -> LinkError:
         text = str(exc)
-        if "exclusive" in text.lower() or getattr(exc, "errno", None) in (
+        scheme = _scheme(self._path)
+        reason = _reason(exc)
+        prefix = f"could not open port {self._path}: "
+        if reason.lower().startswith(prefix):
+            reason = reason[len(prefix) :]  # pyserial repeats the address we name anyway
+        if "protocol" in text and "not known" in text:
+            what = f"{self._url} is neither a port nor a URL pyserial knows ({scheme}://)"
+            todo = (
+                "give the drive's port (/dev/ttyACM0, /dev/pts/7, COM3) or a pyserial URL "
+                "such as rfc2217://HOST:PORT or socket://HOST:PORT"
+            )
+        elif scheme in NETWORK_SCHEMES and (
+            "expected a string in the form" in text or not _has_host_and_port(self._path)
+        ):
+            detail = reason.split(": ", 1)[1] if "expected a string" in reason else ""
+            what = f"{self._url} is not a usable {scheme} URL" + (f" ({detail})" if detail else "")
+            todo = f"write it as {scheme}://HOST:PORT, e.g. {scheme}://192.0.2.7:2217"
+        elif isinstance(exc, NotImplementedError):
+            what = f"pyserial cannot drive {self._url}: {reason}"
+            todo = "reach the drive by its port or through an rfc2217:// or socket:// server"
+        elif "exclusive" in text.lower() or getattr(exc, "errno", None) in (
             errno.EAGAIN,
             errno.EBUSY,
         ):
@@ -189,8 +271,15 @@ class SerialTransport:
         elif getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
             what = f"cannot open drive port {self._url}: permission denied"
             todo = "add your user to the group that owns the port (often dialout) and log in again"
+        elif scheme in NETWORK_SCHEMES:
+            server = self._path.split("://", 1)[1].split("?", 1)[0]
+            what = f"cannot reach the drive at {self._url}: {reason}"
+            todo = (
+                f"check that the {scheme} server at {server} is running and reachable from "
+                "here, and that its drive is plugged in"
+            )
         else:
-            what = f"cannot open drive port {self._url}: {_reason(exc)}"
+            what = f"cannot open drive port {self._url}: {reason}"
             todo = "check that the drive is plugged in and the port name is right"
         return LinkError(f"{what}. To fix: {todo}.", port=self._url)
 
@@ -238,12 +327,7 @@ class SerialTransport:
         port = self._require()
         fd = self._fd
         if fd is None:
-            try:
-                port.write(data)
-            except serial.SerialTimeoutException as exc:
-                raise self._stalled() from exc
-            except (OSError, serial.SerialException) as exc:
-                raise self._lost(exc, "writing") from exc
+            self._send_generic(port, data)
             return
         view = memoryview(data)
         deadline = 0.0
@@ -270,6 +354,23 @@ class SerialTransport:
                 raise self._lost(exc, "writing") from exc
             if readable:
                 self._inbox += self._read_fd(fd)
+
+    def _send_generic(self, port: _Port, data: bytes) -> None:
+        # A class that cannot bound a write gets the deadline checked between pieces. (The
+        # RFC 2217 client also gives up on a socket blocked for 5 s, reported as a stall.)
+        piece = GENERIC_WRITE_PIECE if self._emulated_write_timeout else max(1, len(data))
+        deadline = time.monotonic() + self._write_timeout
+        for start in range(0, len(data), piece):
+            if start and time.monotonic() > deadline:
+                raise self._stalled()
+            try:
+                port.write(data[start : start + piece] if piece < len(data) else data)
+            except serial.SerialTimeoutException as exc:
+                raise self._stalled() from exc
+            except (OSError, serial.SerialException) as exc:
+                if isinstance(exc.__context__, TimeoutError):
+                    raise self._stalled() from exc
+                raise self._lost(exc, "writing") from exc
 
     def _stalled(self) -> LinkError:
         return LinkError(
@@ -310,14 +411,19 @@ class SerialTransport:
         return self._read_fd(fd)
 
     def _receive_generic(self, port: _Port, timeout: float) -> bytes:
+        # The port's own timeout stays GENERIC_POLL; longer waits are several polls.
+        deadline = time.monotonic() + max(0.0, timeout)
         try:
-            if port.timeout != timeout:
-                port.timeout = max(0.0, timeout)
-            first = port.read(1)
-            if not first:
-                return b""
-            waiting = port.in_waiting
-            return first + port.read(waiting) if waiting else first
+            while True:
+                waiting = port.in_waiting
+                if waiting:
+                    return port.read(waiting)
+                if time.monotonic() >= deadline:
+                    return b""
+                first = port.read(1)
+                if first:
+                    waiting = port.in_waiting
+                    return first + port.read(waiting) if waiting else first
         except (OSError, serial.SerialException) as exc:
             raise self._lost(exc, "reading") from exc
 

@@ -150,7 +150,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     n.add_argument(
         "--port", required=True, help="the board's serial port (a path or a pyserial URL)"
     )
-    n.add_argument("--serial", metavar="SERIAL", help="provision this drive serial (SK-...)")
+    n.add_argument(
+        "--serial",
+        metavar="SERIAL",
+        help="provision this drive serial: 4 to 32 letters, digits and dashes (e.g. 0004A3F1)",
+    )
     n.add_argument(
         "--timeout",
         type=float,

@@ -19,13 +19,14 @@ import sys
 class Mods:
     """The protocol modules one interpreter uses."""
 
-    def __init__(self, cbor, framing, messages, transcript, hmac256, errors):
+    def __init__(self, cbor, framing, messages, transcript, hmac256, errors, serials=None):
         self.cbor = cbor
         self.framing = framing
         self.messages = messages
         self.transcript = transcript
         self.hmac256 = hmac256
         self.errors = errors
+        self.serials = serials
 
 
 def _unhex(field):
@@ -73,6 +74,7 @@ def answer(line, m):
     parse HEX                  parse_frame fields, or "err CODE"
     hmac KEY MSG               HMAC-SHA256
     name HEX                   name_ok of the UTF-8 text HEX: 1 or 0
+    serial HEX                 serial_problem of the UTF-8 text HEX: "ok" or the problem
     tr SERIAL ROLE X Y ID      transcript hash
     """
     f = line.split()
@@ -115,6 +117,9 @@ def answer(line, m):
             return _hex(m.hmac256.hmac_sha256(_unhex(f[1]), _unhex(f[2])))
         if op == "name":
             return "1" if m.messages.name_ok(str(_unhex(f[1]), "utf-8")) else "0"
+        if op == "serial":
+            problem = m.serials.serial_problem(str(_unhex(f[1]), "utf-8"))
+            return "ok" if problem is None else problem
         if op == "tr":
             serial = str(_unhex(f[1]), "utf-8")
             args = (int(f[2]), serial, _unhex(f[3]), _unhex(f[4]), _unhex(f[5]))
@@ -282,7 +287,7 @@ def check_framing(m):
             bad.append("cobs encode " + plain[:16])
         if fr.cobs_decode(bytes.fromhex(enc)).hex() != plain:
             bad.append("cobs decode " + enc[:16])
-    for broken in ("05112233", "00", "0300"):
+    for broken in ("05112233", "00", "0300", "030100", "0201000201"):
         try:
             fr.cobs_decode(bytes.fromhex(broken))
             bad.append("cobs accepted " + broken)
@@ -530,9 +535,9 @@ def self_checks(m, examples, golden_path):
 
 
 def _device_mods():
-    from protocol import cbor, errors, framing, hmac256, messages, transcript
+    from protocol import cbor, errors, framing, hmac256, messages, serials, transcript
 
-    return Mods(cbor, framing, messages, transcript, hmac256, errors)
+    return Mods(cbor, framing, messages, transcript, hmac256, errors, serials)
 
 
 def main(argv):

@@ -60,7 +60,7 @@ def test_cobs_vectors(plain: str, encoded: str) -> None:
     assert cobs_decode(bytes.fromhex(encoded)).hex() == plain
 
 
-@pytest.mark.parametrize("broken", ["05112233", "00", "0300", "02"])
+@pytest.mark.parametrize("broken", ["05112233", "00", "0300", "02", "030100", "0201000201"])
 def test_cobs_decode_refuses_broken_blocks(broken: str) -> None:
     with pytest.raises(ValueError):
         cobs_decode(bytes.fromhex(broken))

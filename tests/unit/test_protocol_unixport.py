@@ -9,13 +9,15 @@ import hashlib
 import hmac
 import importlib.util
 import random
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cbor2
-from sealkeep.protocol import cbor, errors, framing, hmac256, messages, transcript
+from cobs import cobs as reference_cobs
+from sealkeep.protocol import cbor, errors, framing, hmac256, messages, serials, transcript
 
 HERE = Path(__file__).resolve().parent
 SEED = 0x5EA1
@@ -32,7 +34,7 @@ def load_checks() -> Any:
 
 
 checks = load_checks()
-MODS = checks.Mods(cbor, framing, messages, transcript, hmac256, errors)
+MODS = checks.Mods(cbor, framing, messages, transcript, hmac256, errors, serials)
 
 
 def h(data: bytes) -> str:
@@ -110,6 +112,10 @@ def framing_cases(rng: random.Random) -> list[str]:
         n = rng.choice([0, 1, 2, 253, 254, 255, 256, 508, 509, rng.randrange(600)])
         cases.append(f"cobs {h(rand_bytes(rng, n, rng.choice([0, 0.01, 0.5])))}")
         cases.append(f"undo {h(rand_bytes(rng, rng.randrange(1, 40), 0))}")
+        # a valid encoding with a zero put somewhere inside: both must refuse it
+        enc = bytearray(framing.cobs_encode(rand_bytes(rng, rng.randrange(1, 300), 0.05)))
+        enc[rng.randrange(len(enc))] = 0
+        cases.append(f"undo {h(bytes(enc))}")
     for _ in range(150):
         max_frame = rng.choice([16, 64, 300])
         parts = []
@@ -146,6 +152,13 @@ def auth_cases(rng: random.Random) -> list[str]:
         name = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 2, 5, 64, 65])))
         cases.append(f"name {h(name.encode())}")
     cases.append(f"name {h(b'x' * 64)}")
+    serial_alphabet = "aZ09-_. /\x00\u00e9"
+    for _ in range(300):
+        length = rng.choice([0, 1, 3, 4, 5, 16, 31, 32, 33, 40])
+        serial = "".join(rng.choice(serial_alphabet) for _ in range(length))
+        cases.append(f"serial {h(serial.encode())}")
+    for serial in ("0004a3f1", "20231107", "SK-00A1", "-ABC", "A" * 32, "A" * 33, "ab-"):
+        cases.append(f"serial {h(serial.encode())}")
     for _ in range(20):
         serial = rand_text(rng).encode()
         x, y, ident = (h(rng.randbytes(32)) for _ in range(3))
@@ -179,6 +192,16 @@ def test_unix_port_answers_like_cpython(
         if op == "hmac":
             key, msg = (bytes.fromhex(a) if a != "-" else b"" for a in args)
             assert answer == hmac.new(key, msg, hashlib.sha256).hexdigest()
+        elif op == "undo":
+            try:
+                want_undo = h(reference_cobs.decode(bytes.fromhex(args[0])))
+            except reference_cobs.DecodeError:
+                want_undo = "err"
+            assert answer == want_undo, case[:120]
+        elif op == "serial":
+            text = bytes.fromhex(args[0]).decode() if args[0] != "-" else ""
+            plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{3,31}", text, re.ASCII)
+            assert (answer == "ok") == bool(plain), (text, answer)
         elif op == "dec" and answer.startswith("ok"):
             data = bytes.fromhex(args[0]) if args[0] != "-" else b""
             assert cbor2.loads(data) == cbor.decode(data)
