@@ -62,6 +62,7 @@ from .errors import (
 from .pake import HostPake, PakeError
 from .protocol import errors as codes
 from .protocol import framing, messages, transcript
+from .protocol.serials import serial_ok
 from .transport import Transport
 
 __all__ = [
@@ -761,6 +762,9 @@ class DriveClient:
             retention=r.get(17, 0),
         )
         self._failed_since_hello = [0, 0]
+        if not serial_ok(info.serial):
+            # Its serial lands in messages and file names: no terminal codes, no paths.
+            raise self._protocol(f"it announces a malformed serial {ascii(info.serial)[:40]}")
         if info.max_frame < MIN_MAX_FRAME:
             raise self._protocol(f"it announces a maximum frame of {info.max_frame} bytes")
         self.info = info

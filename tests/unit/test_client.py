@@ -1145,3 +1145,11 @@ def test_client_over_a_pty(pty_drive: tuple[str, FakeDrive]) -> None:
         assert result.size == len(data)
         assert c.get("big.bin") == data
     assert drive.objects["big.bin"][0] == data
+
+
+@pytest.mark.parametrize("serial", ["SK-1\x1b[2J", "../../etc", "x", "SK-" + "9" * 40])
+def test_a_drive_announcing_a_malformed_serial_is_refused(serial: str) -> None:
+    with DriveClient(FakeLink(FakeDrive(serial=serial)), timeout=1) as client:
+        with pytest.raises(E.ProtocolError, match="malformed serial") as caught:
+            client.hello()
+    assert "\x1b" not in str(caught.value)
