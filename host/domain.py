@@ -1054,13 +1054,24 @@ def gather_shares(
             [passphrases.existing(serial) for serial, _ in known], [p for _, p in known]
         )
         prepared = {serial: k for (serial, _), k in zip(known, keys, strict=True)}
+    warned = False
     for drive in ready:
         serial = drive.use()[1].serial
         outcome = _unlock(drive, passphrases, chosen, note, prepared.get(serial))
         if isinstance(outcome, Problem):
             problems.append(outcome)
-        else:
-            unlocked.append(outcome)
+            continue
+        unlocked.append(outcome)
+        # Said as soon as a share tells k, before more custodians are asked. Only said: the
+        # record is one custodian's word, and an insider's must not stop the others.
+        needed = outcome.record.threshold
+        if not warned and len(ready) < needed:
+            warned = True
+            note(
+                f"warning: drive {serial}'s share says {needed} drives are needed and only "
+                f"{len(ready)} of the domain can be asked here: connect {needed - len(ready)} "
+                "more (Ctrl-C stops now; nothing has changed)"
+            )
     return Gathered(chosen, unlocked, problems)
 
 

@@ -121,3 +121,51 @@ def test_an_empty_answer_leaves_the_drive_out_and_says_so(
         in said
     )
     assert "rebuilt into slot" in said
+
+
+def test_recover_says_at_the_first_share_when_k_cannot_be_reached(
+    softhsm: SoftHsmFarm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    tmp_path: Path,
+) -> None:
+    emulator = emulated_drives(5)
+    pin = tmp_path / "pin"
+    pin.write_text("user-pin-1234\n")
+    pin.chmod(0o600)
+    phrases = {d.serial: f"custodian of {d.serial}: orbit lantern 7" for d in emulator.drives}
+    custodians = tmp_path / "custodians"
+    custodians.write_text("".join(f"{s} {p}\n" for s, p in phrases.items()))
+    custodians.chmod(0o600)
+    env = {**softhsm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
+    env.pop("SEALKEEP_PIN", None)
+    every = ",".join(d.port for d in emulator.drives)
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "sealkeep", "domain", "create", "--slot", "source"),
+            *("--drives", every, "--pin-file", str(pin), "--passphrases", str(custodians)),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    two = ",".join(d.port for d in emulator.drives[:2])
+    argv = ["-m", "sealkeep", "domain", "recover", "--slot", "target", "--drives", two]
+    child = pexpect.spawn(
+        sys.executable, [*argv, "--pin-file", str(pin)], env=env, encoding="utf-8", timeout=60
+    )
+    try:
+        child.expect(r"Passphrase of the custodian of drive (\S+): ")
+        first = child.match.group(1)
+        child.sendline(phrases[first])
+        # Said before the second custodian is asked anything.
+        child.expect(f"drive {first}'s share says 3 drives are needed and only 2 of the domain")
+        child.expect("connect 1 more")
+        child.expect(r"Passphrase of the custodian of drive (\S+): ")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 130
