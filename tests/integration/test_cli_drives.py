@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_schemas import check
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ def emulate(tmp_path: Path) -> Iterator[type[Emulate]]:
 
 def drives_json(spec: str) -> tuple[int, list[dict[str, Any]], str]:
     result = sealkeep("drives", "--drives", spec, "--json")
-    return result.returncode, json.loads(result.stdout)["drives"], result.stderr
+    return result.returncode, check(["drives"], result.stdout)["drives"], result.stderr
 
 
 def test_emulate_then_drives_then_restart(emulate: type[Emulate], tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_emulate_json_output(emulate: type[Emulate], tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not emu.out.read_text().rstrip().endswith("}"):
         time.sleep(0.05)
-    printed = json.loads(emu.out.read_text())
+    printed = check(["emulate"], emu.out.read_text())
     assert printed["drives"] == doc["drives"] and printed["link"] == "usb-fs"
     assert emu.stop() == 0
 

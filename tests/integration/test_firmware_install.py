@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_schemas import check
 from sealkeep import cli
 from sealkeep import firmware as fw
 from sealkeep.client import DriveClient, Role
@@ -67,7 +68,7 @@ def test_install_boots_a_blank_board_into_the_firmware(
     port = emu.drives[0].port
     argv = ["firmware", "install", "--port", port, str(images["v1"]), "--serial", "SK-TECH0001"]
     assert cli.main([*argv, "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = check(argv, capsys.readouterr().out)
     assert report["serial"] == "SK-TECH0001"
     assert (report["firmware"], report["counter"], report["firmware_slot"]) == ("1.0.0", 1, "a")
     assert report["platform"] == "linux"

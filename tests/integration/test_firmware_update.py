@@ -7,7 +7,6 @@ its own checks where a test needs a bad image to reach the drive."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from json_schemas import check
 from sealkeep import cli
 from sealkeep import firmware as fw
 from sealkeep.client import DriveClient, Hello, Role
@@ -371,7 +371,7 @@ def test_cli_update_and_drives(
     emu = emulated_drives(2, image=images.paths["v1"])
     spec = f"@{emu.drives_file}"
     code = cli.main(["drives", "--drives", spec, "--json"])
-    rows = json.loads(capsys.readouterr().out)["drives"]
+    rows = check(["drives"], capsys.readouterr().out)["drives"]
     assert code == 0
     assert [
         (r["firmware"], r["firmware_counter"], r["firmware_slot"], r["boot"]) for r in rows
@@ -381,7 +381,7 @@ def test_cli_update_and_drives(
     code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v2"]), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    done = json.loads(out)["drives"]
+    done = check(["firmware", "update"], out)["drives"]
     assert [(d["from"], d["firmware"], d["firmware_slot"]) for d in done] == [
         ("1.0.0", "1.1.0", "b")
     ] * 2
@@ -390,7 +390,7 @@ def test_cli_update_and_drives(
     code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v2"]), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    again = json.loads(out)["drives"]
+    again = check(["firmware", "update"], out)["drives"]
     assert [(d["already"], d["firmware_slot"]) for d in again] == [(True, "b")] * 2
     code = cli.main(["firmware", "update", "--drives", spec, str(images.paths["v2"])])
     out, _ = capsys.readouterr()
@@ -400,7 +400,7 @@ def test_cli_update_and_drives(
     )
     out, err = capsys.readouterr()
     assert code == 0, err
-    forced = json.loads(out)["drives"]
+    forced = check(["firmware", "update"], out)["drives"]
     assert [(d["already"], d["firmware_slot"]) for d in forced] == [(False, "a")] * 2
 
     code = cli.main(["drives", "--drives", spec])

@@ -4,7 +4,6 @@ constants the drive's update modules hold by number."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import stat
@@ -15,6 +14,7 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from json_schemas import check
 from sealkeep import cli
 from sealkeep import firmware as fw
 from sealkeep.drivespec import UsageError
@@ -184,7 +184,7 @@ def test_cli_keygen_build_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[
         capsys, "firmware", "keygen", "--out", str(key), "--no-passphrase", "--json"
     )
     assert code == 0
-    public = json.loads(out)["public_key"]
+    public = check(["firmware", "keygen"], out)["public_key"]
     img = tmp_path / "fw.img"
     code, out, err = run_cli(
         capsys, "firmware", "build", "--version", "3.0.0", "--counter", "4", "--key", str(key),
@@ -194,7 +194,7 @@ def test_cli_keygen_build_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "firmware 3.0.0, counter 4" in out and public in out
     code, out, err = run_cli(capsys, "firmware", "inspect", str(img), "--json")
     assert code == 0
-    doc: dict[str, Any] = json.loads(out)
+    doc: dict[str, Any] = check(["firmware", "inspect"], out)
     assert doc["signature_valid"] is True and doc["key_trusted"] is False
     # Its own key proves only that it is intact: said, and a trusted key asked for.
     assert "not who made it" in err and "--key" in err

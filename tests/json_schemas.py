@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 
 SCHEMA: dict[str, Any] = json.loads(
-    (Path(__file__).resolve().parents[2] / "docs" / "json-schema.json").read_text()
+    (Path(__file__).resolve().parents[1] / "docs" / "json-schema.json").read_text()
 )
 _VALIDATOR = jsonschema.Draft202012Validator
 
@@ -25,8 +25,8 @@ def schema_name(argv: Sequence[str]) -> str | None:
     if not words:
         return None
     command = words[0]
-    if command == "domain" and len(words) > 1:
-        return f"domain_{words[1]}"
+    if command in ("domain", "firmware") and len(words) > 1:
+        return f"{command}_{words[1]}"
     if command == "drives" and len(words) > 1 and words[1] == "reset":
         return "drives_reset"
     if command == "sets" and "--set" in argv:
