@@ -228,11 +228,9 @@ class SetContents:
                 )
             if dry_run:
                 return outcome("would replace", detail)
-            try:
-                existing.destroy()
-            except PKCS11Error as exc:
-                return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
             status = "replaced"
+        else:
+            existing = None
         if dry_run:
             present.add(ident)
             return outcome("would restore")
@@ -242,6 +240,21 @@ class SetContents:
             return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
         present.add(ident)
         proof = self.prove(obj, entry, kek, public)
+        if existing is not None:
+            # The other object goes only once the set's stands proven beside it: a replace
+            # that fails halfway leaves the slot as it was.
+            if not proof.ok:
+                with suppress(PKCS11Error):
+                    obj.destroy()
+                return outcome(
+                    "different", f"not replaced: the set's copy is not proven ({proof.detail})"
+                )
+            try:
+                existing.destroy()
+            except PKCS11Error as exc:
+                with suppress(PKCS11Error):
+                    obj.destroy()
+                return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
         recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
         now = _read(obj, [Attribute(k) for k in recorded if _known_attribute(k)])
         return RestoreOutcome(
