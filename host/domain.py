@@ -1301,9 +1301,11 @@ def recover_domain(
             f"{session.where} already holds another backup domain ({existing.hex()}): "
             "recover into a slot without one"
         )
-    # Before any custodian is asked for a passphrase: a token that cannot use the domain is
-    # no place to rebuild it.
+    # Before any custodian is asked for a passphrase: a token that cannot use the domain, or
+    # cannot hold its keys as the hierarchy needs, is no place to rebuild it.
     session.require_capabilities()
+    for text in session.probe_protections():
+        note(f"not enforced by the token: {text}")
     gathered = gather_shares(drives, passphrases, domain_id, note)
     rebuilt = rebuild(gathered)
     try:

@@ -172,6 +172,8 @@ def test_the_whole_story(
         code=1,
     )
     assert "1 more" in short.stderr
+    # What the new token cannot enforce is said before any custodian is asked.
+    assert short.stderr.index("not enforced by the token") < short.stderr.index("1 more")
     recovered = cli.json(
         "domain",
         "recover",
