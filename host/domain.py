@@ -1577,6 +1577,8 @@ def reshare_domain(
         raise drive_problems(
             "every drive of the current domain in the new set must be opened by its custodian",
             gathered.problems,
+            "Leave out a drive whose custodian cannot open it (a blank drive can take its "
+            "place), and run the re-share again.",
         )
     rebuilt = rebuild(gathered)
     old_secret = rebuilt.secret

@@ -145,7 +145,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="move the domain to a new set of drives (replace a lost one, change k or n)",
         description=(
             "SPEC is the new set (3, 5 or 7 drives): drives of the current domain, at least k "
-            "of them opened by their custodians, and blank drives. A new domain key replaces "
+            "of them, and blank drives. Every drive of the current domain in the set is opened "
+            "by its custodian (its new share is sealed for them), so leave out a drive whose "
+            "custodian cannot come. A new domain key replaces "
             "the slot's; every backup set found on the current drives is re-wrapped for it "
             "inside the HSM and written to every drive of the new set. What it revokes: the "
             "old key in this slot, so old shares no longer match it, and every set made from "

@@ -540,8 +540,9 @@ def test_reshare_needs_k_custodians(
                 reshare_domain(session, group.drives, custodians(emulator))
         wrong = custodians(emulator, **{emulator.drives[1].serial: "wrong wrong wrong 123"})
         with DriveGroup(ports(emulator, 0, 1, 2)) as group:
-            with pytest.raises(DriveProblems, match="wrong passphrase"):
+            with pytest.raises(DriveProblems, match="wrong passphrase") as refused:
                 reshare_domain(session, group.drives, wrong)
+        assert "Leave out a drive whose custodian cannot open it" in str(refused.value)
         assert session.domain_id() == before
 
 
