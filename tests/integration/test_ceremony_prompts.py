@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pexpect
 import pytest
-from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
+from cli_runner import SealkeepCli, custodian_passphrase, custodians_file
 
 if TYPE_CHECKING:
     from conftest import StartDrives
@@ -40,15 +40,12 @@ def test_create_asks_before_claiming_and_no_changes_nothing(
 ) -> None:
     emulator = emulated_drives(3)
     ports = ",".join(d.port for d in emulator.drives)
-    pin = tmp_path / "pin"
-    pin.write_text("user-pin-1234\n")
-    pin.chmod(0o600)
-    env = {**softhsm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-    env.pop("SEALKEEP_PIN", None)
+    cli = SealkeepCli(softhsm, tmp_path)
     argv = ["-m", "sealkeep", "domain", "create", "--slot", "source", "--drives", ports]
     child = pexpect.spawn(
-        sys.executable, [*argv, "--pin-file", str(pin)], env=env, encoding="utf-8", timeout=60
-    )
+        sys.executable, [*argv, "--pin-file", str(cli.pin_file)], env=cli.env, encoding="utf-8",
+        timeout=60,
+    )  # fmt: skip
     try:
         child.expect(r"Claim 3 drive\(s\) for a new backup domain")
         child.expect(r"\[y/N\] ")
@@ -71,37 +68,13 @@ def test_an_empty_answer_leaves_the_drive_out_and_says_so(
 ) -> None:
     emulator = emulated_drives(3)
     ports = ",".join(d.port for d in emulator.drives)
-    pin = tmp_path / "pin"
-    pin.write_text("user-pin-1234\n")
-    pin.chmod(0o600)
-    phrases = {d.serial: f"custodian of {d.serial}: orbit lantern 7" for d in emulator.drives}
-    custodians = tmp_path / "custodians"
-    custodians.write_text("".join(f"{s} {p}\n" for s, p in phrases.items()))
-    custodians.chmod(0o600)
-    env = {**softhsm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-    env.pop("SEALKEEP_PIN", None)
-    common = ["--drives", ports, "--pin-file", str(pin)]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealkeep",
-            "domain",
-            "create",
-            "--slot",
-            "source",
-            *common,
-            "--passphrases",
-            str(custodians),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    cli = SealkeepCli(softhsm, tmp_path)
+    phrases = {d.serial: custodian_passphrase(d.serial) for d in emulator.drives}
+    custodians = custodians_file(tmp_path, emulator.drives)
+    cli("domain", "create", "--slot", "source", "--drives", ports, "--passphrases", str(custodians))
+    common = ["--drives", ports, "--pin-file", str(cli.pin_file)]
     argv = ["-m", "sealkeep", "domain", "recover", "--slot", "target", *common]
-    child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", timeout=60)
+    child = pexpect.spawn(sys.executable, argv, env=cli.env, encoding="utf-8", timeout=60)
     try:
         said = ""
         for index in range(3):
@@ -130,32 +103,17 @@ def test_recover_says_at_the_first_share_when_k_cannot_be_reached(
     tmp_path: Path,
 ) -> None:
     emulator = emulated_drives(5)
-    pin = tmp_path / "pin"
-    pin.write_text("user-pin-1234\n")
-    pin.chmod(0o600)
-    phrases = {d.serial: f"custodian of {d.serial}: orbit lantern 7" for d in emulator.drives}
-    custodians = tmp_path / "custodians"
-    custodians.write_text("".join(f"{s} {p}\n" for s, p in phrases.items()))
-    custodians.chmod(0o600)
-    env = {**softhsm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-    env.pop("SEALKEEP_PIN", None)
+    cli = SealkeepCli(softhsm, tmp_path)
+    phrases = {d.serial: custodian_passphrase(d.serial) for d in emulator.drives}
+    custodians = custodians_file(tmp_path, emulator.drives)
     every = ",".join(d.port for d in emulator.drives)
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "sealkeep", "domain", "create", "--slot", "source"),
-            *("--drives", every, "--pin-file", str(pin), "--passphrases", str(custodians)),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    cli("domain", "create", "--slot", "source", "--drives", every, "--passphrases", str(custodians))
     two = ",".join(d.port for d in emulator.drives[:2])
     argv = ["-m", "sealkeep", "domain", "recover", "--slot", "target", "--drives", two]
     child = pexpect.spawn(
-        sys.executable, [*argv, "--pin-file", str(pin)], env=env, encoding="utf-8", timeout=60
-    )
+        sys.executable, [*argv, "--pin-file", str(cli.pin_file)], env=cli.env, encoding="utf-8",
+        timeout=60,
+    )  # fmt: skip
     try:
         child.expect(r"Passphrase of the custodian of drive (\S+): ")
         first = child.match.group(1)

@@ -158,7 +158,8 @@ def test_a_key_the_token_will_not_wrap_is_named_and_the_backup_is_incomplete(
     plain = run(softhsm, tmp_path, "backup", "--slot", slot, "--drives", drives,
                 code=EXIT_INCOMPLETE)  # fmt: skip
     listed = [line for line in plain.stdout.splitlines() if "signer-ed" in line]
-    assert listed and "ed" in listed[0] and "will not wrap" in listed[0]  # label, id, why
+    assert listed and "will not wrap" in listed[0]
+    assert "ed" in listed[0].split()  # the key's id, b"\xed", in its own column
     assert "aes-local" in plain.stdout  # the expected loss is listed too
     assert "incomplete" in plain.stdout and "listed above" not in plain.stdout
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cli_runner import SealkeepCli, custodians_file
 from pkcs11 import Attribute, ObjectClass
-from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import Hsm
 
@@ -30,12 +30,6 @@ SLOW_LINK = "uart:57600"  # 5,760 bytes/s: the set below takes some 8 s to write
 BULK = 48_000
 
 
-def cli_env(farm: SoftHsmFarm) -> dict[str, str]:
-    env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
-    env.pop("SEALKEEP_PIN", None)
-    return env
-
-
 @pytest.fixture
 def slow_domain(
     softhsm: SoftHsmFarm,
@@ -44,38 +38,16 @@ def slow_domain(
     emulated_drives: StartDrives,
     make_sample_keys: Any,
     tmp_path: Path,
-) -> tuple[Emulator, list[str]]:
+) -> tuple[Emulator, list[str], dict[str, str]]:
     """Three drives on a slow link holding a domain of the "source" slot, which holds keys
-    and a large data object; the backup command line to run (without the PIN file)."""
+    and a large data object; the backup command line to run, and its environment."""
     emulator = emulated_drives(3, link=SLOW_LINK)
-    custodians = tmp_path / "custodians"
-    custodians.write_text(
-        "".join(f"{d.serial} custodian {d.serial} orbit lantern 7\n" for d in emulator.drives)
-    )
-    custodians.chmod(0o600)
-    pin = tmp_path / "pin"
-    pin.write_text("user-pin-1234\n")
-    pin.chmod(0o600)
+    cli = SealkeepCli(softhsm, tmp_path)
+    custodians = custodians_file(tmp_path, emulator.drives)
     slot = str(tokens["source"].slot_id)
     drives = ",".join(d.port for d in emulator.drives)
-    common = ["--slot", slot, "--drives", drives, "--pin-file", str(pin)]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealkeep",
-            "domain",
-            "create",
-            *common,
-            "--passphrases",
-            str(custodians),
-        ],
-        env=cli_env(softhsm),
-        check=True,
-        capture_output=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    common = ["--slot", slot, "--drives", drives, "--pin-file", str(cli.pin_file)]
+    cli("domain", "create", *common, "--passphrases", str(custodians), pin=False)
     with hsm.open(tokens["source"].slot_id, tokens["source"].pin) as session:
         make_sample_keys(session)
         session.session.create_object(
@@ -86,13 +58,13 @@ def slow_domain(
                 Attribute.VALUE: os.urandom(BULK),
             }
         )
-    return emulator, [sys.executable, "-m", "sealkeep", "backup", *common]
+    return emulator, [sys.executable, "-m", "sealkeep", "backup", *common], cli.env
 
 
-def start_backup(softhsm: SoftHsmFarm, argv: list[str]) -> subprocess.Popen[str]:
+def start_backup(env: dict[str, str], argv: list[str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         argv,
-        env=cli_env(softhsm),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -115,10 +87,10 @@ def committed_sets(emulator: Emulator) -> list[list[str]]:
 
 
 def test_ctrl_c_stops_at_the_next_frame_and_tells_the_truth(
-    softhsm: SoftHsmFarm, slow_domain: tuple[Emulator, list[str]]
+    slow_domain: tuple[Emulator, list[str], dict[str, str]],
 ) -> None:
-    emulator, argv = slow_domain
-    process = start_backup(softhsm, argv)
+    emulator, argv, env = slow_domain
+    process = start_backup(env, argv)
     try:
         asked = time.monotonic()
         process.send_signal(signal.SIGINT)
@@ -137,10 +109,10 @@ def test_ctrl_c_stops_at_the_next_frame_and_tells_the_truth(
 
 
 def test_a_second_ctrl_c_abandons_at_once(
-    softhsm: SoftHsmFarm, slow_domain: tuple[Emulator, list[str]]
+    slow_domain: tuple[Emulator, list[str], dict[str, str]],
 ) -> None:
-    emulator, argv = slow_domain
-    process = start_backup(softhsm, argv)
+    emulator, argv, env = slow_domain
+    process = start_backup(env, argv)
     try:
         process.send_signal(signal.SIGINT)
         time.sleep(0.05)
