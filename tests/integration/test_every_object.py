@@ -212,6 +212,7 @@ def test_restore_names_the_attributes_the_target_did_not_keep(
     # LOCAL is never true for a key that did not begin in this token.
     assert "CHECK_VALUE" in outcome["not_taken"]
     assert "LOCAL true -> false" in outcome["not_taken"]
+    assert "VALUE_LEN 32 -> 0" in outcome["not_taken"]
     with hsm.open(token.slot_id, token.pin) as session:
         for obj in session.session.get_objects({Attribute.LABEL: "aes-data"}):
             obj.destroy()
