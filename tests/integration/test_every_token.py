@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 from sealkeep.backupset import backup, set_object_name, verify_set
@@ -39,6 +39,7 @@ from sealkeep.hsm_caps import PORTABLE, STANDARD, MechanismMissing, profile_name
 from sealkeep.manifest import FORMAT_PROFILED, read_header
 from sealkeep.pins import Passphrases
 from sealkeep.restore import restore_set
+from sealkeep.samples import self_signed_certificate
 
 if TYPE_CHECKING:
     from conftest import StartDrives
@@ -133,7 +134,7 @@ def ports(emulator: Emulator, *indexes: int) -> list[str]:
 
 def make_keys(session: HsmSession) -> set[str]:
     """Keys every token here can make: AES (one not extractable), an HMAC secret, an RSA
-    pair and a data object. The labels of those a set holds."""
+    pair, a certificate and a data object. The labels of those a set holds."""
     raw = session.session
     raw.generate_key(
         KeyType.AES, 256, label="aes-data", id=b"\x01", store=True, template={A.EXTRACTABLE: True}
@@ -163,6 +164,20 @@ def make_keys(session: HsmSession) -> set[str]:
         store=True,
         private_template={A.EXTRACTABLE: True, A.SENSITIVE: True},
     )
+    der, subject, serial = self_signed_certificate("sealkeep on every token")
+    raw.create_object(
+        {
+            A.CLASS: ObjectClass.CERTIFICATE,
+            A.CERTIFICATE_TYPE: CertificateType.X_509,
+            A.TOKEN: True,
+            A.LABEL: "rsa-cert",
+            A.ID: b"\x03",
+            A.VALUE: der,
+            A.SUBJECT: subject,
+            A.ISSUER: subject,
+            A.SERIAL_NUMBER: serial,
+        }
+    )
     raw.create_object(
         {
             A.CLASS: ObjectClass.DATA,
@@ -173,7 +188,7 @@ def make_keys(session: HsmSession) -> set[str]:
             A.VALUE: b"not a key, kept all the same",
         }
     )
-    return {"aes-data", "hmac-key", "rsa-sign", "config-blob"}
+    return {"aes-data", "hmac-key", "rsa-sign", "rsa-cert", "config-blob"}
 
 
 def user_labels(session: HsmSession) -> set[str]:
