@@ -355,6 +355,7 @@ class HsmSession(SetContents):
         self._closed = False
         self._domain_keys: _DomainKeys | None = None
         self._traits: TokenTraits | None = None
+        self._profile: Profile | None = None  # of the domain in _domain_keys
         self._mapper = _Mapper()
         self._decoded: dict[tuple[int, bytes], AttrValue | None] = {}
 
@@ -674,7 +675,10 @@ class HsmSession(SetContents):
         return STANDARD
 
     def domain_profile(self) -> Profile:
-        """The profile of the slot's domain, from its marker (``standard`` when it has none)."""
+        """The profile of the slot's domain, from its marker (``standard`` when it has none);
+        read once while the session knows the domain's keys."""
+        if self._profile is not None and self._domain_keys is not None:
+            return self._profile
         marker = self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL)
         parsed = _parse_marker(marker[A.VALUE]) if marker is not None else None
         number = parsed[2] if parsed is not None else STANDARD.number
@@ -684,6 +688,7 @@ class HsmSession(SetContents):
                 f"the domain in {self.where} uses profile {number}, which this sealkeep does "
                 "not know: use a newer sealkeep"
             )
+        self._profile = profile if self._keys().wrap is not None else None
         return profile
 
     def import_domain(
@@ -737,6 +742,7 @@ class HsmSession(SetContents):
             self._destroy_all(created)
             raise
         self._domain_keys = _DomainKeys(wrap_key, owner_key, seal_key)
+        self._profile = profile
         return expected
 
     @staticmethod
