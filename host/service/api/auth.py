@@ -60,7 +60,7 @@ def login(
     return {"csrf": new.csrf, **new.user.to_json()}
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[require(*Role)])
 def logout(
     response: Response, who: CurrentUser, conn: DbDep, audit: AuditDep, address: AddressDep
 ) -> dict[str, object]:
