@@ -49,7 +49,9 @@ def get_db(state: StateDep) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-DbDep = Annotated[sqlite3.Connection, Depends(get_db)]
+# "function": the commit happens before the response is sent, so a client's next request
+# (after a login, say) always sees what this one wrote.
+DbDep = Annotated[sqlite3.Connection, Depends(get_db, scope="function")]
 
 
 def peer_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
