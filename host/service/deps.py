@@ -3,6 +3,7 @@ and what roles allow them in. Routes declare ``dependencies=[require(Role.X)]``.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import sqlite3
 from collections.abc import Iterator
@@ -112,7 +113,7 @@ async def current_principal(
             form = await request.form()
             value = form.get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
-        if sent != who.csrf:
+        if sent is None or who.csrf is None or not hmac.compare_digest(sent, who.csrf):
             audit.append(
                 "request.refused",
                 actor=who.user.name,
