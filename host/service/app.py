@@ -62,8 +62,11 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # The interactive docs load scripts from elsewhere, which the CSP and a closed
+        # network refuse; the OpenAPI document itself is served.
+        docs_url=None,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     http_errors.install(app)
 

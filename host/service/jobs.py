@@ -10,6 +10,7 @@ left ``running`` or ``queued`` by a stopped service becomes ``interrupted``.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import secrets
 import sqlite3
@@ -25,6 +26,7 @@ from . import db
 from .audit import AuditLog, ServiceKey
 from .core.errors import NotFound
 
+log = logging.getLogger("sealkeep.service")
 FINAL = ("done", "failed", "interrupted")
 PROGRESS_EVERY = 0.2  # seconds between progress writes to the row
 
@@ -59,11 +61,15 @@ class JobContext:
         if now - self._last < PROGRESS_EVERY and update.get("phase") != "done":
             return
         self._last = now
-        self.conn.execute(
-            "UPDATE jobs SET progress = ?, updated = ? WHERE id = ?",
-            (json.dumps(self._progress), time.time(), self.job_id),
-        )
-        self.conn.commit()
+        try:
+            self.conn.execute(
+                "UPDATE jobs SET progress = ?, updated = ? WHERE id = ?",
+                (json.dumps(self._progress), time.time(), self.job_id),
+            )
+            self.conn.commit()
+        except sqlite3.OperationalError:  # a busy database: this update waits for the next
+            self.conn.rollback()
+            return
         self.runner.changed()
 
 
@@ -235,7 +241,8 @@ class JobRunner:
                     detail={"job": job_id, "error": "InternalError"},
                 )
                 self._finish(conn, job_id, "failed", None, error)
-                raise
+                log.exception("job %s (%s) failed with an internal error", job_id, row["kind"])
+                return
             context.audit.append(
                 outcome.audit_action,
                 actor=row["user"],

@@ -222,22 +222,44 @@ class Domain:
 
 
 @pytest.fixture
-def domain(
+def make_domain(
     tmp_path: Path,
     softhsm: SoftHsmFarm,
     hsm: Hsm,
     tokens: dict[str, Any],
     emulated_drives: Any,
-) -> Domain:
-    source = tokens["source"]
-    with hsm.open(source.slot_id, source.pin) as session:
-        sample_keys(session)
-    emulator = emulated_drives(3)
-    ports = ",".join(d.port for d in emulator.drives)
-    cli = SealkeepCli(softhsm, tmp_path)
-    custodians = custodians_file(tmp_path, emulator.drives)
-    cli("domain", "create", "--slot", "source", "--drives", ports, "--passphrases", str(custodians))
-    return Domain(source.slot_id, ports, cli, emulator)
+) -> Callable[..., Domain]:
+    """``make_domain(link="raw")``: the "source" slot with sample keys and a 2-of-3 backup
+    domain on three emulated drives behind ``link``."""
+
+    def make(link: str = "raw") -> Domain:
+        source = tokens["source"]
+        with hsm.open(source.slot_id, source.pin) as session:
+            sample_keys(session)
+        emulator = emulated_drives(3, link=link)
+        ports = ",".join(d.port for d in emulator.drives)
+        cli = SealkeepCli(softhsm, tmp_path)
+        custodians = custodians_file(tmp_path, emulator.drives)
+        cli(
+            "domain",
+            "create",
+            "--slot",
+            "source",
+            "--drives",
+            ports,
+            "--passphrases",
+            str(custodians),
+            timeout=300,
+        )
+        return Domain(source.slot_id, ports, cli, emulator)
+
+    return make
+
+
+@pytest.fixture
+def domain(make_domain: Callable[..., Domain]) -> Domain:
+    """The "source" slot with sample keys and a backup domain on three emulated drives."""
+    return make_domain()
 
 
 __all__ = ["USER_PIN", "os"]

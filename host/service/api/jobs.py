@@ -29,6 +29,8 @@ def get_job(job_id: str, conn: DbDep) -> dict[str, object]:
 def job_events(job_id: str, conn: DbDep, state: StateDep) -> StreamingResponse:
     """``event: state`` with the job's JSON now, then at each change; ends when it does."""
     jobs.get_job(conn, job_id)  # 404 before the stream starts
+    # The request's transaction (the session's last-seen time) ends now, not with the stream.
+    conn.commit()
 
     def stream() -> Iterator[str]:
         for job in state.runner.events(job_id):

@@ -12,7 +12,8 @@ from ...errors import SealkeepError
 from ..api.auth import set_session_cookie
 from ..core import users
 from ..core.errors import Forbidden
-from ..deps import SESSION_COOKIE, AddressDep, AuditDep, CurrentUser, DbDep, StateDep
+from ..core.users import Role
+from ..deps import SESSION_COOKIE, AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
 from .pages import render
 
 router = APIRouter()
@@ -60,7 +61,7 @@ def login(
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[require(*Role)])
 def logout(who: CurrentUser, conn: DbDep, audit: AuditDep, address: AddressDep) -> Response:
     users.logout(conn, audit, who, address)
     response = RedirectResponse("/login", status_code=303)
