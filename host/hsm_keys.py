@@ -89,6 +89,7 @@ MANIFEST_KEY_LABEL = "sealkeep-manifest-key"
 MAC_KEY_LABEL = "sealkeep-manifest-mac-key"
 MAC_LEN = 32
 _CKR_ATTRIBUTE_TYPE_INVALID = 0x12
+_CKR_ATTRIBUTE_READ_ONLY = 0x10
 SET_KEY_WRAP_INFO = b"sealkeep set-key wrap"
 MANIFEST_KEY_WRAP_INFO = b"sealkeep manifest-key wrap"
 _SESSION_ID_LEN = 16
@@ -478,7 +479,7 @@ class SetCarrier:
         try:
             for label, key_id, template, mechanism in keys._templates(True):
                 if label == SET_KEY_LABEL:
-                    handle = keys.wrapping.unwrap(old_wrap, wrapped_kek, template)
+                    handle = self._unwrap_extractable(old_wrap, wrapped_kek, template)
                 else:
                     template[int(A.VALUE_LEN)] = DOMAIN_KEY_LEN
                     handle = keys.raw.generate_key(keys.session, mechanism, template)
@@ -491,6 +492,17 @@ class SetCarrier:
                     obj.destroy()
             raise
         return SetKey.of(keys.profile, made, wrapped)
+
+    def _unwrap_extractable(self, unwrapping: int, wrapped: bytes, template: RawTemplate) -> int:
+        """Unwrap a KEK that must stay extractable. openCryptoki 3.8.1 refuses CKA_EXTRACTABLE
+        in C_UnwrapKey as read-only; its unwrapped keys are extractable by default."""
+        try:
+            return self.keys.wrapping.unwrap(unwrapping, wrapped, template)
+        except HsmCallError as exc:
+            if exc.rv != _CKR_ATTRIBUTE_READ_ONLY:
+                raise
+        plain = {k: v for k, v in template.items() if k != A.EXTRACTABLE}
+        return self.keys.wrapping.unwrap(unwrapping, wrapped, plain)
 
     def close(self) -> None:
         for handle in self._made:

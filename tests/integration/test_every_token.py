@@ -32,6 +32,7 @@ from sealkeep.domain import (
     DrivesCorrupt,
     create_domain,
     recover_domain,
+    reshare_domain,
 )
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import Hsm, HsmSession
@@ -268,6 +269,23 @@ def test_disaster_recovery_into_an_empty_token(
         # And the recovered domain makes sets of its own.
         again = backup(session, group.drives, label="after recovery", allow_missing=True)
         assert again.keys == len(result.outcomes)
+
+
+def test_a_reshare_carries_the_sets_in_their_profile(
+    token: Token, domain3: tuple[Emulator, bytes, bytes, set[str]]
+) -> None:
+    emulator, old_id, set_id, labels = domain3
+    with token.open() as session, DriveGroup(ports(emulator)) as group:
+        reshared = reshare_domain(session, group.drives, custodians(emulator))
+        assert reshared.domain_id != old_id
+        assert session.domain_profile().name == token.profile
+    stored = (emulator.drives[1].flash / "obj" / set_object_name(set_id)).read_bytes()[40:]
+    assert read_header(stored).profile == profile_named(token.profile).number
+    with token.open() as session, DriveGroup(ports(emulator, 1)) as group:
+        delete(session, labels)
+        result = restore_set(session, group.drives, set_id.hex())
+        assert result.ok, [(o.label, o.detail) for o in result.outcomes]
+        assert user_labels(session) == labels | {"aes-local"}
 
 
 def test_a_tampered_set_is_not_authentic(
