@@ -350,6 +350,16 @@ def test_a_portable_domain_names_what_softhsm_lacks_to_rebuild_it(
             KeyType.AES, 256, label="ock-aes", store=True, template={A.EXTRACTABLE: True}
         )
     cli("backup", "--slot", slot, "--drives", spec(emulator), "--label", "from-ock")
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects({A.LABEL: "ock-aes"})):
+            obj.destroy()
+    restored = cli(
+        "restore", "--set", "latest", "--slot", slot, "--drives", spec(emulator), "--json"
+    )
+    outcomes = json.loads(restored.stdout)["keys"]
+    assert [(o["label"], o["status"]) for o in outcomes] == [("ock-aes", "restored")]
+    with open_token(opencryptoki) as session:
+        assert len(list(session.session.get_objects({A.LABEL: "ock-aes"}))) == 1
 
     target = tokens["target"]
     with (
