@@ -69,6 +69,8 @@ EXAMPLES: dict[str, str] = {
     "sealkeep firmware update --drives @drives.json fw.img",
     "emulate": "sealkeep emulate --count 5 --dir /tmp/d\nsealkeep emulate --blank --count 1",
     "demo": "sealkeep demo\nsealkeep demo --keep --json\nsealkeep demo --serve",
+    "completion": "sealkeep completion bash > ~/.local/share/bash-completion/completions/sealkeep\n"
+    "sealkeep completion zsh > ~/.zfunc/_sealkeep   # with fpath+=(~/.zfunc) in ~/.zshrc",
 }
 """A few lines of real use per command, shown at the end of its --help."""
 
