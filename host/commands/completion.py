@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 ORDER = 95
 SHELLS = ("bash", "zsh")
 
