@@ -69,6 +69,8 @@ EXAMPLES: dict[str, str] = {
     "sealkeep firmware update --drives @drives.json fw.img",
     "emulate": "sealkeep emulate --count 5 --dir /tmp/d\nsealkeep emulate --blank --count 1",
     "demo": "sealkeep demo\nsealkeep demo --keep --json\nsealkeep demo --serve",
+    "serve": "sealkeep serve init --state /var/lib/sealkeep --admin alice\n"
+    "sealkeep serve --state /var/lib/sealkeep --drives @drives.json --listen 0.0.0.0:8443",
 }
 """A few lines of real use per command, shown at the end of its --help."""
 
