@@ -1,0 +1,1 @@
+"""The HSM-side service: API, portal, core, audit, jobs."""
