@@ -694,6 +694,8 @@ def _stored(conn: sqlite3.Connection) -> tuple[list[StoredRecord], list[HsmHeadS
 
 
 def _state_public_key(state_dir: Path) -> Ed25519PublicKey:
+    if not state_dir.is_dir():
+        raise AuditError(f"{state_dir} is not a folder: give the service's state folder (--state)")
     public = state_dir / PUBLIC_KEY_NAME
     if public.is_file():
         return _load_public(public.read_bytes(), str(public))
