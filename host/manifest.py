@@ -293,6 +293,9 @@ class Manifest:
     entries: tuple[KeyEntry, ...] = ()
     skipped: tuple[SkippedEntry, ...] = ()
     wrapped_manifest_key: bytes | None = field(default=None, repr=False)
+    audit_head: bytes | None = None
+    """The service's audit log head when the set was made, sealed with the body; None in
+    sets made without one."""
 
     @classmethod
     def new(
@@ -306,6 +309,7 @@ class Manifest:
         entries: Sequence[KeyEntry] = (),
         skipped: Sequence[SkippedEntry] = (),
         created: int | None = None,
+        audit_head: bytes | None = None,
     ) -> Manifest:
         """A manifest with a fresh random set id, created now unless told otherwise."""
         return cls(
@@ -318,6 +322,7 @@ class Manifest:
             entries=tuple(entries),
             skipped=tuple(skipped),
             wrapped_manifest_key=wrapped_manifest_key,
+            audit_head=audit_head,
         )
 
     @property
@@ -339,16 +344,14 @@ class Manifest:
 
     def body(self) -> bytes:
         """The canonical CBOR of what gets sealed."""
-        return bytes(
-            cbor2.dumps(
-                {
-                    "set_id": self.set_id,
-                    "entries": [entry.to_cbor() for entry in self.entries],
-                    "skipped": [entry.to_cbor() for entry in self.skipped],
-                },
-                canonical=True,
-            )
-        )
+        body: dict[str, Any] = {
+            "set_id": self.set_id,
+            "entries": [entry.to_cbor() for entry in self.entries],
+            "skipped": [entry.to_cbor() for entry in self.skipped],
+        }
+        if self.audit_head is not None:
+            body["audit_head"] = self.audit_head
+        return bytes(cbor2.dumps(body, canonical=True))
 
 
 # --- container ----------------------------------------------------------------------------
@@ -420,6 +423,9 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
     skipped = m.get("skipped", [])
     if not isinstance(entries, list) or not isinstance(skipped, list):
         raise ManifestError("backup set body lacks its entry lists")
+    audit_head = m.get("audit_head")
+    if audit_head is not None and not isinstance(audit_head, bytes):
+        raise ManifestError("backup set body's audit head is not bytes")
     manifest = Manifest(
         set_id=header.set_id,
         created=header.created,
@@ -430,6 +436,7 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
         entries=tuple(KeyEntry.from_cbor(e) for e in entries),
         skipped=tuple(SkippedEntry.from_cbor(e) for e in skipped),
         wrapped_manifest_key=header.wrapped_manifest_key,
+        audit_head=audit_head,
     )
     if len(manifest.entries) != header.key_count:
         raise ManifestError(
