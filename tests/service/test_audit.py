@@ -41,13 +41,15 @@ from sealkeep.service.audit_hsm import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 if TYPE_CHECKING:
-    from hsm_fixtures import SoftHsmToken
+    from hsm_fixtures import OpenCryptokiToken, SoftHsmToken
 
 pytest_plugins = ["hsm_fixtures"]
 
 
 def open_db(state: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(state / DB_NAME, timeout=10)
+    """A connection as the service opens one: rows readable by name too, WAL."""
+    conn = sqlite3.connect(state / DB_NAME, timeout=10, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(AUDIT_SCHEMA)
     conn.commit()
@@ -316,6 +318,39 @@ def test_rsa_where_the_token_lacks_ec(
         padding.PKCS1v15(),
         hashes.SHA256(),
     )
+
+
+@pytest.mark.integration
+@pytest.mark.opencryptoki
+def test_opencryptoki_signs_with_rsa(
+    log: AuditLog, state: Path, opencryptoki: OpenCryptokiToken
+) -> None:
+    """openCryptoki's soft token has no EC at all: its audit key is RSA-2048, chosen by the
+    token's mechanism list, and sensitive and never extractable there too."""
+    fill(log, 2)
+    with Hsm(opencryptoki.module).open(opencryptoki.slot_id, opencryptoki.pin) as session:
+        signed = log.sign_head_in_slot(session)
+        log.conn.commit()
+        private = list(
+            session.session.get_objects(
+                {Attribute.LABEL: AUDIT_KEY_LABEL, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+            )
+        )
+        assert len(private) == 1
+        assert private[0][Attribute.SENSITIVE] is True
+        assert private[0][Attribute.EXTRACTABLE] is False
+        assert private[0][Attribute.KEY_TYPE] == KeyType.RSA
+    assert signed.algorithm == RSA_PKCS1_2048 and signed.token_serial
+    key = serialization.load_pem_public_key(signed.public_key.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(
+        bytes.fromhex(signed.signature),
+        AuditHead(2, signed.hash).to_bytes(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
+    result = verify_state(state)
+    assert result.ok and result.last_hsm_signed is not None and result.last_hsm_signed.seq == 2
 
 
 def test_an_extractable_key_under_the_audit_label_is_refused(
