@@ -81,6 +81,28 @@ def read_pin_file(path: str, warn: Warn | None = _stderr) -> str:
     return pin
 
 
+def read_password_file(path: str, warn: Warn | None = _stderr) -> str:
+    """A password in the first line of ``path`` (its line ending removed)."""
+    lines = _read_secret_file(path, "password", warn).splitlines()
+    password = lines[0] if lines else ""
+    if not password:
+        raise InputError(f"the password file {path} is empty: put the password on its first line")
+    return password
+
+
+def ask_new_password(what: str, prompt: Prompt | None = None) -> str:
+    """A new password for ``what``, typed twice at the terminal without echo."""
+    if prompt is None:
+        if not _interactive():
+            raise InputError(f"no password for {what}: give --password-file FILE")
+        prompt = getpass.getpass
+    ask = _eof_safe(prompt, f"password for {what}")
+    first = ask(f"new password for {what}: ")
+    if ask(f"the password for {what} again: ") != first:
+        raise InputError("the two passwords differ: nothing was changed, run the command again")
+    return first
+
+
 def _eof_safe(prompt: Prompt, what: str) -> Prompt:
     """``prompt``, with Ctrl-D (end of input) at it a clear error naming ``what`` was being
     asked for, rather than an EOFError. Ctrl-C goes on as KeyboardInterrupt (exit 130)."""

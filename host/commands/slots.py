@@ -10,25 +10,13 @@ from __future__ import annotations
 import argparse
 
 from .. import config, ui
-from ..errors import EXIT_AUTH, EXIT_USAGE
-from ..hsm import ENV_MODULE, Hsm, HsmSession, PinError, PinLockedError, SlotError
+from ..hsm import ENV_MODULE, Hsm, HsmSession
 from ..pins import ENV_PIN, slot_pin
+from ..service.core.slots import SlotChoiceError, describe_slot, login, resolve_slot
 from . import add_json_option
 
 ORDER = 20
 DOMAIN_SHOWN = 16  # hex digits of a domain id in tables
-
-
-class SlotChoiceError(SlotError):
-    """``--slot`` names no slot, or several: a usage error."""
-
-    exit_code = EXIT_USAGE
-
-
-class PinRefused(PinError):
-    """The token refused the PIN (or has locked it)."""
-
-    exit_code = EXIT_AUTH
 
 
 def add_module_option(parser: argparse.ArgumentParser) -> None:
@@ -60,52 +48,19 @@ def load_module(args: argparse.Namespace) -> Hsm:
     hsm = Hsm(getattr(args, "module", None))
     slot = getattr(args, "slot", None)
     if isinstance(slot, str):
-        args.slot = resolve_slot(hsm, slot)
+        try:
+            args.slot = resolve_slot(hsm, slot)
+        except SlotChoiceError as exc:
+            raise SlotChoiceError(f"{exc} (see `sealkeep slots`)") from None
     return hsm
-
-
-def resolve_slot(hsm: Hsm, text: str) -> int:
-    """The slot ``text`` names: a slot id as `sealkeep slots` lists it, or a token label.
-
-    An id and a label naming two different slots, or a label several tokens carry, is
-    refused with the candidates named: a command never guesses which slot to log into.
-    """
-    slots = hsm.slots()
-    wanted = text.strip()
-    by_id = [s for s in slots if wanted.isdigit() and s.slot_id == int(wanted)]
-    by_label = [s for s in slots if s.token_present and s.label == wanted]
-    found = {s.slot_id: s for s in by_id + by_label}
-    if len(found) == 1:
-        return next(iter(found))
-    if not found:
-        known = ", ".join(
-            f"{s.slot_id} ({s.label!r})" if s.label else str(s.slot_id) for s in slots
-        )
-        raise SlotChoiceError(
-            f"no slot has the id or token label {wanted!r}; the slots are: "
-            f"{known or 'none'} (see `sealkeep slots`)"
-        )
-    names = ", ".join(f"slot {i} (token {s.label!r})" for i, s in sorted(found.items()))
-    raise SlotChoiceError(f"{wanted!r} names several slots: {names}; give the slot id")
 
 
 def open_slot(hsm: Hsm, slot_id: int, args: argparse.Namespace) -> HsmSession:
     """A logged-in session on ``slot_id``; the PIN from ``--pin-file``, the environment or a
     prompt. A refused PIN exits with the authentication code."""
-    info = hsm.slot(slot_id)
-    where = f"slot {slot_id} (token {info.label!r})" if info.label else f"slot {slot_id}"
-    if not info.token_present or not info.initialized:
-        # Let the HSM layer say what is wrong before anyone types a PIN.
-        raise SlotError(
-            f"{where} has no initialised token: see `sealkeep slots` for the usable slots"
-        )
+    where = describe_slot(hsm, slot_id)
     pin = slot_pin(where, getattr(args, "pin_file", None))
-    try:
-        return hsm.open(slot_id, pin)
-    except PinLockedError as exc:
-        raise PinRefused(f"{exc}: the security officer must unlock it") from None
-    except PinError as exc:
-        raise PinRefused(f"{exc}. Nothing was changed.") from None
+    return login(hsm, slot_id, pin)
 
 
 def find_slot_of(hsm: Hsm, domain_id: bytes) -> int | None:

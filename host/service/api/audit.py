@@ -1,0 +1,20 @@
+"""The audit log (auditor)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from ..core.users import Role
+from ..deps import AuditDep, require
+
+router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[require(Role.AUDITOR)])
+
+
+@router.get("")
+def list_records(
+    audit: AuditDep,
+    before: int | None = Query(default=None, ge=1),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[dict[str, object]]:
+    """Records, newest first; ``before`` pages back."""
+    return [r.to_json() for r in audit.records(before=before, limit=limit)]

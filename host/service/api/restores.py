@@ -1,0 +1,45 @@
+"""Restores: a set from the drives back into a slot, as a job."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from .. import actions
+from ..core.users import Role
+from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+
+router = APIRouter(prefix="/restores", tags=["restores"], dependencies=[require(Role.OPERATOR)])
+
+
+class StartRestore(BaseModel):
+    set_id: str = Field(min_length=4, max_length=64)
+    slot: int | str
+    so_id: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+    keys: list[str] | None = None
+    """Labels of the objects to restore; all of the set's when absent."""
+
+
+@router.post("", status_code=202)
+def start(
+    body: StartRestore,
+    who: CurrentUser,
+    state: StateDep,
+    conn: DbDep,
+    audit: AuditDep,
+    address: AddressDep,
+) -> dict[str, object]:
+    job = actions.start_restore(
+        state,
+        conn,
+        audit,
+        user=who.user.name,
+        address=address,
+        set_id=body.set_id,
+        slot=body.slot,
+        so_id=body.so_id,
+        password=body.password,
+        keys=body.keys,
+    )
+    return {"job": job}

@@ -1,0 +1,120 @@
+"""Backups and restores through the API: a job per operation, progress, the catalogue, the
+SO password used once and never kept, and the audit trail of each step."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from conftest import USER_PIN, Domain, Service
+from pkcs11 import Attribute
+from sealkeep.hsm import Hsm
+
+pytestmark = pytest.mark.integration
+
+
+def test_backup_then_restore_two_keys_through_the_api(serve, domain: Domain, hsm: Hsm) -> None:
+    service: Service = serve("--drives", domain.drives)
+    operator = service.add_user("olivia", "operator")
+
+    started = operator.post(
+        "/api/v1/backups",
+        json={"slot": domain.slot_id, "so_id": "so-17", "password": USER_PIN, "label": "api"},
+    )
+    assert started.status_code == 202, started.text
+    job = service.wait_job(operator, started.json()["job"])
+    assert job["state"] == "done", job
+    result = job["result"]
+    assert result["label"] == "api" and result["keys"] == 6
+    assert len(result["drives"]) == 3 and all(d["verified"] for d in result["drives"])
+    assert [s["label"] for s in result["skipped"]] == ["aes-local"]
+    set_id = result["set_id"]
+
+    sets = operator.get("/api/v1/sets").json()
+    assert [s["set_id"] for s in sets] == [set_id]
+    assert sets[0]["label"] == "api" and len(sets[0]["verified"]) == 3
+
+    # Two keys are lost from the slot, then come back from the drives.
+    with hsm.open(domain.slot_id, USER_PIN) as session:
+        for obj in list(session.session.get_objects()):
+            if obj[Attribute.LABEL] in ("aes-data", "rsa-sign"):
+                obj.destroy()
+    started = operator.post(
+        "/api/v1/restores",
+        json={
+            "set_id": set_id,
+            "slot": "source",
+            "so_id": "so-17",
+            "password": USER_PIN,
+            "keys": ["aes-data", "rsa-sign"],
+        },
+    )
+    assert started.status_code == 202, started.text
+    job = service.wait_job(operator, started.json()["job"])
+    assert job["state"] == "done", job
+    statuses = {k["label"]: k["status"] for k in job["result"]["keys"]}
+    assert set(statuses) == {"aes-data", "rsa-sign"}
+    assert set(statuses.values()) == {"restored"}
+    assert all(k["proven"] for k in job["result"]["keys"])
+
+    # No row or file of the state folder holds the SO password.
+    for path in service.state.rglob("*"):
+        if path.is_file():
+            assert USER_PIN.encode() not in path.read_bytes(), path
+    conn = sqlite3.connect(service.state / "sealkeep.db")
+    actions = [r[0] for r in conn.execute("SELECT action FROM audit ORDER BY seq")]
+    conn.close()
+    assert "backup.start" in actions and "backup" in actions
+    assert "restore.start" in actions and "restore" in actions
+
+
+def test_a_wrong_so_password_is_refused_at_once_and_audited(serve, domain: Domain) -> None:
+    service: Service = serve("--drives", domain.drives)
+    operator = service.add_user("olivia", "operator")
+    refused = operator.post(
+        "/api/v1/backups",
+        json={"slot": domain.slot_id, "so_id": "so-17", "password": "wrong-pin-0000"},
+    )
+    assert refused.status_code == 403, refused.text
+    body = refused.json()
+    assert body["error"] == "PinRefused" and body["exit_code"] == 4
+    assert "SO password" in body["message"] and "wrong-pin-0000" not in refused.text
+    assert operator.get("/api/v1/jobs").json() == []
+    auditor = service.add_user("ada", "auditor")
+    records = auditor.get("/api/v1/audit").json()
+    refusal = next(r for r in records if r["action"] == "backup")
+    assert refusal["result"] == "refused" and refusal["actor"] == "olivia"
+    assert refusal["detail"]["so_id"] == "so-17"
+    assert "wrong-pin-0000" not in json.dumps(records)
+
+
+def test_sets_written_elsewhere_join_the_catalogue_on_a_refresh(serve, domain: Domain) -> None:
+    made = domain.cli.json(
+        "backup", "--slot", "source", "--drives", domain.drives, "--label", "cli"
+    )
+    service: Service = serve("--drives", domain.drives)
+    operator = service.add_user("olivia", "operator")
+    assert operator.get("/api/v1/sets").json() == []
+    job = operator.post(
+        "/api/v1/sets/refresh", json={"slot": "source", "so_id": "so-2", "password": USER_PIN}
+    ).json()["job"]
+    done = service.wait_job(operator, job)
+    assert done["state"] == "done" and done["result"] == {"sets": 1}
+    (entry,) = operator.get("/api/v1/sets").json()
+    assert entry["set_id"] == made["set_id"] and entry["label"] == "cli"
+    assert sorted(entry["verified"]) == sorted(d["serial"] for d in made["drives"])
+
+
+def test_the_drives_answer_hello_without_any_credential(serve, domain: Domain) -> None:
+    service: Service = serve("--drives", domain.drives, env={"SEALKEEP_DRIVE_TIMEOUT": "1"})
+    auditor = service.add_user("ada", "auditor")
+    drives = auditor.get("/api/v1/drives").json()
+    assert len(drives) == 3
+    assert {d["port"] for d in drives} == set(domain.drives.split(","))
+    assert all(d["reachable"] and d["state"] == "owned" and d["domain"] for d in drives)
+    assert len({d["domain"] for d in drives}) == 1
+    domain.emulator.kill(0)  # its power cut: the port stays, nothing answers
+    after = {d["port"]: d for d in auditor.get("/api/v1/drives").json()}
+    lost = after[domain.emulator.drives[0].port]
+    assert lost["reachable"] is False and lost["error"]
