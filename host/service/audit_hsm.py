@@ -23,6 +23,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 
 from ..hsm import HsmError, HsmSession
+from ..hsm_base import AUDIT_KEY_LABEL
 
 __all__ = [
     "AUDIT_KEY_LABEL",
@@ -34,7 +35,6 @@ __all__ = [
     "verify_signature",
 ]
 
-AUDIT_KEY_LABEL = "sealkeep-audit"
 ECDSA_P256 = "ecdsa-p256-sha256"
 RSA_PKCS1_2048 = "rsa-pkcs1v15-sha256"
 ALGORITHMS = (ECDSA_P256, RSA_PKCS1_2048)

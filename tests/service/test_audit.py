@@ -273,6 +273,10 @@ def test_the_slot_signs_the_head_with_a_key_that_never_leaves_it(
         log.conn.commit()
     private, public = audit_keys(hsm, token)
     assert len(private) == 1 and public == [KeyType.EC]
+    with hsm.open(token.slot_id, token.pin) as session:
+        own = [o for o in session.objects() if o.label == AUDIT_KEY_LABEL]
+    # the pair is the slot's own, like the domain's keys: never in a backup set
+    assert len(own) == 2 and all(o.is_domain_key and not o.exportable for o in own)
     assert private[0] == {
         Attribute.SENSITIVE: True,
         Attribute.EXTRACTABLE: False,
