@@ -403,13 +403,13 @@ def backup(
         mark = time.monotonic()
         sealed_manifest = manifest.Manifest.new(
             label=label,
+            audit_head=audit_head,
             token=session.token_info(),
             domain_id=domain_id,
             wrapped_kek=kek.wrapped,
             wrapped_manifest_key=kek.wrapped_manifest_key,
             entries=entries,
             skipped=skipped,
-            audit_head=audit_head,
         )
         data = manifest.seal(sealed_manifest, kek)
     finally:

@@ -291,17 +291,18 @@ class Manifest:
     domain_id: bytes
     wrapped_kek: bytes = field(repr=False)
     entries: tuple[KeyEntry, ...] = ()
-    skipped: tuple[SkippedEntry, ...] = ()
-    wrapped_manifest_key: bytes | None = field(default=None, repr=False)
     audit_head: bytes | None = None
     """The service's audit log head when the set was made, sealed with the body; None in
     sets made without one."""
+    skipped: tuple[SkippedEntry, ...] = ()
+    wrapped_manifest_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def new(
         cls,
         *,
         label: str,
+        audit_head: bytes | None = None,
         token: TokenInfo,
         domain_id: bytes,
         wrapped_kek: bytes,
@@ -309,20 +310,19 @@ class Manifest:
         entries: Sequence[KeyEntry] = (),
         skipped: Sequence[SkippedEntry] = (),
         created: int | None = None,
-        audit_head: bytes | None = None,
     ) -> Manifest:
         """A manifest with a fresh random set id, created now unless told otherwise."""
         return cls(
             set_id=secrets.token_bytes(SET_ID_LEN),
             created=int(time.time()) if created is None else created,
             label=label,
+            audit_head=audit_head,
             token=token,
             domain_id=domain_id,
             wrapped_kek=wrapped_kek,
             entries=tuple(entries),
             skipped=tuple(skipped),
             wrapped_manifest_key=wrapped_manifest_key,
-            audit_head=audit_head,
         )
 
     @property
@@ -430,13 +430,13 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
         set_id=header.set_id,
         created=header.created,
         label=header.label,
+        audit_head=audit_head,
         token=header.token,
         domain_id=header.domain_id,
         wrapped_kek=header.wrapped_kek,
         entries=tuple(KeyEntry.from_cbor(e) for e in entries),
         skipped=tuple(SkippedEntry.from_cbor(e) for e in skipped),
         wrapped_manifest_key=header.wrapped_manifest_key,
-        audit_head=audit_head,
     )
     if len(manifest.entries) != header.key_count:
         raise ManifestError(
