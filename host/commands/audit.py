@@ -137,7 +137,7 @@ def print_verification(what: str, result: AuditVerification) -> None:
     else:
         print(f"{what}: BROKEN at record {result.first_bad} ({result.reason})")
     print(f"  {result.message}")
-    last = result.last_hsm_signed
+    last = result.last_hsm_signature
     if last is not None:
         print(
             f"  last head signed in a slot: record {last.seq}, {last.where()}, {last.at} "

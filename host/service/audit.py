@@ -360,9 +360,10 @@ class AuditLog:
         detail: Mapping[str, object] | None = None,
     ) -> AuditRecord:
         """The next record, chained to the head and signed by the service key."""
-        if not self.conn.in_transaction:
+        if not self.conn.in_transaction and self.conn.isolation_level is not None:
             # Take the write lock before reading the head, so two writers cannot both
-            # chain to it; the caller's commit (or rollback) ends this transaction.
+            # chain to it; the caller's commit (or rollback) ends this transaction. (In
+            # autocommit mode the primary key still refuses a second record of one number.)
             self.conn.execute("BEGIN IMMEDIATE")
         detail_text = _canonical(dict(detail or {}))
         shown_detail = json.loads(detail_text)
@@ -463,13 +464,15 @@ class AuditVerification:
     reason: str | None = None
     message: str = ""
     head: AuditHead | None = None
-    last_hsm_signed: HsmHeadSignature | None = None
+    last_hsm_signed: int | None = None
+    """The last record whose head a slot signed (and that the log still holds)."""
+    last_hsm_signature: HsmHeadSignature | None = None
     hsm_heads: int = 0
     heads_checked: list[AuditHead] = field(default_factory=list)
     key_source: str = "state"
 
     def to_json(self) -> dict[str, object]:
-        last = self.last_hsm_signed
+        last = self.last_hsm_signature
         return {
             "ok": self.ok,
             "records": self.records,
@@ -613,7 +616,8 @@ def _check(
         ok=not faults,
         records=len(rows),
         head=last if not faults else None,
-        last_hsm_signed=last_signed,
+        last_hsm_signed=last_signed.seq if last_signed else None,
+        last_hsm_signature=last_signed,
         hsm_heads=signed_ok,
         heads_checked=checked,
     )
@@ -653,7 +657,7 @@ def _intact(result: AuditVerification) -> str:
     said = (
         f"{result.records} record(s): the chain holds and every head is signed by the service key"
     )
-    last = result.last_hsm_signed
+    last = result.last_hsm_signature
     if last is None:
         return (
             said + "; no head is signed in a slot yet, so a cut at the end shows only against "
@@ -682,6 +686,9 @@ def _open_readonly(state_dir: Path) -> sqlite3.Connection:
 
 def _stored(conn: sqlite3.Connection) -> tuple[list[StoredRecord], list[HsmHeadSignature]]:
     try:
+        # One snapshot for both tables, so a head the running service signs meanwhile is
+        # not taken for a record removed.
+        conn.execute("BEGIN")
         rows = conn.execute(
             f"SELECT {_RECORD_COLUMNS}, signature FROM audit ORDER BY seq"
         ).fetchall()
