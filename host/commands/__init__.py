@@ -71,7 +71,7 @@ EXAMPLES: dict[str, str] = {
     "sealkeep firmware build --version 1.2.0 --counter 3 --key vendor.key --out fw.img\n"
     "sealkeep firmware update --drives @drives.json fw.img",
     "emulate": "sealkeep emulate --count 5 --dir /tmp/d\nsealkeep emulate --blank --count 1",
-    "demo": "sealkeep demo\nsealkeep demo --keep --json",
+    "demo": "sealkeep demo\nsealkeep demo --keep --json\nsealkeep demo --serve",
 }
 """A few lines of real use per command, shown at the end of its --help."""
 
