@@ -61,6 +61,9 @@ EXAMPLES: dict[str, str] = {
     "sealkeep backup --slot primary --allow-missing --json",
     "sets": "sealkeep sets\nsealkeep sets --set latest",
     "verify": "sealkeep verify --set latest\nsealkeep verify --set 3f2a9c",
+    "audit": "sealkeep audit verify --state /var/lib/sealkeep\n"
+    "sealkeep audit export --state /var/lib/sealkeep --out audit.json\n"
+    "sealkeep audit verify --bundle audit.json --public-key audit-key.pub.pem",
     "restore": "sealkeep restore --set nightly --slot primary --dry-run\n"
     "sealkeep restore --set 3f2a9c --slot primary --key hmac1 --replace",
     "prune": "sealkeep prune --set 3f2a9c --passphrases custodians.txt",
