@@ -20,7 +20,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     pytest is pointed at that folder (`pytest tests/board`, as tools/test does after the
     rest): a run over every test leaves it out rather than load the plugin into all."""
     if collection_path == BOARD_TESTS and not config.pluginmanager.has_plugin(EMBEDDED_PLUGIN):
-        config.stash[_board_left_out] = True
+        asked = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+        config.stash[_board_left_out] = any(BOARD_TESTS.is_relative_to(a) for a in asked)
         return True
     return None
 
