@@ -1,16 +1,19 @@
-"""The README's short tour, run as written: the fenced block after the ``<!-- tour: ... -->``
-marker, line by line, in a private SoftHSM2 configuration and a private folder.
+"""The README's short tour, run as written: each fenced block after a ``<!-- tour: ... -->``
+marker (the HSM tour, then the firmware one), line by line, in a private SoftHSM2
+configuration and a private folder.
 
 Lines are run as a user types them, with four things a reader supplies for themselves:
 - the placeholders stand for what the user's machine shows: ``/dev/pts/7``, ``/dev/pts/8``,
   ``/dev/pts/9`` for the first three emulated drives' ports, ``SPEC`` for the three drives
   a reshare moves the domain to (the first, second and fourth; the third is then retired),
   ``3f2a`` for the start of the nightly set's id, ``F`` for the custodians' passphrases
-  file; ``/tmp/d`` is a folder of the test's own;
+  file, ``PUBLIC-KEY`` for the hex ``firmware keygen`` printed; ``/tmp/d``, ``/tmp/b`` and
+  ``/tmp/f`` are folders of the test's own;
 - the slot PIN comes from ``SEALKEEP_PIN`` (the README's documented way besides
   ``--pin-file`` and the prompt);
 - custodians' passphrases come from a ``--passphrases`` file of ``SERIAL PASSPHRASE`` lines
   (the README's way for automation) where a ceremony line does not name one;
+- the vendor key's passphrase is in ``vp``, as its lines say;
 - the new ``primary`` token gets the sample keys an operator's token would hold.
 A line ending in ``&`` runs in the background until the test ends; ``export`` sets the
 variable for the lines after it.
@@ -52,19 +55,21 @@ with hsm.open(slot, sys.argv[2]) as session:
 """
 
 
-def tour_lines(text: str) -> list[str]:
-    """The commands of the block after the tour marker, comments and blank lines left out
+def tour_blocks(text: str) -> list[list[str]]:
+    """The commands of each block after a tour marker, comments and blank lines left out
     (a trailing ``&`` kept as its own word)."""
-    assert MARKER in text, "the README has lost its tour marker"
-    block = text.split(MARKER, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    lines = []
-    for line in block.splitlines():
-        words = shlex.split(line, comments=True)
-        if words:
-            lines.append(
-                shlex.join(words).removesuffix(" '&'") + (" &" if words[-1] == "&" else "")
-            )
-    return lines
+    blocks = []
+    for marked in text.split(MARKER)[1:]:
+        block = marked.split("```sh\n", 1)[1].split("```", 1)[0]
+        lines = []
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                background = words[-1] == "&"
+                lines.append(shlex.join(words[:-1] if background else words) + " &" * background)
+        blocks.append(lines)
+    assert len(blocks) == 2, "the README's two tour blocks have lost their markers"
+    return blocks
 
 
 def sealkeep_command() -> list[str]:
@@ -88,11 +93,11 @@ class Tour:
         }
         for name in ("SEALKEEP_DRIVES", "SEALKEEP_CONFIG"):
             self.env.pop(name, None)
-        self.drives_dir = tmp / "d"
         self.passphrases = tmp / "custodians"
-        self.names: dict[str, str] = {"/tmp/d": str(self.drives_dir), "F": str(self.passphrases)}
+        self.names: dict[str, str] = {"F": str(self.passphrases)}
         self.background: list[subprocess.Popen[str]] = []
         self.outputs: list[tuple[str, str]] = []
+        self.stderr: dict[int, str] = {}
 
     def word(self, word: str) -> str:
         """One word of a line, with the reader's placeholders filled in."""
@@ -100,9 +105,9 @@ class Tour:
             return self.names[word]
         if "," in word:
             return ",".join(self.word(part) for part in word.split(","))
-        for prefix in ("/tmp/d/", "@/tmp/d/"):
-            if word.startswith(prefix):
-                return prefix.replace("/tmp/d", str(self.drives_dir)) + word[len(prefix) :]
+        for prefix in ("/tmp/", "@/tmp/"):
+            if word.startswith(prefix):  # the tour's folders: the test's own
+                return prefix.replace("/tmp/", f"{self.tmp}/") + word[len(prefix) :]
         return word
 
     def run(self, line: str) -> str:
@@ -134,7 +139,8 @@ class Tour:
         return done.stdout
 
     def start(self, words: list[str]) -> None:
-        """A background command: the tour's emulator, whose drives.json is waited for."""
+        """A background command: one of the tour's emulators, whose drives.json is waited
+        for; the placeholder ports are then its drives'."""
         process = subprocess.Popen(
             words,
             env=self.env,
@@ -145,7 +151,7 @@ class Tour:
             text=True,
         )
         self.background.append(process)
-        drives_file = self.drives_dir / "drives.json"
+        drives_file = Path(words[words.index("--dir") + 1]) / "drives.json"
         deadline = time.monotonic() + 30
         while not (drives_file.exists() and "running" in self.stderr_so_far(process)):
             assert process.poll() is None, f"{shlex.join(words)} ended early"
@@ -164,9 +170,8 @@ class Tour:
         # the emulator says "... running ..." on stderr once every drive answers
         assert process.stderr is not None
         os.set_blocking(process.stderr.fileno(), False)
-        chunk = process.stderr.read() or ""
-        self._stderr = getattr(self, "_stderr", "") + chunk
-        return self._stderr
+        self.stderr[process.pid] = self.stderr.get(process.pid, "") + (process.stderr.read() or "")
+        return self.stderr[process.pid]
 
     def stop(self) -> None:
         for process in self.background:
@@ -197,7 +202,7 @@ def tour(tmp_path: Path) -> Iterator[Tour]:
 
 
 def test_the_readme_tour_runs_as_written(tour: Tour) -> None:
-    lines = tour_lines(README.read_text())
+    lines = tour_blocks(README.read_text())[0]
     assert lines[0].startswith("sealkeep emulate") and lines[-1].startswith("sealkeep drives reset")
     said: dict[str, str] = {}
     set_id = ""
@@ -231,3 +236,34 @@ def test_the_readme_tour_runs_as_written(tour: Tour) -> None:
     # the retired drive is blank now: what `sealkeep drives` shows the user next
     retired = tour.run(f"sealkeep drives --drives {tour.names['/dev/pts/9']} --json")
     assert [d["state"] for d in json.loads(retired)["drives"]] == ["blank"]
+
+
+def test_the_readme_firmware_tour_runs_as_written(tour: Tour) -> None:
+    vendor_passphrase = tour.tmp / "vp"
+    vendor_passphrase.write_text("vendor signing key: quartz harbour lantern 41\n")
+    vendor_passphrase.chmod(0o600)
+    lines = tour_blocks(README.read_text())[1]
+    assert lines[0].startswith("sealkeep firmware keygen")
+    said: dict[str, str] = {}
+    for line in lines:
+        if "PUBLIC-KEY" in line:
+            keygen = said["sealkeep firmware keygen --out vendor.key --passphrase-file vp"]
+            (tour.names["PUBLIC-KEY"],) = re.findall(r"^public key: ([0-9a-f]{64})$", keygen, re.M)
+        said[line] = tour.run(line)
+
+    def output(start: str) -> str:
+        return next(text for line, text in tour.outputs if line.startswith(start))
+
+    assert "signature" in output("sealkeep firmware inspect") and "warning" not in output(
+        "sealkeep firmware inspect"
+    )
+    assert "SK-00A1: firmware 1.2.0 (counter 3) installed" in output("sealkeep firmware install")
+    # every drive of the image's emulator now runs the update, confirmed
+    drives = json.loads(tour.run("sealkeep drives --drives @/tmp/f/drives.json --json"))["drives"]
+    assert [(d["firmware"], d["firmware_slot"]) for d in drives] == [("1.2.1", "b")] * 5
+    # and the technician's board answers as a drive under the serial it was given
+    boards = json.loads((tour.tmp / "b" / "drives.json").read_text())["drives"]
+    board = json.loads(tour.run(f"sealkeep drives --drives {boards[0]['port']} --json"))["drives"]
+    assert [(d["serial"], d["firmware"], d["state"]) for d in board] == [
+        ("SK-00A1", "1.2.0", "blank")
+    ]
