@@ -11,6 +11,25 @@ import sys
 
 ORDER = 95
 SHELLS = ("bash", "zsh")
+# What an option's value names, by its metavar: these complete as paths.
+FILE_METAVARS = ("FILE", "IMAGE", "PEM", "PATH")
+DIRECTORY_METAVARS = ("DIR",)
+DIRECTORY_OPTIONS = ("dir", "state")
+
+
+def complete_paths(parser: argparse.ArgumentParser) -> None:
+    """Mark every option whose value is a file or a folder, in parser and its subcommands,
+    so that the shell offers paths there (and not elsewhere)."""
+    import shtab
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                complete_paths(sub)
+        elif action.metavar in FILE_METAVARS:
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+        elif action.metavar in DIRECTORY_METAVARS or action.dest in DIRECTORY_OPTIONS:
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     # the parser imports every command module, this one included: import it only now
     from ..cli import build_parser
 
-    script = shtab.complete(build_parser(), shell=args.shell)
+    parser = build_parser()
+    complete_paths(parser)
+    script = shtab.complete(parser, shell=args.shell)
     sys.stdout.write(script if script.endswith("\n") else script + "\n")
     return 0
 

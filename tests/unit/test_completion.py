@@ -34,7 +34,7 @@ def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def tab(script: Path, line: str) -> list[str]:
+def tab(script: Path, line: str, cwd: Path | None = None) -> list[str]:
     """What bash offers for Tab at the end of ``line`` (words split on spaces)."""
     assert BASH is not None
     words = line.split(" ")
@@ -54,6 +54,7 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         text=True,
         timeout=30,
         check=False,
+        cwd=cwd,
     )
     assert done.returncode == 0, done.stderr
     return [w.strip() for w in done.stdout.splitlines() if w.strip()]
@@ -71,6 +72,15 @@ def test_bash_completes_a_flag(bash_script: Path) -> None:
     assert tab(bash_script, "sealkeep restore --dry") == ["--dry-run"]
     # a subcommand's own flags only: backup has no --replace
     assert tab(bash_script, "sealkeep backup --rep") == []
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_bash_completes_paths_where_an_option_takes_one(bash_script: Path, tmp_path: Path) -> None:
+    (tmp_path / "pin.txt").write_text("")
+    (tmp_path / "pins").mkdir()
+    assert set(tab(bash_script, "sealkeep backup --pin-file pi", cwd=tmp_path)) >= {"pin.txt"}
+    assert tab(bash_script, "sealkeep emulate --dir pi", cwd=tmp_path) in (["pins"], ["pins/"])
+    assert tab(bash_script, "sealkeep backup --label pi", cwd=tmp_path) == []
 
 
 @pytest.mark.skipif(BASH is None, reason="bash is not installed")
