@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pexpect
 import pytest
 from sealkeep import firmware as fw
 from sealkeep.client import DriveClient
@@ -39,7 +40,13 @@ class Repl:
     def banner(self) -> str:
         """Press Enter and Ctrl-B as a technician does to see what the board runs."""
         self.dut.write(b"\r" + CTRL_B)
-        found = self.dut.expect(rb"MicroPython (\S+) on [^;]+; ([^\r\n]+)", timeout=5)
+        try:
+            found = self.dut.expect(rb"MicroPython (\S+) on [^;]+; ([^\r\n]+)", timeout=5)
+        except pexpect.TIMEOUT:
+            pytest.fail(
+                f"the board on {self.dut.serial.port} shows no MicroPython REPL: it is not "
+                "blank (already installed?); these tests need a board as a technician gets it"
+            )
         self.dut.expect_exact(PROMPT, timeout=5)
         return found.group(0).decode(errors="replace")
 
