@@ -49,7 +49,10 @@ def get_db(state: StateDep) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-DbDep = Annotated[sqlite3.Connection, Depends(get_db)]
+# "function": the commit happens before the response is sent. At the default scope it comes
+# after, and a browser following a redirect (a login, a started job) could ask before the
+# row it needs exists.
+DbDep = Annotated[sqlite3.Connection, Depends(get_db, scope="function")]
 
 
 def peer_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:

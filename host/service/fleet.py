@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from ..drivespec import parse_drives
+from ..drivespec import NoDrivesFound, parse_drives
 from ..drivestatus import survey
 from .state import ServiceState
 
@@ -15,7 +15,11 @@ def survey_drives(state: ServiceState) -> list[dict[str, object]]:
     interleave with its session), the last survey with ``busy`` true."""
     if state.drives_lock.acquire(blocking=False):
         try:
-            addresses = parse_drives(state.settings.drives)
+            try:
+                addresses = parse_drives(state.settings.drives)
+            except NoDrivesFound:
+                # None plugged in and none named: the dashboard says so, it is no error.
+                addresses = []
             state.last_survey = survey(addresses, state.settings.drive_timeout)
             state.last_survey_at = time.time()
         finally:
