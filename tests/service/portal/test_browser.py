@@ -32,6 +32,7 @@ CHROMIUM_FLAGS = [
 WAIT_MS = 30_000
 WRONG_PIN = "wrong-pin-0000"
 LOST_KEYS = ("aes-data", "rsa-sign")
+MARKUP_LABEL = '"><b id="injected">never</b>'
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -141,7 +142,7 @@ def test_seed_flow_backup_restore_dashboard_audit_logout(
     page.fill("#password", USER_PIN)
     page.fill("#label", "portal-nightly")
     page.click("button:has-text('Preview')")
-    expect(page.locator("h1")).to_contain_text("Backup of slot")
+    expect(page.locator("h1")).to_have_text(f"Backup of source (slot {domain.slot_id})")
     check_page_hygiene(page)
     expect(page.locator("#will-count")).to_have_text("6")
     will = {row[2] for row in table_rows(page, "#will")}
@@ -255,13 +256,14 @@ def test_a_wrong_so_password_shows_on_the_backup_form_and_starts_nothing(
     page.select_option("#slot", str(tokens["source"].slot_id))
     page.fill("#so_id", "so-17")
     page.fill("#password", WRONG_PIN)
-    page.fill("#label", "never")
+    page.fill("#label", MARKUP_LABEL)
     page.click("button:has-text('Preview')")
     expect(page.locator("h1")).to_have_text("Backup")
     expect(page.locator("#error")).to_contain_text("SO password")
-    # The form comes back with what was typed, except the password.
+    # The form comes back with what was typed, except the password; typed markup stays text.
     expect(page.locator("#so_id")).to_have_value("so-17")
-    expect(page.locator("#label")).to_have_value("never")
+    expect(page.locator("#label")).to_have_value(MARKUP_LABEL)
+    assert page.locator("#injected").count() == 0
     check_page_hygiene(page)
     page.locator("nav").get_by_role("link", name="Jobs").click()
     expect(page.locator("#jobs")).to_contain_text("No jobs yet.")
