@@ -84,6 +84,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--keep", action="store_true", help="keep the working folder (always kept with --dir)"
     )
     p.add_argument("--heap", default="96K", metavar="SIZE", help="each drive's heap (default 96K)")
+    p.add_argument(
+        "--serve",
+        nargs="?",
+        const="127.0.0.1:8443",
+        metavar="HOST:PORT",
+        help="afterwards, leave the admin portal running on the demo's HSM and drives "
+        "(default 127.0.0.1:8443) and print its URL and a login; Ctrl-C stops it",
+    )
     add_json_option(p)
     p.set_defaults(run=run)
 
@@ -527,6 +535,69 @@ class Demo:
         else:
             self.say("FAILED: see the table above")
 
+    def serve_portal(self, listen: str) -> None:
+        """`sealkeep serve` on the demo's tokens and drives, until Ctrl-C."""
+        self.chapter("The admin portal, on this HSM and these drives (Ctrl-C stops it)")
+        emulator = self.emulated
+        for i in range(DRIVES):
+            if i not in RECOVERY_DRIVES:
+                emulator.restart(i)
+        self.say("the drives left out of the recovery are plugged back in: all five answer")
+        state = self.root / "service"
+        password_file = self.root / "portal-password.txt"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(secrets.token_urlsafe(12) + "\n")
+        self.sealkeep(
+            "make the service's state folder and first admin",
+            [
+                "serve",
+                "init",
+                "--state",
+                str(state),
+                "--admin",
+                "admin",
+                "--password-file",
+                str(password_file),
+            ],
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "sealkeep",
+            "serve",
+            "--state",
+            str(state),
+            "--listen",
+            listen,
+            "--drives",
+            self.all_drives(),
+        ]
+        server = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            for line in iter(server.stdout.readline, ""):
+                self.say(line.rstrip())
+                if line.startswith("certificate") or line.startswith("sealkeep serve: http:"):
+                    break
+            self.say(
+                f"log in as admin with the password in {password_file}; the SO password of "
+                f"slot 'operator-hsm' is its PIN {self.pin('operator-hsm')}, of 'new-hsm' "
+                f"{self.pin('new-hsm')} (demo tokens only). The browser will ask you to trust "
+                "the certificate made for this demo: compare the fingerprint above."
+            )
+            server.wait()
+        except KeyboardInterrupt:
+            self.say("stopping the portal")
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+
     def stop(self) -> None:
         if self.emulator is not None:
             self.emulator.stop()
@@ -582,11 +653,15 @@ def run(args: argparse.Namespace) -> int:
         demo.delete_keys()
         demo.quick_restore()
         demo.disaster_recovery()
+        if args.serve and demo.passed():
+            demo.report()
+            demo.serve_portal(args.serve)
     except SealkeepError as exc:
         failure = str(exc)
     finally:
         demo.stop()
-    demo.report()
+    if not (args.serve and demo.passed()):
+        demo.report()
     demo.say(f"the demo took {time.monotonic() - started:.1f} s")
     if keep or failure is not None:
         demo.say(f"working folder kept: {root}")

@@ -180,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         sock.close()
         raise ServeUsage(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    # Listening before the URL is printed: a client that reads it and connects at once
+    # waits in the backlog until the service accepts, rather than being refused.
+    sock.listen(128)
     port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     ssl: dict[str, str] = {}

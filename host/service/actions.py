@@ -17,7 +17,7 @@ from .core.access import open_for_operation
 from .core.errors import BadInput
 from .jobs import Work, create_job
 from .state import DRAFT_SECONDS, Draft, ServiceState
-from .work import backup_work, restore_work
+from .work import backup_work, refresh_work, restore_work
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,35 @@ def start_restore(
         address,
         params,
         restore_work(state, session, set_id, chosen, so_id),
+    )
+
+
+def start_refresh(
+    state: ServiceState,
+    conn: sqlite3.Connection,
+    audit: AuditLog,
+    *,
+    user: str,
+    address: str,
+    slot: int | str,
+    so_id: str,
+    password: str,
+) -> str:
+    """Read the sets of the slot's domain from the drives into the catalogue (a job: an
+    owner session on each drive needs the slot's PIN)."""
+    session = open_for_operation(
+        state.hsm,
+        audit,
+        action="sets.refresh",
+        slot=slot,
+        so_id=so_id,
+        password=password,
+        actor=user,
+        address=address,
+    )
+    params = {"slot": session.slot_id, "token": session.info.label, "so_id": so_id}
+    return _submit(
+        state, conn, audit, session, "refresh", user, address, params, refresh_work(state, session)
     )
 
 

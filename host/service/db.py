@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     roles TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_name ON api_tokens(user_id, name);
 CREATE TABLE IF NOT EXISTS login_failures (
     user TEXT NOT NULL,
     address TEXT NOT NULL,

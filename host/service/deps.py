@@ -3,6 +3,7 @@ and what roles allow them in. Routes declare ``dependencies=[require(Role.X)]``.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import sqlite3
 from collections.abc import Iterator
@@ -49,9 +50,8 @@ def get_db(state: StateDep) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-# "function": the commit happens before the response is sent. At the default scope it comes
-# after, and a browser following a redirect (a login, a started job) could ask before the
-# row it needs exists.
+# "function": the commit happens before the response is sent, so a client's next request
+# (after a login, say) always sees what this one wrote.
 DbDep = Annotated[sqlite3.Connection, Depends(get_db, scope="function")]
 
 
@@ -113,7 +113,7 @@ async def current_principal(
             form = await request.form()
             value = form.get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
-        if sent != who.csrf:
+        if sent is None or who.csrf is None or not hmac.compare_digest(sent, who.csrf):
             audit.append(
                 "request.refused",
                 actor=who.user.name,

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import time
 
-from ..drivespec import NoDrivesFound, parse_drives
+from ..drivespec import DriveAddress, parse_drives
 from ..drivestatus import survey
+from ..errors import SealkeepError
 from .state import ServiceState
+
+
+def configured_drives(state: ServiceState) -> tuple[list[DriveAddress], str | None]:
+    """The drives the service was started with, or none and why (no --drives, and no USB
+    serial port found)."""
+    try:
+        return parse_drives(state.settings.drives), None
+    except SealkeepError as exc:
+        return [], str(exc)
 
 
 def survey_drives(state: ServiceState) -> list[dict[str, object]]:
@@ -15,11 +25,7 @@ def survey_drives(state: ServiceState) -> list[dict[str, object]]:
     interleave with its session), the last survey with ``busy`` true."""
     if state.drives_lock.acquire(blocking=False):
         try:
-            try:
-                addresses = parse_drives(state.settings.drives)
-            except NoDrivesFound:
-                # None plugged in and none named: the dashboard says so, it is no error.
-                addresses = []
+            addresses, _ = configured_drives(state)
             state.last_survey = survey(addresses, state.settings.drive_timeout)
             state.last_survey_at = time.time()
         finally:

@@ -17,6 +17,9 @@ from .settings import Settings
 
 DRAFT_SECONDS = 120.0
 """How long a backup preview keeps its logged-in HSM session, waiting for Start."""
+DRAFTS_PER_USER = 3
+"""Previews a user may keep open at once; a new one closes the oldest (each holds an HSM
+session)."""
 
 
 @dataclass
@@ -48,7 +51,13 @@ class ServiceState:
         self.expire_drafts()
         draft_id = secrets.token_urlsafe(16)
         with self._drafts_lock:
+            mine = sorted((d.expires, k) for k, d in self._drafts.items() if d.user == draft.user)
+            oldest = [
+                self._drafts.pop(k) for _, k in mine[: max(0, len(mine) + 1 - DRAFTS_PER_USER)]
+            ]
             self._drafts[draft_id] = draft
+        for old in oldest:
+            old.session.close()
         return draft_id
 
     def take_draft(self, draft_id: str, user: str) -> Draft:

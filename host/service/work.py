@@ -65,3 +65,17 @@ def restore_work(
         return JobOutcome(body, "restore", set_id, "failed", error)
 
     return work
+
+
+def refresh_work(state: ServiceState, session: HsmSession) -> Work:
+    def work(ctx: JobContext) -> JobOutcome:
+        with state.drives_lock:
+            ctx.audit.sign_head_in_slot(session)
+            ctx.progress({"phase": "reading the sets from the drives"})
+            count = operations.refresh_catalogue(
+                ctx.conn, session, state.settings.drives, state.settings.drive_timeout
+            )
+        ctx.progress({"phase": "done"})
+        return JobOutcome({"sets": count}, "sets.refresh", session.where)
+
+    return work

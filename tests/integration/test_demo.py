@@ -69,3 +69,48 @@ def test_demo_without_an_hsm_module_says_so(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "missing.so does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_demo_can_leave_the_portal_running_on_its_hsm_and_drives(tmp_path: Path) -> None:
+    import re
+    import signal
+    import ssl
+
+    import httpx
+
+    work = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "sealkeep", "demo", "--dir", str(work), "--serve", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        url = None
+        for line in iter(demo.stdout.readline, ""):
+            found = re.match(r"sealkeep serve: (https://127\.0\.0\.1:\d+/)", line)
+            url = found.group(1) if found else url
+            if line.startswith("log in as admin"):
+                break
+        assert url is not None and "PASSED" not in line
+        password = (work / "portal-password.txt").read_text().strip()
+        context = ssl.create_default_context(cafile=str(work / "service" / "tls-cert.pem"))
+        with httpx.Client(base_url=url, verify=context, timeout=30) as client:
+            login = client.post("/api/v1/login", json={"user": "admin", "password": password})
+            assert login.status_code == 200
+            slots = {s["label"]: s for s in client.get("/api/v1/slots").json()}
+            assert slots["operator-hsm"]["domain_id"] and slots["new-hsm"]["domain_id"]
+            drives = client.get("/api/v1/drives").json()
+            assert len(drives) == 5 and all(d["reachable"] for d in drives), drives
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+        assert demo.returncode == 0, rest
+        assert "Traceback" not in rest and "stopping the portal" in rest
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    drives = json.loads((work / "drives" / "drives.json").read_text())
+    assert all(d["port"] is None for d in drives["drives"])

@@ -80,3 +80,17 @@ def create_token(
 ) -> dict[str, object]:
     token = users.create_token(conn, audit, who.user, body.name, body.roles, address=address)
     return {"token": token, "name": body.name, "roles": sorted(body.roles)}
+
+
+@router.get("/tokens", dependencies=[require(*Role)])
+def list_tokens(who: CurrentUser, conn: DbDep) -> list[dict[str, object]]:
+    """The caller's own API tokens (names and roles; a token's value is shown only once)."""
+    return users.list_tokens(conn, who.user)
+
+
+@router.delete("/tokens/{name}", dependencies=[require(*Role)])
+def revoke_token(
+    name: str, who: CurrentUser, conn: DbDep, audit: AuditDep, address: AddressDep
+) -> dict[str, object]:
+    users.revoke_token(conn, audit, who.user, name, address=address)
+    return {"revoked": name}

@@ -3,14 +3,45 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
+from .. import actions
 from ..core import operations
 from ..core.users import Role
-from ..deps import DbDep, require
+from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
 
-router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[require(*Role)])
+router = APIRouter(prefix="/sets", tags=["sets"])
 
 
-@router.get("")
+class SlotLogin(BaseModel):
+    slot: int | str
+    so_id: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+@router.post("/refresh", status_code=202, dependencies=[require(Role.OPERATOR)])
+def refresh(
+    body: SlotLogin,
+    who: CurrentUser,
+    state: StateDep,
+    conn: DbDep,
+    audit: AuditDep,
+    address: AddressDep,
+) -> dict[str, object]:
+    """Read the sets of the slot's backup domain from the drives into the catalogue."""
+    job = actions.start_refresh(
+        state,
+        conn,
+        audit,
+        user=who.user.name,
+        address=address,
+        slot=body.slot,
+        so_id=body.so_id,
+        password=body.password,
+    )
+    return {"job": job}
+
+
+@router.get("", dependencies=[require(*Role)])
 def list_sets(conn: DbDep) -> list[dict[str, object]]:
     return [e.to_json() for e in operations.catalogue(conn)]

@@ -315,10 +315,15 @@ def create_token(
             + ", ".join(sorted(r.value for r in extra))
         )
     token = "skt_" + secrets.token_urlsafe(32)
-    conn.execute(
-        "INSERT INTO api_tokens (token_hash, user_id, name, roles, created) VALUES (?,?,?,?,?)",
-        (_digest(token), who.id, name, _roles_text(chosen), time.time()),
-    )
+    try:
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_id, name, roles, created) VALUES (?,?,?,?,?)",
+            (_digest(token), who.id, name, _roles_text(chosen), time.time()),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict(
+            f"you have a token named {name!r} already: revoke it or pick another"
+        ) from None
     audit.append(
         "token.create",
         actor=who.name,
@@ -327,6 +332,27 @@ def create_token(
         detail={"roles": sorted(r.value for r in chosen)},
     )
     return token
+
+
+def list_tokens(conn: sqlite3.Connection, who: User) -> list[dict[str, object]]:
+    rows = conn.execute(
+        "SELECT name, roles, created FROM api_tokens WHERE user_id = ? ORDER BY name", (who.id,)
+    ).fetchall()
+    return [
+        {"name": r["name"], "roles": sorted(r["roles"].split(",")), "created": r["created"]}
+        for r in rows
+    ]
+
+
+def revoke_token(
+    conn: sqlite3.Connection, audit: AuditLog, who: User, name: str, *, address: str | None
+) -> None:
+    gone = conn.execute(
+        "DELETE FROM api_tokens WHERE user_id = ? AND name = ?", (who.id, name)
+    ).rowcount
+    if not gone:
+        raise NotFound(f"you have no token named {name!r}")
+    audit.append("token.revoke", actor=who.name, address=address, target=name)
 
 
 def token_principal(conn: sqlite3.Connection, token: str) -> Principal:

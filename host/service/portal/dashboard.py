@@ -10,7 +10,7 @@ from ..audit import AuditLog
 from ..core import operations
 from ..core.users import Role
 from ..deps import CurrentUser, DbDep, StateDep, require
-from ..fleet import survey_drives
+from ..fleet import configured_drives, survey_drives
 from .pages import render
 
 router = APIRouter(dependencies=[require(*Role)])
@@ -27,6 +27,7 @@ def dashboard(request: Request, who: CurrentUser, conn: DbDep, state: StateDep) 
         page="dashboard",
         slots=[s.to_json() for s in state.hsm.slots()],
         drives=survey_drives(state),
+        drives_problem=configured_drives(state)[1],
         sets=sets[:10],
         set_count=len(sets),
         jobs=jobs.list_jobs(conn, limit=5),

@@ -183,6 +183,21 @@ def test_an_api_token_carries_only_the_roles_it_was_given(serve) -> None:
         .status_code
         == 401
     )
+    # listed by name, never by value; revoked, it opens nothing
+    assert admin.get("/api/v1/tokens").json() == [
+        {
+            "name": "nightly",
+            "roles": ["auditor"],
+            "created": admin.get("/api/v1/tokens").json()[0]["created"],
+        }
+    ]
+    assert token not in admin.get("/api/v1/tokens").text
+    assert (
+        admin.post("/api/v1/tokens", json={"name": "nightly", "roles": ["auditor"]}).status_code
+        == 409
+    )
+    assert admin.delete("/api/v1/tokens/nightly").status_code == 200
+    assert bot.get("/api/v1/audit").status_code == 401
     # no token carries a role its user lacks
     auditor = service.add_user("ada", "auditor")
     grab = auditor.post("/api/v1/tokens", json={"name": "x", "roles": ["admin"]})

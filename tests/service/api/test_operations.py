@@ -87,3 +87,34 @@ def test_a_wrong_so_password_is_refused_at_once_and_audited(serve, domain: Domai
     assert refusal["result"] == "refused" and refusal["actor"] == "olivia"
     assert refusal["detail"]["so_id"] == "so-17"
     assert "wrong-pin-0000" not in json.dumps(records)
+
+
+def test_sets_written_elsewhere_join_the_catalogue_on_a_refresh(serve, domain: Domain) -> None:
+    made = domain.cli.json(
+        "backup", "--slot", "source", "--drives", domain.drives, "--label", "cli"
+    )
+    service: Service = serve("--drives", domain.drives)
+    operator = service.add_user("olivia", "operator")
+    assert operator.get("/api/v1/sets").json() == []
+    job = operator.post(
+        "/api/v1/sets/refresh", json={"slot": "source", "so_id": "so-2", "password": USER_PIN}
+    ).json()["job"]
+    done = service.wait_job(operator, job)
+    assert done["state"] == "done" and done["result"] == {"sets": 1}
+    (entry,) = operator.get("/api/v1/sets").json()
+    assert entry["set_id"] == made["set_id"] and entry["label"] == "cli"
+    assert sorted(entry["verified"]) == sorted(d["serial"] for d in made["drives"])
+
+
+def test_the_drives_answer_hello_without_any_credential(serve, domain: Domain) -> None:
+    service: Service = serve("--drives", domain.drives, env={"SEALKEEP_DRIVE_TIMEOUT": "1"})
+    auditor = service.add_user("ada", "auditor")
+    drives = auditor.get("/api/v1/drives").json()
+    assert len(drives) == 3
+    assert {d["port"] for d in drives} == set(domain.drives.split(","))
+    assert all(d["reachable"] and d["state"] == "owned" and d["domain"] for d in drives)
+    assert len({d["domain"] for d in drives}) == 1
+    domain.emulator.kill(0)  # its power cut: the port stays, nothing answers
+    after = {d["port"]: d for d in auditor.get("/api/v1/drives").json()}
+    lost = after[domain.emulator.drives[0].port]
+    assert lost["reachable"] is False and lost["error"]
