@@ -39,8 +39,10 @@ def run_backup(
     timeout: float,
     label: str,
     progress: Progress,
+    audit_head: bytes | None = None,
 ) -> tuple[BackupResult, list[str]]:
-    """Back up every key of ``session``'s slot to every drive of its domain."""
+    """Back up every key of ``session``'s slot to every drive of its domain; the set carries
+    ``audit_head``, sealed with its manifest."""
     warnings = Warnings()
     drives: dict[str, dict[str, int]] = {}
     progress({"phase": "checking the drives", "drives": drives})
@@ -65,6 +67,7 @@ def run_backup(
             on_plan=planned,
             progress=each,
             note=warnings,
+            audit_head=audit_head,
         )
     progress({"phase": "done", "drives": drives})
     return result, warnings.lines
