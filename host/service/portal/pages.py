@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from ...ui import human_size
+from ...ui import human_duration, human_size
 from ..core.users import Principal, Role
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
@@ -32,6 +32,7 @@ def _when(moment: float | int | str | None, short: bool = False) -> str:
 
 
 TEMPLATES.env.filters["when"] = _when
+TEMPLATES.env.filters["duration"] = lambda s: "about " + human_duration(float(s))
 TEMPLATES.env.filters["size"] = lambda n: human_size(int(n)) if n is not None else "-"
 
 

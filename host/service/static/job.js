@@ -39,6 +39,10 @@
       body.appendChild(row);
     });
   }
+  function timeLeft(seconds) {
+    if (seconds < 90) { return "about " + Math.max(1, Math.round(seconds)) + " s"; }
+    return "about " + Math.round(seconds / 60) + " min";
+  }
   source.addEventListener("state", function (event) {
     var job = JSON.parse(event.data);
     var state = document.getElementById("job-state");
@@ -48,6 +52,9 @@
     if (phase) {
       var text = progress.phase || "";
       if (progress.total) { text += " (" + progress.done + " of " + progress.total + ")"; }
+      if (typeof progress.left_s === "number" && progress.left_s > 0) {
+        text += ", " + timeLeft(progress.left_s) + " left";
+      }
       phase.textContent = text;
     }
     drives(progress);
