@@ -71,13 +71,15 @@ def delete_aes(hsm: Hsm, slot_id: int) -> int:
 
 
 def follow(client: httpx.Client, job: str) -> dict[str, Any]:
-    while True:
-        state: dict[str, Any] = client.get(f"/api/v1/jobs/{job}").json()
-        if state["state"] in ("done", "failed", "interrupted"):
-            if state["state"] != "done":
-                raise SystemExit(f"job {job} ended {state['state']}: {state.get('error')}")
-            return state
-        time.sleep(0.02)
+    """The job's end, as the portal's job page learns it: its Server-Sent Events."""
+    last: dict[str, Any] = {}
+    with client.stream("GET", f"/api/v1/jobs/{job}/events") as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and line != "data: {}":
+                last = json.loads(line.removeprefix("data: "))
+    if last.get("state") != "done":
+        raise SystemExit(f"job {job} ended {last.get('state')}: {last.get('error')}")
+    return last
 
 
 def run(args: argparse.Namespace, work: Path, figures: dict[str, float]) -> None:

@@ -374,8 +374,10 @@ def backup(
     on_plan: Callable[[list[ObjectInfo]], None] | None = None,
     progress: Progress | None = None,
     note: Note = _quiet,
+    audit_head: bytes | None = None,
 ) -> BackupResult:
-    """Back up every key of ``session``'s slot to the domain's ``drives``."""
+    """Back up every key of ``session``'s slot to the domain's ``drives``; ``audit_head``
+    (the service's audit log head) is sealed into the set's manifest."""
     started = time.monotonic()
     timings: dict[str, float] = {}
     domain_id = session.require_domain()
@@ -401,6 +403,7 @@ def backup(
         mark = time.monotonic()
         sealed_manifest = manifest.Manifest.new(
             label=label,
+            audit_head=audit_head,
             token=session.token_info(),
             domain_id=domain_id,
             wrapped_kek=kek.wrapped,

@@ -8,6 +8,7 @@ Looked for in ``$SEALKEEP_CONFIG``, then ``./sealkeep.toml``, then
     drives = "@/etc/sealkeep/drives.json"         # as --drives takes them
     timeout = 5                                   # seconds to wait for a drive's answer
     pin_file = "/etc/sealkeep/pin"                # a file holding the PIN (never the PIN)
+    acknowledged = ["root-ca-key"]                # left out of backups, known: one line each run
 
 The command line wins over the environment (``SEALKEEP_DRIVES``, ``SEALKEEP_PKCS11_MODULE``),
 which wins over the file. A key the file does not know, or a value of the wrong type, is an
@@ -24,6 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from . import acknowledged as acknowledged_objects
 from .drivespec import ENV_VAR as ENV_DRIVES
 from .drivespec import UsageError
 from .hsm import ENV_MODULE
@@ -40,6 +42,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "drives": (str,),
     "timeout": (int, float),
     "pin_file": (str,),
+    "acknowledged": (list,),
 }
 # Where the environment already gives a default, it wins over the file.
 _ENVIRONMENT = {"drives": ENV_DRIVES, "module": ENV_MODULE}
@@ -87,6 +90,11 @@ def load() -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown setting {key!r} (known: {known})")
         if isinstance(value, bool) or not isinstance(value, _KEYS[key]):
             raise ConfigError(f"{path}: {key!r} has a value of the wrong kind ({value!r})")
+    if "acknowledged" in settings:
+        try:
+            acknowledged_objects.parse(settings["acknowledged"], str(path))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if "timeout" in settings and not 0 < float(settings["timeout"]) <= 600:
         raise ConfigError(f"{path}: 'timeout' is {settings['timeout']} s; give 0 to 600")
     return dict(settings)
@@ -95,6 +103,13 @@ def load() -> dict[str, Any]:
 def has(key: str) -> bool:
     """Whether the file gives ``key`` (so that an option need not be required)."""
     return key in load()
+
+
+def acknowledged() -> list[acknowledged_objects.Acknowledgement]:
+    """The objects the file acknowledges will not be backed up (see
+    :mod:`sealkeep.acknowledged`)."""
+    path = find()
+    return acknowledged_objects.parse(load().get("acknowledged", []), str(path))
 
 
 def apply(args: argparse.Namespace) -> None:

@@ -1732,11 +1732,11 @@ def reshare_domain(
         retired = [s for s in rebuilt.record.members if s not in serials]
         if retired:
             warnings.append(
-                f"warning: drive(s) {', '.join(retired)} of the old set were left out: their "
+                f"drive(s) {', '.join(retired)} of the old set were left out: their "
                 "shares and copies belong to the old domain, which the slot no longer holds; "
                 "factory reset them when they turn up"
             )
-            note(warnings[-1])
+            note(f"warning: {warnings[-1]}")
         return ReshareResult(
             old_id,
             new_id,

@@ -44,6 +44,7 @@ DOMAIN_MARKER_LABEL = "sealkeep-domain"
 DOMAIN_APPLICATION = "sealkeep"
 DOMAIN_SEAL_LABEL = "sealkeep-domain-seal"
 DOMAIN_LABELS = frozenset({DOMAIN_WRAP_LABEL, DOMAIN_OWNER_LABEL, DOMAIN_SEAL_LABEL})
+AUDIT_KEY_LABEL = "sealkeep-audit"  # the slot's own pair signing the service's audit heads
 # The key hierarchy a slot's domain objects follow. 1: one AES key wraps each set's KEK,
 # which also seals the manifest (ENCRYPT/DECRYPT), with no unwrap templates: a PIN holder
 # can unwrap a KEK as a readable key. 2: one purpose per key, unwrap templates (hsm_keys).
@@ -486,9 +487,11 @@ class ObjectInfo:
     @property
     def is_domain_key(self) -> bool:
         """One of the backup domain's own objects (never in a set: the shares keep the keys,
-        and the marker names the domain the slot holds)."""
+        and the marker names the domain the slot holds), or the slot's audit key pair."""
         if self.object_class == ObjectClass.DATA:
             return self.label == DOMAIN_MARKER_LABEL
+        if self.label == AUDIT_KEY_LABEL:
+            return self.object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
         return self.needs_wrap and self.label in DOMAIN_LABELS
 
     @property
@@ -652,6 +655,11 @@ def _text(value: object) -> str:
 
 def _exportability(attrs: Attributes) -> tuple[bool, str | None]:
     object_class = _int(attrs, A.CLASS)
+    if _str(attrs, A.LABEL) == AUDIT_KEY_LABEL and object_class in (
+        ObjectClass.PRIVATE_KEY,
+        ObjectClass.PUBLIC_KEY,
+    ):
+        return False, "the slot's audit signing key (each slot makes its own, not in sets)"
     if object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
         return True, None
     if object_class == ObjectClass.DATA:

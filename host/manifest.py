@@ -311,6 +311,9 @@ class Manifest:
     domain_id: bytes
     wrapped_kek: bytes = field(repr=False)
     entries: tuple[KeyEntry, ...] = ()
+    audit_head: bytes | None = None
+    """The service's audit log head when the set was made, sealed with the body; None in
+    sets made without one."""
     skipped: tuple[SkippedEntry, ...] = ()
     wrapped_manifest_key: bytes | None = field(default=None, repr=False)
     wrapped_mac_key: bytes | None = field(default=None, repr=False)
@@ -321,6 +324,7 @@ class Manifest:
         cls,
         *,
         label: str,
+        audit_head: bytes | None = None,
         token: TokenInfo,
         domain_id: bytes,
         wrapped_kek: bytes,
@@ -336,6 +340,7 @@ class Manifest:
             set_id=secrets.token_bytes(SET_ID_LEN),
             created=int(time.time()) if created is None else created,
             label=label,
+            audit_head=audit_head,
             token=token,
             domain_id=domain_id,
             wrapped_kek=wrapped_kek,
@@ -367,16 +372,14 @@ class Manifest:
 
     def body(self) -> bytes:
         """The canonical CBOR of what gets sealed."""
-        return bytes(
-            cbor2.dumps(
-                {
-                    "set_id": self.set_id,
-                    "entries": [entry.to_cbor() for entry in self.entries],
-                    "skipped": [entry.to_cbor() for entry in self.skipped],
-                },
-                canonical=True,
-            )
-        )
+        body: dict[str, Any] = {
+            "set_id": self.set_id,
+            "entries": [entry.to_cbor() for entry in self.entries],
+            "skipped": [entry.to_cbor() for entry in self.skipped],
+        }
+        if self.audit_head is not None:
+            body["audit_head"] = self.audit_head
+        return bytes(cbor2.dumps(body, canonical=True))
 
 
 # --- container ----------------------------------------------------------------------------
@@ -448,10 +451,14 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
     skipped = m.get("skipped", [])
     if not isinstance(entries, list) or not isinstance(skipped, list):
         raise ManifestError("backup set body lacks its entry lists")
+    audit_head = m.get("audit_head")
+    if audit_head is not None and not isinstance(audit_head, bytes):
+        raise ManifestError("backup set body's audit head is not bytes")
     manifest = Manifest(
         set_id=header.set_id,
         created=header.created,
         label=header.label,
+        audit_head=audit_head,
         token=header.token,
         domain_id=header.domain_id,
         wrapped_kek=header.wrapped_kek,

@@ -10,6 +10,27 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BOARD_TESTS = REPO_ROOT / "tests" / "board"
+EMBEDDED_PLUGIN = "pytest_embedded.plugin"
+_board_left_out = pytest.StashKey[bool]()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/board runs on pytest-embedded, which its own conftest registers only when
+    pytest is pointed at that folder (`pytest tests/board`, as tools/test does after the
+    rest): a run over every test leaves it out rather than load the plugin into all."""
+    if collection_path == BOARD_TESTS and not config.pluginmanager.has_plugin(EMBEDDED_PLUGIN):
+        asked = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+        config.stash[_board_left_out] = any(BOARD_TESTS.is_relative_to(a) for a in asked)
+        return True
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if terminalreporter.config.stash.get(_board_left_out, False):
+        terminalreporter.write_line(
+            "tests/board (pytest-embedded) not collected in this run: `pytest tests/board`"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def schema_name(argv: Sequence[str]) -> str | None:
     if not words:
         return None
     command = words[0]
-    if command in ("domain", "firmware") and len(words) > 1:
+    if command in ("domain", "firmware", "audit") and len(words) > 1:
         return f"{command}_{words[1]}"
     if command == "drives" and len(words) > 1 and words[1] == "reset":
         return "drives_reset"

@@ -61,6 +61,9 @@ EXAMPLES: dict[str, str] = {
     "sealkeep backup --slot primary --allow-missing --json",
     "sets": "sealkeep sets\nsealkeep sets --set latest",
     "verify": "sealkeep verify --set latest\nsealkeep verify --set 3f2a9c",
+    "audit": "sealkeep audit verify --state /var/lib/sealkeep\n"
+    "sealkeep audit export --state /var/lib/sealkeep --out audit.json\n"
+    "sealkeep audit verify --bundle audit.json --public-key audit-key.pub.pem",
     "restore": "sealkeep restore --set nightly --slot primary --dry-run\n"
     "sealkeep restore --set 3f2a9c --slot primary --key hmac1 --replace",
     "prune": "sealkeep prune --set 3f2a9c --passphrases custodians.txt",
@@ -69,6 +72,10 @@ EXAMPLES: dict[str, str] = {
     "sealkeep firmware update --drives @drives.json fw.img",
     "emulate": "sealkeep emulate --count 5 --dir /tmp/d\nsealkeep emulate --blank --count 1",
     "demo": "sealkeep demo\nsealkeep demo --keep --json\nsealkeep demo --serve",
+    "completion": "sealkeep completion bash > ~/.local/share/bash-completion/completions/sealkeep\n"
+    "sealkeep completion zsh > ~/.zfunc/_sealkeep   # with fpath+=(~/.zfunc) in ~/.zshrc",
+    "serve": "sealkeep serve init --state /var/lib/sealkeep --admin alice\n"
+    "sealkeep serve --state /var/lib/sealkeep --drives @drives.json --listen 0.0.0.0:8443",
 }
 """A few lines of real use per command, shown at the end of its --help."""
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from typing import Any, cast
 
-from .. import ui
+from .. import config, ui
+from ..acknowledged import Acknowledgement, is_acknowledged
 from ..backupset import BackupResult, backup
 from ..errors import EXIT_INCOMPLETE
 from ..hsm import ObjectInfo, class_name
@@ -67,7 +69,7 @@ def report_plan(objects: list[ObjectInfo], human: bool) -> None:
         print(f"backing up {len(chosen)} object(s): {summary or 'none'}", flush=True)
 
 
-def print_result(result: BackupResult) -> None:
+def print_result(result: BackupResult, acknowledged: list[Acknowledgement]) -> None:
     label = f" {result.label!r}" if result.label else ""
     print(
         f"set {result.set_id.hex()}{label} from slot {result.slot_id} (token {result.token!r}): "
@@ -84,16 +86,22 @@ def print_result(result: BackupResult) -> None:
             f"incomplete: no copy on drive(s) {', '.join(result.missing)} of the domain (not "
             "connected); back up again with them connected (exit code 8)"
         )
-    if not result.skipped:
-        return
-    print(f"{len(result.skipped)} object(s) not backed up:")
-    ui.print_table(
-        ["CLASS", "LABEL", "ID", "WHY"],
-        [
-            [class_name(s.object_class), s.label or "-", s.id.hex() or "-", s.reason]
-            for s in result.skipped
-        ],
-    )
+    known = [s for s in result.skipped if is_acknowledged(acknowledged, s.label, s.id)]
+    unknown = [s for s in result.skipped if s not in known]
+    if unknown:
+        print(f"{len(unknown)} object(s) not backed up:")
+        ui.print_table(
+            ["CLASS", "LABEL", "ID", "WHY"],
+            [
+                [class_name(s.object_class), s.label or "-", s.id.hex() or "-", s.reason]
+                for s in unknown
+            ],
+        )
+    if known:
+        print(
+            f"{len(known)} acknowledged object(s) not backed up (sealkeep.toml): "
+            "see `sealkeep keys`"
+        )
     refused = [s for s in result.skipped if s.refused]
     if refused:
         print(
@@ -102,7 +110,17 @@ def print_result(result: BackupResult) -> None:
         )
 
 
+def result_document(result: BackupResult, acknowledged: list[Acknowledgement]) -> dict[str, Any]:
+    """The JSON of a backup: every object left out, each marked acknowledged or not."""
+    document = result.to_json()
+    entries = cast(list[dict[str, object]], document["skipped"])
+    for entry, skipped in zip(entries, result.skipped, strict=True):
+        entry["acknowledged"] = is_acknowledged(acknowledged, skipped.label, skipped.id)
+    return document
+
+
 def run(args: argparse.Namespace) -> int:
+    acknowledged = config.acknowledged()
     hsm = load_module(args)
     with open_slot(hsm, args.slot, args) as session, open_drives(args) as group:
         reachable = [d for d in group.drives if d.reachable]
@@ -122,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             )
     sys.stderr.flush()
     if args.json:
-        ui.print_json(result.to_json())
+        ui.print_json(result_document(result, acknowledged))
     else:
-        print_result(result)
+        print_result(result, acknowledged)
     return EXIT_INCOMPLETE if result.incomplete else 0

@@ -22,6 +22,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -574,6 +575,8 @@ class Demo:
             self.all_drives(),
         ]
         server = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, text=True)
+        # Stopped by SIGTERM as by Ctrl-C: the portal is stopped, not left behind.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             assert server.stdout is not None
             for line in iter(server.stdout.readline, ""):
@@ -590,6 +593,7 @@ class Demo:
         except KeyboardInterrupt:
             self.say("stopping the portal")
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if server.poll() is None:
                 server.terminate()
                 try:
@@ -611,6 +615,10 @@ class Demo:
             "keys": [r.to_json() for r in self.rows.values()],
             "steps": [s.to_json() for s in self.steps],
         }
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _verifies(check: Any) -> bool:

@@ -13,8 +13,10 @@ import time
 from .. import ui
 from ..backupset import SetListing, list_sets
 from ..domain import Drive, DriveGroup, Problem, choose_domain, drive_problems, short
+from ..errors import SealkeepError
 from ..hsm import DomainError, Hsm, HsmSession, class_name, key_type_name
 from ..restore import fetch_set
+from ..service.audit import AuditHead
 from . import add_json_option
 from .domain import add_drive_options, note, open_drives
 from .slots import add_slot_options, find_slot_of, load_module, open_slot
@@ -212,6 +214,17 @@ def domain_session(
     return domain_id, session
 
 
+def describe_audit_head(head: bytes | None) -> str:
+    """The audit head a set carries, as `audit verify --head` takes it."""
+    if head is None:
+        return "none (the set was made outside the service)"
+    try:
+        record = f"record {AuditHead.from_bytes(head).seq}"
+    except SealkeepError:
+        record = "not one this sealkeep reads"
+    return f"{record}, {head.hex()} (check it with `sealkeep audit verify --head`)"
+
+
 def run_one_set(args: argparse.Namespace, hsm: Hsm) -> int:
     """``sets --set SET``: what one set holds, from its authenticated manifest."""
     with open_drives(args) as group:
@@ -227,6 +240,7 @@ def run_one_set(args: argparse.Namespace, hsm: Hsm) -> int:
                     "set_id": opened.set_id_hex,
                     "label": opened.label,
                     "source": fetched.serial,
+                    "audit_head": opened.audit_head.hex() if opened.audit_head else None,
                     "objects": [
                         {
                             "class": class_name(e.object_class),
@@ -254,6 +268,7 @@ def run_one_set(args: argparse.Namespace, hsm: Hsm) -> int:
         f"set {opened.set_id_hex}{label}: {len(opened.entries)} object(s), read from drive "
         f"{fetched.serial} and authenticated"
     )
+    print(f"audit head: {describe_audit_head(opened.audit_head)}")
     ui.print_table(
         ["CLASS", "TYPE", "LABEL", "ID"],
         [

@@ -65,6 +65,7 @@ def preview_backup(
         address=address,
     )
     try:
+        audit.sign_head_in_slot(session)
         objects = session.check_wrapping(session.objects())
         if session.domain_id() is None:
             raise BadInput(

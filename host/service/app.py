@@ -33,7 +33,9 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it a browser sends `Origin: null` with every form, and the
+    # login form's same-origin check would refuse every login.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

@@ -1,19 +1,59 @@
-"""The service's audit log: append-only records in a hash chain."""
+"""The service's audit log: append-only records in a hash chain, every head signed.
+
+Each record's hash is SHA-256(previous hash ‖ canonical JSON of the record), record 1
+chaining to 32 zero bytes, so changing, removing or reordering a record breaks the chain
+from there on. The service's own Ed25519 key (``audit-key.pem`` in the state folder) signs
+every new head; at each operation that logs into a slot, a key that never leaves that slot
+signs the head too (:mod:`sealkeep.service.audit_hsm`), and each backup set carries the head
+of its moment. Records are written in the caller's transaction and never committed here, so
+an action and its record land together or not at all. Checking the log offline and the
+auditor's bundle: :mod:`sealkeep.service.audit_verify`. What the chain proves and what it
+does not: docs/threat-model.md, "Audit log".
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..hsm import HsmSession
+from .audit_chain import (
+    DB_NAME,
+    GENESIS,
+    HSM_COLUMNS,
+    RECORD_COLUMNS,
+    AuditError,
+    AuditHead,
+    AuditRecord,
+    BundleError,
+    HsmHeadSignature,
+    ServiceKey,
+    canonical_json,
+    hsm_head_from_row,
+    record_from_row,
+    record_hash,
+    utc_now,
+)
+from .audit_hsm import SlotSigner
+from .audit_verify import AuditVerification, export_bundle, verify_bundle, verify_state
+
+__all__ = [
+    "AUDIT_SCHEMA",
+    "DB_NAME",
+    "AuditError",
+    "AuditHead",
+    "AuditLog",
+    "AuditRecord",
+    "AuditVerification",
+    "BundleError",
+    "HsmHeadSignature",
+    "ServiceKey",
+    "export_bundle",
+    "record_hash",
+    "verify_bundle",
+    "verify_state",
+]
 
 AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -29,67 +69,35 @@ CREATE TABLE IF NOT EXISTS audit (
     hash TEXT NOT NULL,
     signature TEXT NOT NULL
 );
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_hsm_heads (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    at TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    token_serial TEXT NOT NULL,
+    token_label TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_hsm_heads_no_update BEFORE UPDATE ON audit_hsm_heads
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_hsm_heads_no_delete BEFORE DELETE ON audit_hsm_heads
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
-
-
-class ServiceKey:
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-
-    @classmethod
-    def load_or_create(cls, state_dir: Path) -> ServiceKey:
-        path = state_dir / "audit-key.pem"
-        if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), None)
-            assert isinstance(key, Ed25519PrivateKey)
-            return cls(key)
-        key = Ed25519PrivateKey.generate()
-        path.touch(mode=0o600)
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cls(key)
-
-    def sign(self, data: bytes) -> bytes:
-        return self._key.sign(data)
-
-    def public_pem(self) -> bytes:
-        return self._key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-
-@dataclass(frozen=True)
-class AuditHead:
-    seq: int
-    hash: str
-
-    def to_bytes(self) -> bytes:
-        return self.seq.to_bytes(8, "big") + bytes.fromhex(self.hash)
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    seq: int
-    at: str
-    actor: str | None
-    address: str | None
-    action: str
-    target: str | None
-    result: str
-    detail: dict[str, object]
-    prev: str
-    hash: str
-
-    def to_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+"""Executed at database initialisation. The triggers keep the service's own code from ever
+editing the log; someone with the file can drop them, which the chain then shows."""
 
 
 class AuditLog:
+    """The log in the service's database. Every method only executes statements: the
+    caller commits (with the action the record describes) or rolls back."""
+
     def __init__(self, conn: sqlite3.Connection, key: ServiceKey) -> None:
         self.conn = conn
         self.key = key
@@ -104,50 +112,74 @@ class AuditLog:
         result: str = "ok",
         detail: Mapping[str, object] | None = None,
     ) -> AuditRecord:
+        """The next record, chained to the head and signed by the service key."""
+        if not self.conn.in_transaction and self.conn.isolation_level is not None:
+            # Take the write lock before reading the head, so two writers cannot both
+            # chain to it; the caller's commit (or rollback) ends this transaction. (In
+            # autocommit mode the primary key still refuses a second record of one number.)
+            self.conn.execute("BEGIN IMMEDIATE")
+        detail_text = canonical_json(dict(detail or {}))
+        shown_detail = json.loads(detail_text)
         head = self.head()
         seq = head.seq + 1 if head else 1
-        prev = head.hash if head else "00" * 32
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = json.dumps(
-            [seq, at, actor, address, action, target, result, dict(detail or {})],
-            sort_keys=True,
-            separators=(",", ":"),
+        prev = head.hash if head else GENESIS
+        at = utc_now()
+        digest = record_hash(
+            prev,
+            seq=seq,
+            at=at,
+            actor=actor,
+            address=address,
+            action=action,
+            target=target,
+            result=result,
+            detail=shown_detail,
         )
-        digest = hashlib.sha256(bytes.fromhex(prev) + body.encode()).hexdigest()
+        signature = self.key.sign(AuditHead(seq, digest).to_bytes()).hex()
         self.conn.execute(
-            "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                seq,
-                at,
-                actor,
-                address,
-                action,
-                target,
-                result,
-                json.dumps(dict(detail or {}), sort_keys=True),
-                prev,
-                digest,
-                self.key.sign(AuditHead(seq, digest).to_bytes()).hex(),
-            ),
+            f"INSERT INTO audit ({RECORD_COLUMNS}, signature) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (seq, at, actor, address, action, target, result, detail_text, prev, digest, signature),
         )
         return AuditRecord(
-            seq, at, actor, address, action, target, result, dict(detail or {}), prev, digest
+            seq, at, actor, address, action, target, result, shown_detail, prev, digest
         )
 
     def head(self) -> AuditHead | None:
         row = self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return AuditHead(row[0], row[1]) if row else None
+        return AuditHead(int(row[0]), str(row[1])) if row else None
 
     def records(self, *, before: int | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Up to ``limit`` records, newest first; ``before`` pages back from a record."""
         rows = self.conn.execute(
-            "SELECT seq, at, actor, address, action, target, result, detail, prev, hash "
-            "FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            f"SELECT {RECORD_COLUMNS} FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
             (before if before is not None else 2**62, limit),
         ).fetchall()
-        return [
-            AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9])
-            for r in rows
-        ]
+        return [record_from_row(row) for row in rows]
 
-    def sign_head_in_slot(self, session: HsmSession) -> None:
-        return None
+    def hsm_heads(self) -> list[HsmHeadSignature]:
+        rows = self.conn.execute(f"SELECT {HSM_COLUMNS} FROM audit_hsm_heads ORDER BY id")
+        return [hsm_head_from_row(row) for row in rows.fetchall()]
+
+    def sign_head_in_slot(
+        self, session: HsmSession, *, prefer: str | None = None
+    ) -> HsmHeadSignature:
+        """Sign the current head (record 0 for an empty log) with the slot's audit key,
+        made on first use, and keep the signature with the key's public half."""
+        head = self.head() or AuditHead(0, GENESIS)
+        signer = SlotSigner.find_or_make(session, prefer)
+        signed = HsmHeadSignature(
+            seq=head.seq,
+            hash=head.hash,
+            at=utc_now(),
+            slot=session.slot_id,
+            token_serial=session.info.serial,
+            token_label=session.info.label,
+            algorithm=signer.algorithm,
+            public_key=signer.public_pem,
+            signature=signer.sign(head.to_bytes()).hex(),
+        )
+        self.conn.execute(
+            f"INSERT INTO audit_hsm_heads ({HSM_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            tuple(signed.to_json().values()),
+        )
+        return signed

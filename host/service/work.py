@@ -14,7 +14,9 @@ from .state import ServiceState
 def backup_work(state: ServiceState, session: HsmSession, label: str, so_id: str) -> Work:
     def work(ctx: JobContext) -> JobOutcome:
         with state.drives_lock:
-            ctx.audit.sign_head_in_slot(session)
+            # The slot signs the log's head, and the set carries it: the drives hold evidence
+            # of the log as it was, beyond the service's reach.
+            signed = ctx.audit.sign_head_in_slot(session)
             ctx.conn.commit()
             result, warnings = operations.run_backup(
                 session,
@@ -22,6 +24,7 @@ def backup_work(state: ServiceState, session: HsmSession, label: str, so_id: str
                 timeout=state.settings.drive_timeout,
                 label=label,
                 progress=ctx.progress,
+                audit_head=signed.head.to_bytes(),
             )
         operations.record_backup(ctx.conn, result, session.require_domain())
         return JobOutcome(

@@ -85,6 +85,7 @@ def test_demo_can_leave_the_portal_running_on_its_hsm_and_drives(tmp_path: Path)
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,  # its group holds the portal and the drives it starts
     )
     try:
         assert demo.stdout is not None
@@ -110,7 +111,11 @@ def test_demo_can_leave_the_portal_running_on_its_hsm_and_drives(tmp_path: Path)
         assert "Traceback" not in rest and "stopping the portal" in rest
     finally:
         if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+            os.killpg(demo.pid, signal.SIGTERM)
+            try:
+                demo.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait()
     drives = json.loads((work / "drives" / "drives.json").read_text())
     assert all(d["port"] is None for d in drives["drives"])

@@ -329,3 +329,62 @@ def test_a_backup_or_verify_missing_drives_says_so_and_exits_8(
         ).stdout
     )
     assert as_json["missing"] == [absent] and as_json["ok"] is True
+
+
+def test_acknowledged_objects_are_counted_in_one_line_and_new_ones_listed(
+    softhsm: SoftHsmFarm,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    domain: tuple[str, str],
+    make_sample_keys: Any,
+    tmp_path: Path,
+) -> None:
+    slot, drives = domain
+    token = tokens["source"]
+    with hsm.open(token.slot_id, token.pin) as session:
+        make_sample_keys(session)  # aes-local: not extractable, an expected loss
+        add_ed25519_key(session, "signer-ed")  # extractable yet refused: exit 8
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sealkeep.toml").write_text(
+        'acknowledged = ["aes-local", { label = "signer-ed", id = "ed" }]\n'
+    )
+    cli = SealkeepCli(softhsm, tmp_path, cwd=work)
+
+    # Both known losses are one line; the refused key still makes the backup exit 8.
+    plain = cli("backup", "--slot", slot, "--drives", drives, code=EXIT_INCOMPLETE).stdout
+    assert "2 acknowledged object(s) not backed up (sealkeep.toml): see `sealkeep keys`" in plain
+    assert "aes-local" not in plain and "signer-ed" not in plain
+    assert "not backed up:" not in plain  # no table of objects
+    assert "incomplete: the HSM refused 1 object(s)" in plain
+
+    # A new object the operator has not seen is listed in full beside the count.
+    with hsm.open(token.slot_id, token.pin) as session:
+        session.session.generate_key(
+            KeyType.AES, 128, label="fresh-kek", id=b"\x0f", store=True,
+            template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True},
+        )  # fmt: skip
+    plain = cli("backup", "--slot", slot, "--drives", drives, code=EXIT_INCOMPLETE).stdout
+    assert "1 object(s) not backed up:" in plain
+    (row,) = [line for line in plain.splitlines() if "fresh-kek" in line]
+    assert "0f" in row.split() and "not extractable" in row
+    assert "2 acknowledged object(s) not backed up" in plain and "aes-local" not in plain
+
+    # --json lists everything, each with its flag; the exit code is the same.
+    made = cli.json("backup", "--slot", slot, "--drives", drives, code=EXIT_INCOMPLETE)
+    flags = {s["label"]: s["acknowledged"] for s in made["skipped"]}
+    assert flags == {"aes-local": True, "signer-ed": True, "fresh-kek": False}
+
+    # The id narrows an entry to one object: another id under that label is not acknowledged.
+    (work / "sealkeep.toml").write_text('acknowledged = [{ label = "signer-ed", id = "01" }]\n')
+    made = cli.json("backup", "--slot", slot, "--drives", drives, code=EXIT_INCOMPLETE)
+    assert not any(s["acknowledged"] for s in made["skipped"])
+
+
+def test_a_malformed_acknowledgement_is_refused_naming_it(
+    softhsm: SoftHsmFarm, tokens: dict[str, SoftHsmToken], tmp_path: Path
+) -> None:
+    (tmp_path / "sealkeep.toml").write_text('acknowledged = [{ label = "x", serial = "1" }]\n')
+    cli = SealkeepCli(softhsm, tmp_path, cwd=tmp_path)
+    refused = cli("backup", "--slot", "source", code=2)
+    assert "'acknowledged' entry" in refused.stderr and "serial" in refused.stderr

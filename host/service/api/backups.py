@@ -8,14 +8,12 @@ from pydantic import BaseModel, Field
 from .. import actions
 from ..core.users import Role
 from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+from .models import SlotLogin
 
 router = APIRouter(prefix="/backups", tags=["backups"], dependencies=[require(Role.OPERATOR)])
 
 
-class SlotLogin(BaseModel):
-    slot: int | str
-    so_id: str = Field(max_length=64)
-    password: str = Field(max_length=256)
+class PreviewBackup(SlotLogin):
     label: str = Field(default="", max_length=64)
 
 
@@ -31,7 +29,7 @@ class StartBackup(BaseModel):
 
 @router.post("/preview")
 def preview(
-    body: SlotLogin, who: CurrentUser, state: StateDep, audit: AuditDep, address: AddressDep
+    body: PreviewBackup, who: CurrentUser, state: StateDep, audit: AuditDep, address: AddressDep
 ) -> dict[str, object]:
     return actions.preview_backup(
         state,

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from .. import actions
 from ..core.users import Role
 from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+from .models import SlotLogin
 
 router = APIRouter(prefix="/restores", tags=["restores"], dependencies=[require(Role.OPERATOR)])
 
 
-class StartRestore(BaseModel):
+class StartRestore(SlotLogin):
     set_id: str = Field(min_length=4, max_length=64)
-    slot: int | str
-    so_id: str = Field(max_length=64)
-    password: str = Field(max_length=256)
     keys: list[str] | None = None
     """Labels of the objects to restore; all of the set's when absent."""
 

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from .. import actions
 from ..core import operations
 from ..core.users import Role
 from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+from .models import SlotLogin
 
 router = APIRouter(prefix="/sets", tags=["sets"])
-
-
-class SlotLogin(BaseModel):
-    slot: int | str
-    so_id: str = Field(max_length=64)
-    password: str = Field(max_length=256)
 
 
 @router.post("/refresh", status_code=202, dependencies=[require(Role.OPERATOR)])

@@ -32,6 +32,19 @@ class Warnings:
         self.lines.append(text)
 
 
+class TimeLeft:
+    """Seconds left of a piece of work from the fraction done so far (None: too early)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, fraction: float) -> float | None:
+        elapsed = time.monotonic() - self.started
+        if not 0 < fraction < 1 or elapsed < 0.5:
+            return None if fraction < 1 else 0.0
+        return round(elapsed * (1 - fraction) / fraction, 1)
+
+
 def run_backup(
     session: HsmSession,
     drive_spec: str | None,
@@ -39,8 +52,10 @@ def run_backup(
     timeout: float,
     label: str,
     progress: Progress,
+    audit_head: bytes | None = None,
 ) -> tuple[BackupResult, list[str]]:
-    """Back up every key of ``session``'s slot to every drive of its domain."""
+    """Back up every key of ``session``'s slot to every drive of its domain; the set carries
+    ``audit_head``, sealed with its manifest."""
     warnings = Warnings()
     drives: dict[str, dict[str, int]] = {}
     progress({"phase": "checking the drives", "drives": drives})
@@ -50,9 +65,17 @@ def run_backup(
             drives[name] = {"done": 0, "total": 0}
         progress({"phase": "wrapping the keys in the HSM", "drives": drives})
 
+        writing = TimeLeft()
+
         def each(serial: str, done: int, total: int) -> None:
             drives[serial] = {"done": done, "total": total}
-            progress({"phase": "writing to the drives", "drives": drives})
+            # The slowest drive decides when the write ends.
+            slowest = min(
+                (d["done"] / d["total"] for d in drives.values() if d["total"]), default=0.0
+            )
+            progress(
+                {"phase": "writing to the drives", "drives": drives, "left_s": writing(slowest)}
+            )
 
         def planned(objects: Collection[object]) -> None:
             progress({"phase": "wrapping the keys in the HSM", "objects": len(objects)})
@@ -65,8 +88,9 @@ def run_backup(
             on_plan=planned,
             progress=each,
             note=warnings,
+            audit_head=audit_head,
         )
-    progress({"phase": "done", "drives": drives})
+    progress({"phase": "done", "drives": drives, "left_s": 0.0})
     return result, warnings.lines
 
 
@@ -83,16 +107,20 @@ def run_restore(
     warnings = Warnings()
     progress({"phase": "reading the set from the drives"})
     with DriveGroup.from_spec(drive_spec, timeout) as group:
+        restoring = TimeLeft()
 
         def each(done: int, total: int) -> None:
-            progress({"phase": "restoring into the HSM", "done": done, "total": total})
+            left = restoring(done / total if total else 0.0)
+            progress(
+                {"phase": "restoring into the HSM", "done": done, "total": total, "left_s": left}
+            )
 
         result = restore_set(
             session, group.drives, set_id, keys or None, progress=each, note=warnings
         )
     for attempt in result.attempts:
         warnings(f"{attempt.drive}: {attempt.reason}")
-    progress({"phase": "done"})
+    progress({"phase": "done", "left_s": 0.0})
     return result, warnings.lines
 
 

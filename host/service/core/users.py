@@ -23,6 +23,8 @@ from .errors import BadInput, Conflict, LoginFailed, NotFound, NotLoggedIn, TooM
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults: Argon2id, RFC 9106 low-memory profile
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+TOUCH_EVERY = 5.0
+"""Seconds between writes of a session's last-seen time: a page polling a job writes nothing."""
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 # Hashed when a user name is unknown, so a wrong name costs the same time as a wrong password.
@@ -283,7 +285,8 @@ def session_principal(
     if now - row["last_seen"] > idle or now - row["created"] > absolute:
         conn.execute("DELETE FROM sessions WHERE token_hash = ?", (digest,))
         raise NotLoggedIn("the session has expired: log in again")
-    conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, digest))
+    if now - row["last_seen"] > min(TOUCH_EVERY, idle / 4):
+        conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, digest))
     user = User(row["id"], row["name"], _roles_of(row["roles"]))
     return Principal(user, user.roles, "session", csrf=row["csrf"], session_hash=digest)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from ..audit import AuditLog
+from ..audit import AuditLog, verify_state
 from ..core.users import Role
 from ..deps import CurrentUser, DbDep, StateDep, require
 from .pages import render
@@ -31,5 +31,5 @@ def audit_page(
         page="audit",
         records=records,
         older=older,
-        verification=None,
+        verification=verify_state(state.settings.state),
     )

@@ -10,20 +10,29 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from ...ui import human_size
+from ...ui import human_duration, human_size
 from ..core.users import Principal, Role
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 
 
-def _when(seconds: float | int | None) -> str:
-    if not seconds:
+def _when(moment: float | int | str | None, short: bool = False) -> str:
+    """A time as people read it, in UTC: seconds since the epoch or an ISO 8601 text."""
+    if not moment:
         return "-"
-    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(moment, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return moment
+        utc = parsed.astimezone(datetime.UTC)
+    else:
+        utc = datetime.datetime.fromtimestamp(float(moment), datetime.UTC)
+    return utc.strftime("%Y-%m-%d %H:%M UTC" if short else "%Y-%m-%d %H:%M:%S UTC")
 
 
 TEMPLATES.env.filters["when"] = _when
+TEMPLATES.env.filters["duration"] = lambda s: "about " + human_duration(float(s))
 TEMPLATES.env.filters["size"] = lambda n: human_size(int(n)) if n is not None else "-"
 
 

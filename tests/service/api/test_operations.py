@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 from conftest import USER_PIN, Domain, Service
@@ -118,3 +120,40 @@ def test_the_drives_answer_hello_without_any_credential(serve, domain: Domain) -
     after = {d["port"]: d for d in auditor.get("/api/v1/drives").json()}
     lost = after[domain.emulator.drives[0].port]
     assert lost["reachable"] is False and lost["error"]
+
+
+def test_a_backup_through_the_service_carries_the_audit_head_the_slot_signed(
+    serve, domain: Domain
+) -> None:
+    service: Service = serve("--drives", domain.drives)
+    operator = service.add_user("olivia", "operator", "auditor")
+    job = operator.post(
+        "/api/v1/backups", json={"slot": "source", "so_id": "so-3", "password": USER_PIN}
+    ).json()["job"]
+    set_id = service.wait_job(operator, job)["result"]["set_id"]
+    shown = domain.cli.json("sets", "--drives", domain.drives, "--set", set_id)
+    head = shown["set"]["audit_head"]
+    assert head
+    verified = operator.get("/api/v1/audit/verify").json()
+    assert verified["ok"] is True and verified["last_hsm_signed"] is not None
+    # the set's head is one the log holds: audit verify accepts it as evidence
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealkeep",
+            "audit",
+            "verify",
+            "--state",
+            str(service.state),
+            "--head",
+            head,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=service.env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True

@@ -1,5 +1,6 @@
-"""Backup previews hold logged-in HSM sessions in memory: few per user, never another user's,
-closed when they expire or are replaced."""
+"""Parts of the service that need no server: backup previews (logged-in HSM sessions held in
+memory: few per user, never another user's, closed when they expire or are replaced) and the
+time left shown on a job's page."""
 
 from __future__ import annotations
 
@@ -61,3 +62,12 @@ def test_an_expired_preview_is_closed() -> None:
     assert session.closed
     with pytest.raises(NotFound, match="expired"):
         service.take_draft(key, "olivia")
+
+
+def test_time_left_comes_from_the_fraction_done() -> None:
+    from sealkeep.service.core.operations import TimeLeft
+
+    left = TimeLeft()
+    assert left(0.0) is None and left(1.0) == 0.0
+    left.started -= 10.0  # ten seconds in
+    assert left(0.25) == 30.0 and left(0.5) == 10.0
