@@ -1040,6 +1040,7 @@ def gather_shares(
     domain_id: bytes | None = None,
     note: Note = _quiet,
     pinned: DomainRecord | None = None,
+    doubt: Callable[[DomainRecord], str | None] | None = None,
 ) -> Gathered:
     """Unlock every drive of the domain with its custodian's passphrase and open its share.
 
@@ -1047,7 +1048,8 @@ def gather_shares(
     drive and a share that does not open are all named in ``problems``. ``pinned`` is a
     domain record already authenticated (by the slot's owner key): a drive announcing other
     KDF parameters or another identity than it pins for it is refused before any passphrase
-    is derived or proven for it.
+    is derived or proven for it. ``doubt`` tells, from the first share's record, what will
+    stop the ceremony anyway (said at once, before more custodians are asked).
     """
     chosen = domain_id if domain_id is not None else choose_domain(drives)
     members, problems = classify(drives, chosen)
@@ -1085,6 +1087,12 @@ def gather_shares(
         # Said as soon as a share tells k, before more custodians are asked. Only said: the
         # record is one custodian's word, and an insider's must not stop the others.
         needed = outcome.record.threshold
+        doubted = doubt(outcome.record) if doubt is not None and len(unlocked) == 1 else None
+        if doubted is not None:
+            note(
+                f"warning: drive {serial}'s share says {doubted} (Ctrl-C stops now; nothing "
+                "has changed)"
+            )
         if not warned and len(ready) < needed:
             warned = True
             note(
@@ -1349,15 +1357,27 @@ def recover_domain(
     # Which profile the domain has is sealed with the shares; a token that can do only the
     # portable one is said to be so before anyone is asked.
     able = session.choose_profile()
-    if able is not STANDARD:
+    possible = session.possible_profiles()
+    if len(possible) < len(PROFILES):
+        names = " and ".join(p.name for p in possible)
         note(
-            f"warning: {session.where} can hold only domains of the {able.name} profile; a "
-            "domain created with the standard profile cannot be rebuilt here, which is known "
-            "once the custodians' shares are opened"
+            f"warning: {session.where} can hold only domains of the {names} profile; a domain "
+            "of another cannot be rebuilt here, which the first custodian's share tells"
         )
     for text in session.probe_protections(able):
         note(f"not enforced by the token: {text}")
-    gathered = gather_shares(drives, passphrases, domain_id, note)
+
+    def doubt(record: DomainRecord) -> str | None:
+        if record.profile in {p.number for p in possible}:
+            return None
+        known = PROFILES.get(record.profile)
+        name = known.name if known is not None else f"number {record.profile}"
+        return (
+            f"the domain uses the {name} profile, which {session.where} cannot do: the "
+            "recovery will stop before anything is stored"
+        )
+
+    gathered = gather_shares(drives, passphrases, domain_id, note, doubt=doubt)
     rebuilt = rebuild(gathered)
     try:
         profile = _recorded_profile(session, rebuilt.record.profile)

@@ -106,6 +106,7 @@ from .hsm_caps import (
     Profile,
     choose_profile,
     mechanism_failure,
+    possible_profiles,
     require_capabilities,
     require_mechanisms,
 )
@@ -648,6 +649,10 @@ class HsmSession(SetContents):
         """The profile a domain made here follows (see :func:`~sealkeep.hsm_caps.choose_profile`):
         ``wanted``, or the first the token can do, each tried with throwaway objects."""
         return choose_profile(self.session, self.where, wanted)
+
+    def possible_profiles(self) -> list[Profile]:
+        """Every profile a domain in this token could follow (tried, nothing stored)."""
+        return possible_profiles(self.session)
 
     def require_capabilities(self, profile: Profile = STANDARD) -> None:
         """Raise :class:`~sealkeep.hsm_caps.MechanismMissing` unless the token can do every

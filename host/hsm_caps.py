@@ -67,6 +67,7 @@ __all__ = [
     "is_mechanism_error",
     "mechanism_failure",
     "mechanism_name",
+    "possible_profiles",
     "profile_named",
     "require_capabilities",
     "require_mechanisms",
@@ -252,6 +253,11 @@ def choose_profile(session: Any, where: str, wanted: Profile | None = None) -> P
         "claimed, nothing stored in the token); use a token that offers the mechanisms of "
         "one of them"
     )
+
+
+def possible_profiles(session: Any) -> list[Profile]:
+    """Every profile the token can do, each tried as :func:`choose_profile` tries it."""
+    return [p for p in PROFILES.values() if not _faults(session, p)]
 
 
 def require_capabilities(session: Any, where: str, profile: Profile = STANDARD) -> None:

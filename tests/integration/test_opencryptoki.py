@@ -299,6 +299,8 @@ def test_restore_of_a_softhsm_set_names_the_mechanism_not_corruption(
     )
     warned, _, refused = recover.stderr.partition("error:")
     assert "can hold only domains of the portable profile" in warned
+    # Said from the first custodian's share, before the others are asked.
+    assert "share says the domain uses the standard profile" in warned
     assert "of the standard profile" in refused and MISSING_WRAP in refused
     assert MISSING_GCM in refused and "nothing on the drives is corrupt" in refused
     assert "--profile portable" in refused and "does not authenticate" not in refused
