@@ -78,7 +78,7 @@ class Token:
                     obj.destroy()
 
 
-@pytest.fixture(params=["softhsm", "opencryptoki"])
+@pytest.fixture(params=["softhsm", pytest.param("opencryptoki", marks=pytest.mark.opencryptoki)])
 def token(
     request: pytest.FixtureRequest, hsm: Hsm, tokens: dict[str, SoftHsmToken]
 ) -> Iterator[Token]:
