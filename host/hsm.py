@@ -930,7 +930,8 @@ class HsmSession(SetContents):
             raise SetKeyError(f"the set's header is malformed: {exc}") from None
         except PKCS11Error as exc:
             doing = f"cannot open the set's keys in {self.where}"
-            needs = [n for n in profile.needs if n.mechanism != Mechanism.SHA256_HMAC]
+            # Opening only unwraps: the profile's wrap mechanism is the one at fault.
+            needs = [n for n in profile.needs if n.mechanism == profile.wrap_mechanism]
             missing = mechanism_failure(exc, self.session.token.slot, doing, needs)
             if missing is not None:
                 raise missing from None

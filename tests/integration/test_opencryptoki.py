@@ -34,8 +34,10 @@ from sealkeep.hsm_base import (
     DOMAIN_WRAP_LABEL,
     HIERARCHY_PER_PURPOSE,
 )
+from sealkeep.hsm_caps import PORTABLE, MechanismMissing
 from sealkeep.hsm_keys import DomainKeyValues
 from sealkeep.pins import Passphrases
+from sealkeep.restore import restore_set
 from sealkeep.transport import open_transport
 
 if TYPE_CHECKING:
@@ -369,11 +371,56 @@ def test_a_portable_domain_names_what_softhsm_lacks_to_rebuild_it(
         DriveGroup([d.port for d in emulator.drives]) as group,
     ):
         passphrases = Passphrases(entries={d.serial: passphrase(d.serial) for d in emulator.drives})
-        with pytest.raises(ceremonies.MechanismMissing) as refused:
+        with pytest.raises(MechanismMissing) as refused:
             ceremonies.recover_domain(session, group.drives, passphrases)
         message = str(refused.value)
         assert "of the portable profile" in message and "CKM_AES_CBC_PAD" in message
         assert session.domain_id() is None
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
+
+
+def test_restore_of_a_portable_set_into_softhsm_names_the_mechanism_not_corruption(
+    opencryptoki: OpenCryptokiToken,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SoftHSM2 2.6.1 lists CKM_AES_CBC_PAD but will not unwrap with it: a portable domain
+    put into it by hand (as a token that lost a mechanism would hold one) opens no set, and
+    restore says which mechanism, not that any copy is corrupt."""
+    emulator = emulated_drives(3)
+    secrets_made: list[bytes] = []
+    new_secret = ceremonies.new_domain_secret
+
+    def recorded() -> bytearray:
+        secret = new_secret()
+        secrets_made.append(bytes(secret))
+        return secret
+
+    monkeypatch.setattr(ceremonies, "new_domain_secret", recorded)
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
+    ports = [d.port for d in emulator.drives]
+    passphrases = Passphrases(entries={d.serial: passphrase(d.serial) for d in emulator.drives})
+    with open_token(opencryptoki) as session, DriveGroup(ports) as group:
+        create_domain(session, group.drives, passphrases)
+        session.session.generate_key(
+            KeyType.AES, 256, label="ock-aes", store=True, template={A.EXTRACTABLE: True}
+        )
+        set_id = backup(session, group.drives, label="portable").set_id.hex()
+    (secret,) = secrets_made
+    target = tokens["target"]
+    with hsm.open(target.slot_id, target.pin) as session, DriveGroup(ports) as group:
+        session.import_domain(secret, profile=PORTABLE)
+        with pytest.raises(MechanismMissing) as refused:
+            restore_set(session, group.drives, set_id)
+        message = str(refused.value)
+        assert "CKM_AES_CBC_PAD" in message and "nothing on the drives is corrupt" in message
+        assert "CKM_AES_KEY_GEN" not in message and refused.value.exit_code != EXIT_INTEGRITY
     with open_token(opencryptoki) as session:
         for obj in list(session.session.get_objects()):
             obj.destroy()
