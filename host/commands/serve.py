@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import socket
 import sys
 from pathlib import Path
@@ -19,6 +20,10 @@ from .slots import add_module_option
 
 ORDER = 60
 DEFAULT_PORT = 8443
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+"""The host names a service on a loopback address answers to (against DNS rebinding)."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+"""The host names a service on a loopback address answers to (against DNS rebinding)."""
 
 
 class ServeUsage(SealkeepError):
@@ -172,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.cert) != bool(args.key):
         raise ServeUsage("give --cert and --key together")
     settings = Settings(state=state, module=args.module, drives=args.drives, https=not args.http)
+    if is_loopback(host) and "SEALKEEP_ALLOWED_HOSTS" not in os.environ:
+        settings = settings.model_copy(update={"allowed_hosts": LOOPBACK_NAMES})
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     login_failures_per_user: int = Field(default=5, ge=1)
     login_failures_per_address: int = Field(default=20, ge=1)
     login_window_seconds: float = Field(default=15 * 60, gt=0)
+    allowed_hosts: tuple[str, ...] = ("*",)
+    """Host names requests may name (the ``Host`` header): a page of another site that
+    rebinds its name to this machine's address is refused. `serve` on a loopback address
+    allows only loopback names unless told otherwise."""
     trusted_proxies: tuple[str, ...] = ()
     """Peers whose ``X-Forwarded-For`` names the client; every other peer is the client."""
 

@@ -83,3 +83,20 @@ def test_a_forwarded_header_counts_only_from_a_configured_proxy(serve) -> None:
     assert through.status_code == 403 and "127.0.0.9" in through.json()["message"]
     direct = proxy.get("/api/v1/openapi.json")
     assert direct.status_code == 200
+
+
+def test_a_request_naming_another_host_is_refused(serve) -> None:
+    """A page of another site whose name was rebound to 127.0.0.1 (DNS rebinding) reaches
+    the port, but names its own host: refused before anything runs."""
+    service: Service = serve()
+    client = service.client()
+    rebound = client.post(
+        "/api/v1/login",
+        json={"user": ADMIN, "password": ADMIN_PASSWORD},
+        headers={"Host": "attacker.example"},
+    )
+    assert rebound.status_code == 400 and "set-cookie" not in rebound.headers
+    for name in ("127.0.0.1", "localhost"):
+        port = service.url.rsplit(":", 1)[1].rstrip("/")
+        named = client.get("/api/v1/openapi.json", headers={"Host": f"{name}:{port}"})
+        assert named.status_code == 200, name
