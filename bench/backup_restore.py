@@ -16,26 +16,36 @@ Prints:
 The default is the full slot (10,000 AES + 100 RSA + 100 EC keys, 1,000 keys restored);
 making the token's keys takes a few minutes. `--aes 200 --rsa 4 --ec 4 --restore-keys 50`
 is a quick check.
+
+`--token opencryptoki` runs the same on openCryptoki's soft token (slot 3; its daemon
+pkcsslotd must run; it has no EC keys, so `--ec 0`). It re-initialises that machine-wide
+token under the test suite's lock, and, having one token, recovers into it emptied. The bare
+loops use the domain's profile's mechanism (AES-CBC-PAD there).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import fcntl
+import glob
 import json
 import os
 import pstats
+import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 from sealkeep.backupset import authenticate_copy, backup, set_object_name
 from sealkeep.domain import (
@@ -47,9 +57,9 @@ from sealkeep.domain import (
     recover_domain,
 )
 from sealkeep.emulator import Emulator
-from sealkeep.hsm import WRAP_MECHANISM, Hsm, HsmSession
+from sealkeep.hsm import Hsm, HsmSession
 from sealkeep.kdf import KdfParams, derive_custodian_keys
-from sealkeep.manifest import KeyEntry
+from sealkeep.manifest import KeyEntry, Manifest
 from sealkeep.pins import Passphrases
 from sealkeep.restore import restore_set
 from sealkeep.softhsm import SoftHsmFarm
@@ -105,9 +115,98 @@ def populate(session: HsmSession, aes: int, rsa: int, ec: int) -> None:
             )
 
 
+@dataclass
+class Tokens:
+    """Where the bench makes its domain and where it recovers it."""
+
+    module: str
+    source: tuple[int, str]
+    target: tuple[int, str]
+    shared: bool  # one token: emptied before the recovery
+
+
+OCK_MODULES = "/usr/lib/*/opencryptoki/libopencryptoki.so.0"
+OCK_SLOT = 3
+OCK_SO_PIN = "87654321"
+OCK_LOCK = Path(tempfile.gettempdir()) / "sealkeep-opencryptoki.lock"
+
+
+def opencryptoki(stack: ExitStack) -> Tokens:
+    """openCryptoki's soft token, re-initialised, held under the test suite's lock."""
+    modules = sorted(glob.glob(OCK_MODULES))
+    tool = shutil.which("pkcs11-tool")
+    if not modules or tool is None:
+        raise SystemExit("openCryptoki and pkcs11-tool are needed (tools/setup installs them)")
+    lock = stack.enter_context(OCK_LOCK.open("a"))
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a test process using the token finishes first
+    stack.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+    if not _daemon_runs():
+        stack.enter_context(_daemon())
+    pin = secrets.token_hex(4)  # 8 characters, the soft token's longest PIN
+    base = [tool, "--module", modules[0], "--slot", str(OCK_SLOT)]
+    for step in (
+        ["--init-token", "--label", "bench", "--so-pin", OCK_SO_PIN],
+        ["--login", "--login-type", "so", "--so-pin", OCK_SO_PIN, "--init-pin", "--pin", pin],
+    ):
+        subprocess.run(base + step, check=True, capture_output=True, timeout=60)
+    return Tokens(modules[0], (OCK_SLOT, pin), (OCK_SLOT, pin), shared=True)
+
+
+def _daemon_runs() -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "pkcsslotd":
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+@contextmanager
+def _daemon() -> Iterator[None]:
+    """pkcsslotd, started for the run and stopped after it."""
+    tmpfiles = Path("/usr/lib/tmpfiles.d/opencryptoki.conf")
+    if tmpfiles.is_file() and shutil.which("systemd-tmpfiles"):
+        subprocess.run(["systemd-tmpfiles", "--create", str(tmpfiles)], check=False, timeout=30)
+    socket = Path("/run/pkcsslotd.socket")
+    since = time.time() - 1
+    daemon = subprocess.Popen(
+        ["/usr/sbin/pkcsslotd", "-f"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not (socket.exists() and socket.stat().st_mtime >= since):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("pkcsslotd did not start")
+            time.sleep(0.05)
+        yield
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=10)
+
+
+def empty(hsm: Hsm, slot: tuple[int, str]) -> None:
+    with hsm.open(*slot) as session:
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
+
+
 def bare_wrap_loop(session: HsmSession) -> tuple[int, float, float]:
     """(keys, seconds to find them, seconds to wrap them): what a bare python-pkcs11 script
-    does to wrap every extractable key of the slot under a fresh session KEK."""
+    does to wrap every extractable key of the slot under a fresh session KEK, with the
+    mechanism of the domain's profile."""
+    profile = session.domain_profile()
+    options: dict[str, Any] = {"mechanism": profile.wrap_mechanism}
+    if profile.iv_len:
+        options["mechanism_param"] = secrets.token_bytes(profile.iv_len)
     raw = session.session
     kek = raw.generate_key(
         KeyType.AES,
@@ -127,38 +226,36 @@ def bare_wrap_loop(session: HsmSession) -> tuple[int, float, float]:
         ]
         found = time.perf_counter()
         for key in keys:
-            kek.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+            kek.wrap_key(key, **options)
         done = time.perf_counter()
     finally:
         kek.destroy()
     return len(keys), found - start, done - found
 
 
-def bare_unwrap_loop(
-    session: HsmSession,
-    wrapped_kek: bytes,
-    wrapped_manifest_key: bytes | None,
-    entries: Sequence[KeyEntry],
-) -> float:
+def bare_unwrap_loop(session: HsmSession, opened: Manifest, entries: Sequence[KeyEntry]) -> float:
     """Seconds a bare loop takes to unwrap ``entries`` (AES keys) into token objects, with
     their label, id and usage flags; the objects are destroyed again afterwards."""
-    kek = session.open_set_key(wrapped_kek, wrapped_manifest_key)
+    kek = session.open_set(opened.header)
+    # openCryptoki 3.8.1 refuses CKA_EXTRACTABLE in an unwrap template (restore leaves it out)
+    template = {Attribute.SENSITIVE: True}
+    if kek.profile.iv_len == 0:
+        template[Attribute.EXTRACTABLE] = True
     made: list[Any] = []
     try:
         start = time.perf_counter()
         for entry in entries:
             assert entry.wrapped is not None
             made.append(
-                kek.handle.unwrap_key(
+                kek.unwrap(
                     ObjectClass.SECRET_KEY,
                     KeyType.AES,
                     entry.wrapped,
-                    mechanism=WRAP_MECHANISM,
                     label=entry.label,
                     id=entry.id,
                     store=True,
                     capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
-                    template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
+                    template=template,
                 )
             )
         elapsed = time.perf_counter() - start
@@ -218,106 +315,110 @@ def run(args: argparse.Namespace, work: Path, figures: dict[str, float]) -> None
     # The production Argon2id parameters, whatever the environment says.
     os.environ.pop(ENV_KDF_MEMORY, None)
     os.environ.pop(ENV_KDF_TIME, None)
-    farm = SoftHsmFarm(work / "softhsm")
-    source = farm.init_token("bench-source", PIN, SO_PIN)
-    target = farm.init_token("bench-target", PIN, SO_PIN)
-    farm.activate()
-    try:
-        hsm = Hsm(farm.module)
-        with Emulator(work / "drives", count=DRIVES, heap="96K") as emulator:
-            ports = emulator.ports
-            custodians = phrases(emulator)
-            with hsm.open(source.slot_id, PIN) as session:
-                _, seconds = timed(lambda: populate(session, args.aes, args.rsa, args.ec))
-                figures["make_keys_s"] = seconds
-                with DriveGroup(ports) as group:
-                    create_domain(session, group.drives, custodians)
+    with ExitStack() as stack:
+        if args.token == "opencryptoki":
+            tokens = opencryptoki(stack)
+        else:
+            farm = SoftHsmFarm(work / "softhsm")
+            source = farm.init_token("bench-source", PIN, SO_PIN)
+            target = farm.init_token("bench-target", PIN, SO_PIN)
+            farm.activate()
+            stack.callback(farm.restore_environment)
+            tokens = Tokens(farm.module, (source.slot_id, PIN), (target.slot_id, PIN), False)
+        measure(args, work, figures, tokens)
 
-            # Each run: the bare loop, then a backup in a session of its own (as the CLI
-            # opens one), so no run profits from what an earlier one found.
-            finds: list[float] = []
-            wraps: list[float] = []
-            backups: list[float] = []
-            set_ids: list[bytes] = []
-            stages: list[dict[str, float]] = []
-            for run_index in range(args.runs):
-                with hsm.open(source.slot_id, PIN) as session:
-                    keys, find_s, wrap_s = bare_wrap_loop(session)
-                finds.append(find_s)
-                wraps.append(wrap_s)
-                profile = args.profile_backup if run_index == 0 else None
-                with (
-                    hsm.open(source.slot_id, PIN) as session,
-                    DriveGroup(ports) as group,
-                    profiled(profile),
-                ):
-                    made, seconds = timed(lambda: backup(session, group.drives, label="bench"))
-                if made.keys != keys + args.rsa + args.ec:  # with the public keys
-                    raise SystemExit(f"the set holds {made.keys} objects, not {keys} keys and more")
-                backups.append(seconds)
-                set_ids.append(made.set_id)
-                stages.append(made.timings)
-            bare = [f + w for f, w in zip(finds, wraps, strict=True)]
-            figures["bare_find_s"] = statistics.median(finds)
-            figures["bare_wrap_s"] = statistics.median(wraps)
-            figures["bare_keys_per_s"] = keys / statistics.median(bare)
-            figures["backup_s"] = statistics.median(backups)
-            figures["backup_keys_per_s"] = keys / statistics.median(backups)
-            ratios = [b / t for b, t in zip(bare, backups, strict=True)]
-            figures["backup_ratio"] = statistics.median(ratios)
-            figures["backup_ratio_worst"] = min(ratios)
-            figures["backup_ratio_to_wrap_calls"] = statistics.median(
-                [w / t for w, t in zip(wraps, backups, strict=True)]
-            )
-            middle = sorted(range(args.runs), key=lambda i: backups[i])[args.runs // 2]
-            for stage, value in stages[middle].items():  # of the median run
-                figures[f"backup_{stage}_s"] = value
-            figures["set_bytes"] = made.size
-            figures["set_bytes_per_object"] = made.size / made.keys
-            set_id = set_ids[0]
 
-            with hsm.open(target.slot_id, PIN) as session:
-                chosen = [ports[i] for i in RECOVER_FROM]
-                with DriveGroup(chosen) as group:
-                    _, seconds = timed(lambda: recover_domain(session, group.drives, custodians))
-                figures["recover_3_of_5_s"] = seconds
-                params = KdfParams.new()
-                _, seconds = timed(lambda: derive_custodian_keys("a custodian's words", params))
-                figures["argon2id_one_s"] = seconds
+def measure(
+    args: argparse.Namespace, work: Path, figures: dict[str, float], tokens: Tokens
+) -> None:
+    hsm = Hsm(tokens.module)
+    with Emulator(work / "drives", count=DRIVES, heap="96K") as emulator:
+        ports = emulator.ports
+        custodians = phrases(emulator)
+        with hsm.open(*tokens.source) as session:
+            _, seconds = timed(lambda: populate(session, args.aes, args.rsa, args.ec))
+            figures["make_keys_s"] = seconds
+            with DriveGroup(ports) as group:
+                create_domain(session, group.drives, custodians)
+            figures["profile_number"] = session.domain_profile().number
 
-                data = _read_set(ports[0], session, set_id)
-                opened = authenticate_copy(session, data)
-                aes = [e for e in opened.entries if e.key_type == KeyType.AES]
-                wanted = aes[: args.restore_keys]
-                labels = {e.label for e in wanted}
-                # The reference before and after, into the same token left as it was.
-                refs = [
-                    bare_unwrap_loop(
-                        session, opened.wrapped_kek, opened.wrapped_manifest_key, wanted
-                    )
-                ]
-                with DriveGroup(ports) as group, profiled(args.profile_restore):
-                    result, seconds = timed(
-                        lambda: restore_set(session, group.drives, set_id.hex(), labels)
-                    )
-                if not result.ok or result.count("restored") != len(wanted):
-                    raise SystemExit("the restore did not restore and prove every key")
-                if destroy_labelled(session, labels) != len(wanted):
-                    raise SystemExit("the restored keys are not all in the token")
-                refs.append(
-                    bare_unwrap_loop(
-                        session, opened.wrapped_kek, opened.wrapped_manifest_key, wanted
-                    )
+        # Each run: the bare loop, then a backup in a session of its own (as the CLI
+        # opens one), so no run profits from what an earlier one found.
+        finds: list[float] = []
+        wraps: list[float] = []
+        backups: list[float] = []
+        set_ids: list[bytes] = []
+        stages: list[dict[str, float]] = []
+        for run_index in range(args.runs):
+            with hsm.open(*tokens.source) as session:
+                keys, find_s, wrap_s = bare_wrap_loop(session)
+            finds.append(find_s)
+            wraps.append(wrap_s)
+            profile = args.profile_backup if run_index == 0 else None
+            with (
+                hsm.open(*tokens.source) as session,
+                DriveGroup(ports) as group,
+                profiled(profile),
+            ):
+                made, seconds = timed(lambda: backup(session, group.drives, label="bench"))
+            if made.keys != keys + args.rsa + args.ec:  # with the public keys
+                raise SystemExit(f"the set holds {made.keys} objects, not {keys} keys and more")
+            backups.append(seconds)
+            set_ids.append(made.set_id)
+            stages.append(made.timings)
+        bare = [f + w for f, w in zip(finds, wraps, strict=True)]
+        figures["bare_find_s"] = statistics.median(finds)
+        figures["bare_wrap_s"] = statistics.median(wraps)
+        figures["bare_keys_per_s"] = keys / statistics.median(bare)
+        figures["backup_s"] = statistics.median(backups)
+        figures["backup_keys_per_s"] = keys / statistics.median(backups)
+        ratios = [b / t for b, t in zip(bare, backups, strict=True)]
+        figures["backup_ratio"] = statistics.median(ratios)
+        figures["backup_ratio_worst"] = min(ratios)
+        figures["backup_ratio_to_wrap_calls"] = statistics.median(
+            [w / t for w, t in zip(wraps, backups, strict=True)]
+        )
+        middle = sorted(range(args.runs), key=lambda i: backups[i])[args.runs // 2]
+        for stage, value in stages[middle].items():  # of the median run
+            figures[f"backup_{stage}_s"] = value
+        figures["set_bytes"] = made.size
+        figures["set_bytes_per_object"] = made.size / made.keys
+        set_id = set_ids[0]
+        if tokens.shared:  # the one token stands for a new HSM: emptied
+            empty(hsm, tokens.target)
+
+        with hsm.open(*tokens.target) as session:
+            chosen = [ports[i] for i in RECOVER_FROM]
+            with DriveGroup(chosen) as group:
+                _, seconds = timed(lambda: recover_domain(session, group.drives, custodians))
+            figures["recover_3_of_5_s"] = seconds
+            params = KdfParams.new()
+            _, seconds = timed(lambda: derive_custodian_keys("a custodian's words", params))
+            figures["argon2id_one_s"] = seconds
+
+            data = _read_set(ports[0], session, set_id)
+            opened = authenticate_copy(session, data)
+            aes = [e for e in opened.entries if e.key_type == KeyType.AES]
+            wanted = aes[: args.restore_keys]
+            labels = {e.label for e in wanted}
+            # The reference before and after, into the same token left as it was.
+            refs = [bare_unwrap_loop(session, opened, wanted)]
+            with DriveGroup(ports) as group, profiled(args.profile_restore):
+                result, seconds = timed(
+                    lambda: restore_set(session, group.drives, set_id.hex(), labels)
                 )
-                reference = sum(refs) / len(refs)
-                figures["restore_keys"] = len(wanted)
-                figures["bare_unwrap_s"] = reference
-                figures["bare_unwrap_keys_per_s"] = len(wanted) / reference
-                figures["restore_s"] = seconds
-                figures["restore_keys_per_s"] = len(wanted) / seconds
-                figures["restore_ratio"] = reference / seconds
-    finally:
-        farm.restore_environment()
+            if not result.ok or result.count("restored") != len(wanted):
+                raise SystemExit("the restore did not restore and prove every key")
+            if destroy_labelled(session, labels) != len(wanted):
+                raise SystemExit("the restored keys are not all in the token")
+            refs.append(bare_unwrap_loop(session, opened, wanted))
+            reference = sum(refs) / len(refs)
+            figures["restore_keys"] = len(wanted)
+            figures["bare_unwrap_s"] = reference
+            figures["bare_unwrap_keys_per_s"] = len(wanted) / reference
+            figures["restore_s"] = seconds
+            figures["restore_keys_per_s"] = len(wanted) / seconds
+            figures["restore_ratio"] = reference / seconds
 
 
 def _read_set(port: str, session: HsmSession, set_id: bytes) -> bytes:
@@ -340,11 +441,19 @@ def main() -> int:
     )
     parser.add_argument("--profile-backup", metavar="FILE", help="cProfile the backup into FILE")
     parser.add_argument("--profile-restore", metavar="FILE", help="cProfile the restore into FILE")
+    parser.add_argument(
+        "--token",
+        choices=["softhsm", "opencryptoki"],
+        default="softhsm",
+        help="a fresh SoftHSM2 farm (default) or openCryptoki's soft token (slot 3)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.token == "opencryptoki" and args.ec:
+        parser.error("openCryptoki's soft token has no EC mechanisms: give --ec 0")
     if args.aes < args.restore_keys or args.restore_keys < 1:
         parser.error("--restore-keys must be between 1 and --aes")
     figures: dict[str, float] = {}

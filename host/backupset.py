@@ -410,6 +410,8 @@ def backup(
             wrapped_manifest_key=kek.wrapped_manifest_key,
             entries=entries,
             skipped=skipped,
+            wrapped_mac_key=kek.wrapped_mac_key,
+            profile=kek.profile.number,
         )
         data = manifest.seal(sealed_manifest, kek)
     finally:
@@ -671,7 +673,7 @@ class VerifyResult:
 def authenticate_copy(session: HsmSession, data: bytes) -> manifest.Manifest:
     """Open a set in the HSM: unwrap its KEK with the domain key, authenticate and decode it."""
     header = manifest.read_header(data)
-    kek = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
+    kek = session.open_set(header)
     try:
         return manifest.unseal(data, kek)
     finally:

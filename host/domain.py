@@ -87,6 +87,7 @@ from .hsm import (
     new_domain_secret,
     owner_credential_from_secret,
 )
+from .hsm_caps import PORTABLE, PROFILES, STANDARD, MechanismMissing, Profile
 from .kdf import (
     DEFAULT_M_COST_KIB,
     DEFAULT_T_COST,
@@ -633,6 +634,7 @@ class CreateResult:
     warnings: list[str] = field(default_factory=list)
     unenforced: list[str] = field(default_factory=list)
     retention: int | None = None
+    profile: Profile = STANDARD
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -646,6 +648,7 @@ class CreateResult:
             "warnings": self.warnings,
             "not_enforced_by_token": self.unenforced,
             "retention": self.retention,
+            "profile": self.profile.name,
         }
 
 
@@ -777,8 +780,12 @@ def create_domain(
     threshold: int | None = None,
     note: Note = _quiet,
     retention: int | None = None,
+    profile: Profile | None = None,
 ) -> CreateResult:
     """Create a backup domain over ``drives`` (3, 5 or 7 blank drives) and slot ``session``.
+
+    ``profile`` (the mechanisms its sets use) is chosen from what the token can do unless
+    given; a domain that must move between tokens of different makes takes ``portable``.
 
     ``retention`` N lets the owner drop a set from a drive once N newer sets are on it
     (None: only custodians delete). Nothing changes until every check has passed; if a
@@ -810,11 +817,16 @@ def create_domain(
             f"{session.where} already holds backup domain {existing.hex()}: a slot holds one "
             "domain; use another slot, or `sealkeep domain reshare` to change this one"
         )
-    # Tried with throwaway objects before any drive is claimed: a token without a mechanism
-    # every set needs, or that cannot keep a PIN holder from reading set keys, is refused
-    # here, and what it lacks is said.
-    session.require_capabilities()
-    unenforced = session.probe_protections()
+    # Tried with throwaway objects before any drive is claimed (a full wrap and unwrap with
+    # the profile's mechanisms): a token without a mechanism every set needs, or that
+    # accepts protections and ignores them, is refused here, and what it lacks is said.
+    chosen_profile = session.choose_profile(profile)
+    if profile is None and chosen_profile is not STANDARD:
+        note(
+            f"the token lacks what the standard profile needs, so the domain uses the "
+            f"{chosen_profile.name} profile: {chosen_profile.summary}"
+        )
+    unenforced = session.probe_protections(chosen_profile)
     for text in unenforced:
         note(f"not enforced by the token: {text}")
 
@@ -830,7 +842,14 @@ def create_domain(
         domain_id = domain_id_from_secret(secret)
         shares = shamir.split(secret, k, len(drives))
         record = new_record(
-            domain_id, k, _roster(drives, params), int(time.time()), shares[0], secret, retention
+            domain_id,
+            k,
+            _roster(drives, params),
+            int(time.time()),
+            shares[0],
+            secret,
+            retention,
+            chosen_profile.number,
         )
         claims = [
             _Claim(d, s, key, p, share)
@@ -851,7 +870,7 @@ def create_domain(
                     )
                 ) from exc
         try:
-            session.import_domain(secret)
+            session.import_domain(secret, profile=chosen_profile)
         except BaseException as exc:
             undone, failed = _undo(claimed, secret)
             if not isinstance(exc, SealkeepError):
@@ -871,6 +890,7 @@ def create_domain(
             warnings,
             unenforced,
             retention,
+            chosen_profile,
         )
     finally:
         wipe(secret)
@@ -1020,6 +1040,7 @@ def gather_shares(
     domain_id: bytes | None = None,
     note: Note = _quiet,
     pinned: DomainRecord | None = None,
+    doubt: Callable[[DomainRecord], str | None] | None = None,
 ) -> Gathered:
     """Unlock every drive of the domain with its custodian's passphrase and open its share.
 
@@ -1027,7 +1048,8 @@ def gather_shares(
     drive and a share that does not open are all named in ``problems``. ``pinned`` is a
     domain record already authenticated (by the slot's owner key): a drive announcing other
     KDF parameters or another identity than it pins for it is refused before any passphrase
-    is derived or proven for it.
+    is derived or proven for it. ``doubt`` tells, from the first share's record, what will
+    stop the ceremony anyway (said at once, before more custodians are asked).
     """
     chosen = domain_id if domain_id is not None else choose_domain(drives)
     members, problems = classify(drives, chosen)
@@ -1065,6 +1087,12 @@ def gather_shares(
         # Said as soon as a share tells k, before more custodians are asked. Only said: the
         # record is one custodian's word, and an insider's must not stop the others.
         needed = outcome.record.threshold
+        doubted = doubt(outcome.record) if doubt is not None and len(unlocked) == 1 else None
+        if doubted is not None:
+            note(
+                f"warning: drive {serial}'s share says {doubted} (Ctrl-C stops now; nothing "
+                "has changed)"
+            )
         if not warned and len(ready) < needed:
             warned = True
             note(
@@ -1274,6 +1302,29 @@ class RecoverResult:
         }
 
 
+def _recorded_profile(session: HsmSession, number: int) -> Profile:
+    """The profile a domain record names, once this token is known to do it."""
+    profile = PROFILES.get(number)
+    if profile is None:
+        raise DomainError(
+            f"the domain uses profile {number}, which this sealkeep does not know: nothing on "
+            "the drives is corrupt; recover it with a newer sealkeep"
+        )
+    try:
+        session.require_capabilities(profile)
+    except MechanismMissing as exc:
+        advice = (
+            f" The domain was created with the {profile.name} profile, which {session.where} "
+            "cannot do: nothing on the drives is corrupt. Recover it into a token that offers "
+            "these mechanisms (its sets open there); domains meant to move between tokens of "
+            f"different makes are created with `domain create --profile {PORTABLE.name}`."
+            if profile is STANDARD
+            else ""
+        )
+        raise MechanismMissing(f"{exc}.{advice}") from None
+    return profile
+
+
 def recover_domain(
     session: HsmSession,
     drives: Sequence[Drive],
@@ -1301,15 +1352,36 @@ def recover_domain(
             f"{session.where} already holds another backup domain ({existing.hex()}): "
             "recover into a slot without one"
         )
-    # Before any custodian is asked for a passphrase: a token that cannot use the domain, or
-    # cannot hold its keys as the hierarchy needs, is no place to rebuild it.
-    session.require_capabilities()
-    for text in session.probe_protections():
+    # Before any custodian is asked for a passphrase: a token that cannot use a domain of any
+    # profile, or cannot hold its keys as the hierarchy needs, is no place to rebuild it.
+    # Which profile the domain has is sealed with the shares; a token that can do only the
+    # portable one is said to be so before anyone is asked.
+    able = session.choose_profile()
+    possible = session.possible_profiles()
+    if len(possible) < len(PROFILES):
+        names = " and ".join(p.name for p in possible)
+        note(
+            f"warning: {session.where} can hold only domains of the {names} profile; a domain "
+            "of another cannot be rebuilt here, which the first custodian's share tells"
+        )
+    for text in session.probe_protections(able):
         note(f"not enforced by the token: {text}")
-    gathered = gather_shares(drives, passphrases, domain_id, note)
+
+    def doubt(record: DomainRecord) -> str | None:
+        if record.profile in {p.number for p in possible}:
+            return None
+        known = PROFILES.get(record.profile)
+        name = known.name if known is not None else f"number {record.profile}"
+        return (
+            f"the domain uses the {name} profile, which {session.where} cannot do: the "
+            "recovery will stop before anything is stored"
+        )
+
+    gathered = gather_shares(drives, passphrases, domain_id, note, doubt=doubt)
     rebuilt = rebuild(gathered)
     try:
-        session.import_domain(rebuilt.secret)
+        profile = _recorded_profile(session, rebuilt.record.profile)
+        session.import_domain(rebuilt.secret, profile=profile)
     finally:
         rebuilt.wipe()
     return RecoverResult(
@@ -1387,7 +1459,7 @@ def _authentic_sets(
                 continue
             try:
                 header = manifest.read_header(data)
-                kek = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
+                kek = session.open_set(header)
                 try:
                     manifest.unseal(data, kek)
                 finally:
@@ -1440,7 +1512,7 @@ def _rewrap_sets(
     try:
         for name, data in sets.items():
             header = manifest.read_header(data)
-            old = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
+            old = session.open_set(header)
             try:
                 opened = manifest.unseal(data, old)
             finally:
@@ -1457,6 +1529,8 @@ def _rewrap_sets(
                     domain_id=new_id,
                     wrapped_kek=new.wrapped,
                     wrapped_manifest_key=new.wrapped_manifest_key,
+                    wrapped_mac_key=new.wrapped_mac_key,
+                    profile=new.profile.number,
                 )
                 result[name] = manifest.seal(moved, new)
             finally:
@@ -1521,6 +1595,7 @@ def reshare_domain(
     """
     started = time.monotonic()
     old_id = session.require_domain()
+    profile = session.domain_profile()  # the new domain keeps it, and so do its sets
     check_set_size(len(drives))
     k, warnings = check_threshold(threshold, len(drives))
     for text in warnings:
@@ -1616,6 +1691,7 @@ def reshare_domain(
             shares[0],
             new_secret,
             rebuilt.record.retention,  # the domain's rule goes with it to every drive
+            profile.number,  # and its profile: the carried sets use it
         )
         in_order = _oldest_first(moved.items())
         claims = [
@@ -1664,12 +1740,12 @@ def reshare_domain(
             note(f"drive {claim.serial}: share {claim.share.index} and {len(moved)} set(s) stored")
         try:
             session.remove_domain()
-            session.import_domain(new_secret)
+            session.import_domain(new_secret, profile=profile)
         except SealkeepError as exc:
             with suppress(SealkeepError):
                 session.remove_domain()
             with suppress(SealkeepError):
-                session.import_domain(old_secret)
+                session.import_domain(old_secret, profile=profile)
             raise roll_back(
                 f"the new domain key could not be stored in {session.where}", exc
             ) from exc

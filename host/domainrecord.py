@@ -4,7 +4,9 @@ A record states the domain id, the threshold k, the members in share order (seri
 Argon2id salt and costs, and the drive's identity public key where it has one, so n is the
 number of members), the id of the Shamir split it goes with and, when the domain has one,
 its retention rule (each drive lets the owner drop a set once that many newer sets are
-committed on it; records without it, and those of older sealkeep, mean custodians only).
+committed on it; records without it, and those of older sealkeep, mean custodians only),
+and the domain's profile (the mechanisms its sets use, ``sealkeep.hsm_caps``) when it is
+not ``standard``, so a recovery knows what the new token must offer.
 It is MACed with ``HMAC-SHA256(owner root, "sealkeep domain record" ‖ body)``: the host
 checks it with a rebuilt secret after combining shares, and the HSM that holds the domain
 checks it with its owner key at any time.
@@ -26,6 +28,7 @@ import cbor2
 from .errors import SealkeepError
 from .hsm import owner_root_hmac
 from .kdf import KdfError, KdfParams
+from .manifest import STANDARD_PROFILE
 from .shamir import SET_ID_LEN, Share, ShareFormatError
 
 RECORD_FORMAT = 2  # 1 had no MAC, no KDF pins and no split id
@@ -83,6 +86,8 @@ class DomainRecord:
     mac: bytes = field(default=b"", repr=False)
     #: newer sets on a drive that let the owner drop a set there; None: custodians only
     retention: int | None = None
+    #: the domain's profile number (1: standard)
+    profile: int = STANDARD_PROFILE
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -102,8 +107,9 @@ class DomainRecord:
 
     def body(self) -> bytes:
         """The bytes the MAC covers: everything but the MAC. The retention rule is a
-        seventh field, there only when the domain has one, so records without it read (and
-        verify) as they always did."""
+        seventh field, there only when the domain has one (or a profile follows), so records
+        without it read (and verify) as they always did; a profile other than ``standard`` is
+        the eighth."""
         fields: list[object] = [
             RECORD_FORMAT,
             self.domain_id,
@@ -112,8 +118,10 @@ class DomainRecord:
             self.created,
             self.set_id,
         ]
-        if self.retention is not None:
+        if self.retention is not None or self.profile != STANDARD_PROFILE:
             fields.append(self.retention)
+        if self.profile != STANDARD_PROFILE:
+            fields.append(self.profile)
         return bytes(cbor2.dumps(fields, canonical=True))
 
     def mac_input(self) -> bytes:
@@ -153,12 +161,19 @@ class DomainRecord:
             raise
         except Exception as exc:  # cbor2 raises several types on garbage
             raise RecordError(f"the domain record is not valid CBOR ({exc})") from None
-        if not isinstance(fields, list) or len(fields) not in (6, 7) or fields[0] != RECORD_FORMAT:
+        if (
+            not isinstance(fields, list)
+            or len(fields) not in (6, 7, 8)
+            or fields[0] != RECORD_FORMAT
+        ):
             raise RecordError("the domain record has an unknown format")
         _, domain_id, threshold, roster, created, set_id = fields[:6]
-        retention = fields[6] if len(fields) == 7 else None
+        retention = fields[6] if len(fields) >= 7 else None
         if retention is not None and not valid_retention(retention):
             raise RecordError("the domain record has a malformed retention rule")
+        profile = fields[7] if len(fields) == 8 else STANDARD_PROFILE
+        if not isinstance(profile, int) or isinstance(profile, bool) or profile < 1:
+            raise RecordError("the domain record has a malformed profile")
         if (
             not isinstance(domain_id, bytes)
             or not isinstance(threshold, int)
@@ -173,7 +188,7 @@ class DomainRecord:
         members = tuple(Member.from_cbor(m) for m in roster)
         if len({m.serial for m in members}) != len(members):
             raise RecordError("the domain record lists a drive twice")
-        record = cls(domain_id, threshold, members, created, set_id, mac, retention)
+        record = cls(domain_id, threshold, members, created, set_id, mac, retention, profile)
         if record.body() != body:
             raise RecordError("the domain record is not in canonical form")
         return record
@@ -205,6 +220,7 @@ def new_record(
     share: Share,
     secret: bytearray,
     retention: int | None = None,
+    profile: int = STANDARD_PROFILE,
 ) -> DomainRecord:
     """The signed record of a split whose shares carry ``share``'s split id."""
     record = DomainRecord(
@@ -214,6 +230,7 @@ def new_record(
         created,
         share.share_set.set_id,
         retention=retention,
+        profile=profile,
     )
     return record.signed(secret)
 

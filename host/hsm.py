@@ -99,19 +99,28 @@ from .hsm_base import (
     split_domain_secret,
 )
 from .hsm_caps import (
-    KEY_GEN,
-    KEY_WRAP,
+    PORTABLE,
+    PROFILES,
+    STANDARD,
+    MechanismMissing,
+    Profile,
+    choose_profile,
     mechanism_failure,
+    possible_profiles,
     require_capabilities,
     require_mechanisms,
 )
 from .hsm_keys import (
     MANIFEST_KEY_TEMPLATE,
+    PORTABLE_SEALED_TEMPLATE,
     SET_KEY_TEMPLATE,
     DomainKeyValues,
     SessionKeys,
     SetCarrier,
     SetKey,
+    SetKeyFormatError,
+    TokenTraits,
+    detect_traits,
     domain_key_template,
     hierarchy_1_wrap_key_template,
     owner_key_template,
@@ -119,7 +128,7 @@ from .hsm_keys import (
 )
 from .hsm_raw import RawError, RawModule, RawTemplate
 from .hsm_sets import SetContents
-from .manifest import Attributes, AttrValue, TokenInfo
+from .manifest import Attributes, AttrValue, SetHeader, TokenInfo
 
 # --- module and session -------------------------------------------------------------------
 
@@ -296,18 +305,35 @@ class Hsm:
 
 
 def _read_marker(token: Any) -> tuple[bytes, int] | None:
-    """(domain id, key hierarchy) from the public marker object, without logging in.
-
-    The marker of key hierarchy 1 holds the domain id alone; later ones add a version byte.
-    """
+    """(domain id, key hierarchy) from the public marker object, without logging in."""
     with token.open() as session:
         for obj in session.get_objects({A.CLASS: ObjectClass.DATA, A.LABEL: DOMAIN_MARKER_LABEL}):
-            value = obj[A.VALUE]
-            if isinstance(value, bytes) and len(value) == DOMAIN_ID_LEN:
-                return value, HIERARCHY_SHARED_KEK
-            if isinstance(value, bytes) and len(value) == DOMAIN_ID_LEN + 1:
-                return value[:DOMAIN_ID_LEN], value[DOMAIN_ID_LEN]
+            parsed = _parse_marker(obj[A.VALUE])
+            if parsed is not None:
+                return parsed[0], parsed[1]
     return None
+
+
+def _parse_marker(value: object) -> tuple[bytes, int, int] | None:
+    """(domain id, key hierarchy, profile number) of a marker's value.
+
+    The marker of key hierarchy 1 holds the domain id alone; later ones add a version byte,
+    and domains of a profile other than ``standard`` its number after that.
+    """
+    if not isinstance(value, bytes) or not DOMAIN_ID_LEN <= len(value) <= DOMAIN_ID_LEN + 2:
+        return None
+    if len(value) == DOMAIN_ID_LEN:
+        return value, HIERARCHY_SHARED_KEK, STANDARD.number
+    profile = value[DOMAIN_ID_LEN + 1] if len(value) == DOMAIN_ID_LEN + 2 else STANDARD.number
+    return value[:DOMAIN_ID_LEN], value[DOMAIN_ID_LEN], profile
+
+
+def marker_value(domain_id: bytes, hierarchy: int, profile: Profile) -> bytes:
+    """What :func:`_parse_marker` reads back."""
+    if hierarchy == HIERARCHY_SHARED_KEK:
+        return domain_id
+    extra = b"" if profile is STANDARD else bytes([profile.number])
+    return domain_id + bytes([hierarchy]) + extra
 
 
 @dataclass(frozen=True)
@@ -317,10 +343,6 @@ class _DomainKeys:
     wrap: Any | None
     owner: Any | None
     seal: Any | None
-
-
-# What making a set's keys calls on: AES key generation and the domain's key wrap.
-SET_KEY_MECHANISMS = (KEY_GEN, KEY_WRAP)
 
 
 class HsmSession(SetContents):
@@ -333,6 +355,8 @@ class HsmSession(SetContents):
         self.session = session
         self._closed = False
         self._domain_keys: _DomainKeys | None = None
+        self._traits: TokenTraits | None = None
+        self._profile: Profile | None = None  # of the domain in _domain_keys
         self._mapper = _Mapper()
         self._decoded: dict[tuple[int, bytes], AttrValue | None] = {}
 
@@ -600,33 +624,89 @@ class HsmSession(SetContents):
             )
         return raw
 
-    def probe_protections(self) -> list[str]:
+    def traits(self) -> TokenTraits:
+        """Which protective attributes this token takes (asked once per session)."""
+        if self._traits is None:
+            try:
+                self._traits = detect_traits(self._direct(), int(self.session.handle))
+            except PKCS11Error as exc:
+                raise DomainError(f"cannot check what {self.where} accepts: {exc}") from None
+        return self._traits
+
+    def probe_protections(self, profile: Profile = STANDARD) -> list[str]:
         """What the token does not enforce of the key hierarchy, in plain sentences.
 
         Raises :class:`DomainError` when it lacks what the hierarchy cannot do without.
         """
         try:
-            return probe_protections(self._direct(), int(self.session.handle), self.session)
+            return probe_protections(
+                self._direct(), int(self.session.handle), self.session, profile, self.traits()
+            )
         except PKCS11Error as exc:
             raise DomainError(f"cannot check what {self.where} enforces: {exc}") from None
 
-    def require_capabilities(self) -> None:
-        """Raise :class:`~sealkeep.hsm_caps.MechanismMissing` unless the token can do every
-        mechanism a backup domain needs (tried with throwaway objects, nothing stored)."""
-        require_capabilities(self.session, self.where)
+    def choose_profile(self, wanted: Profile | None = None) -> Profile:
+        """The profile a domain made here follows (see :func:`~sealkeep.hsm_caps.choose_profile`):
+        ``wanted``, or the first the token can do, each tried with throwaway objects."""
+        return choose_profile(self.session, self.where, wanted)
 
-    def require_mechanisms(self, doing: str) -> None:
+    def possible_profiles(self) -> list[Profile]:
+        """Every profile a domain in this token could follow (tried, nothing stored)."""
+        return possible_profiles(self.session)
+
+    def require_capabilities(self, profile: Profile = STANDARD) -> None:
+        """Raise :class:`~sealkeep.hsm_caps.MechanismMissing` unless the token can do every
+        mechanism ``profile`` needs (tried with throwaway objects, nothing stored)."""
+        require_capabilities(self.session, self.where, profile)
+
+    def require_mechanisms(self, doing: str, profile: Profile | None = None) -> None:
         """Raise :class:`~sealkeep.hsm_caps.MechanismMissing`, after ``doing`` (what cannot be
-        done), when the token does not list a mechanism every set needs."""
-        require_mechanisms(self.session.token.slot, doing)
+        done), when the token does not list a mechanism every set of ``profile`` (by
+        default the slot's domain's) needs."""
+        profile = profile or self.domain_profile()
+        require_mechanisms(self.session.token.slot, doing, profile.needs)
+
+    def wrap_check_profile(self) -> Profile:
+        """The profile whose wrap mechanism ``keys`` and a backup try keys with: the domain's,
+        or, in a slot without one, the first whose mechanisms the token lists."""
+        if self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL) is not None:
+            return self.domain_profile()
+        for profile in PROFILES.values():
+            try:
+                require_mechanisms(self.session.token.slot, "", profile.needs)
+            except MechanismMissing:
+                continue
+            return profile
+        return STANDARD
+
+    def domain_profile(self) -> Profile:
+        """The profile of the slot's domain, from its marker (``standard`` when it has none);
+        read once while the session knows the domain's keys."""
+        if self._profile is not None and self._domain_keys is not None:
+            return self._profile
+        marker = self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL)
+        parsed = _parse_marker(marker[A.VALUE]) if marker is not None else None
+        number = parsed[2] if parsed is not None else STANDARD.number
+        profile = PROFILES.get(number)
+        if profile is None:
+            raise DomainError(
+                f"the domain in {self.where} uses profile {number}, which this sealkeep does "
+                "not know: use a newer sealkeep"
+            )
+        self._profile = profile if self._keys().wrap is not None else None
+        return profile
 
     def import_domain(
-        self, secret: bytes | bytearray, hierarchy: int = HIERARCHY_PER_PURPOSE
+        self,
+        secret: bytes | bytearray,
+        hierarchy: int = HIERARCHY_PER_PURPOSE,
+        profile: Profile = STANDARD,
     ) -> bytes:
         """Store the domain secret as non-extractable token objects; returns the domain id.
 
         ``hierarchy`` is :data:`HIERARCHY_PER_PURPOSE` but for tests, which make the
-        domains older versions made. Refuses a slot that already holds a domain
+        domains older versions made. ``profile`` is recorded in the marker and shapes the
+        seal key's unwrap template. Refuses a slot that already holds a domain
         (:class:`DomainError`). Nothing is left behind if any step fails.
         """
         expected = domain_id_from_secret(secret)
@@ -638,16 +718,16 @@ class HsmSession(SetContents):
         self.remove_domain()
         created: list[Any] = []
         try:
-            wrap_key, seal_key, owner_key = self._create_domain_keys(secret, hierarchy, created)
+            wrap_key, seal_key, owner_key = self._create_domain_keys(
+                secret, hierarchy, created, profile
+            )
             computed = self._hmac(owner_key, DOMAIN_ID_INFO)[:DOMAIN_ID_LEN]
             if computed != expected:
                 raise DomainError(
                     f"{self.where} computes HMAC-SHA256 differently from the standard: "
                     "the domain cannot be used there"
                 )
-            marker = expected
-            if hierarchy != HIERARCHY_SHARED_KEK:
-                marker += bytes([hierarchy])  # markers of hierarchy 1 hold the id alone
+            marker = marker_value(expected, hierarchy, profile)
             created.append(
                 self.session.create_object(
                     {
@@ -667,6 +747,7 @@ class HsmSession(SetContents):
             self._destroy_all(created)
             raise
         self._domain_keys = _DomainKeys(wrap_key, owner_key, seal_key)
+        self._profile = profile
         return expected
 
     @staticmethod
@@ -676,7 +757,11 @@ class HsmSession(SetContents):
                 obj.destroy()
 
     def _create_domain_keys(
-        self, secret: bytes | bytearray, hierarchy: int, created: list[Any]
+        self,
+        secret: bytes | bytearray,
+        hierarchy: int,
+        created: list[Any],
+        profile: Profile = STANDARD,
     ) -> tuple[Any, Any | None, Any]:
         """(wrap key, seal key or None, owner key), each appended to ``created`` as made.
 
@@ -687,8 +772,10 @@ class HsmSession(SetContents):
         raw = self._direct()
         handle = int(self.session.handle)
 
+        traits = self.traits()
+
         def create(label: str, key_type: KeyType, template: RawTemplate) -> Any:
-            made = raw.create_object(handle, template)
+            made = raw.create_object(handle, traits.fit(template))
             found = {A.TOKEN: True, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label}
             created.append(_ListedObject(self.session, made, {**found, A.ID: domain_id}))
             return created[-1]
@@ -706,7 +793,13 @@ class HsmSession(SetContents):
                     create(label, KeyType.AES, domain_key_template(label, domain_id, value, forced))
                     for label, value, forced in (
                         (DOMAIN_WRAP_LABEL, values.wrap, SET_KEY_TEMPLATE),
-                        (DOMAIN_SEAL_LABEL, values.seal, MANIFEST_KEY_TEMPLATE),
+                        (
+                            DOMAIN_SEAL_LABEL,
+                            values.seal,
+                            PORTABLE_SEALED_TEMPLATE
+                            if profile is PORTABLE
+                            else MANIFEST_KEY_TEMPLATE,
+                        ),
                     )
                 )
             owner_key = create(
@@ -757,23 +850,33 @@ class HsmSession(SetContents):
         MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
     )
 
-    def _session_keys(self) -> SessionKeys:
-        return SessionKeys(self._direct(), int(self.session.handle), self._resolve_session_key)
+    def _session_keys(self, profile: Profile | None = None) -> SessionKeys:
+        return SessionKeys(
+            self._direct(),
+            int(self.session.handle),
+            self._resolve_session_key,
+            profile or self.domain_profile(),
+            self.traits(),
+        )
 
     def _resolve_session_key(self, handle: int, label: str, key_id: bytes) -> Any:
         template = {A.TOKEN: False, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label, A.ID: key_id}
         return _ListedObject(self.session, handle, template)
 
     def new_set_key(self) -> SetKey:
-        """Fresh keys for a set (session objects), and their values wrapped by the domain."""
+        """Fresh keys for a set (session objects), and their values wrapped by the domain,
+        with the mechanisms of the domain's profile."""
         wrap_key, seal_key = self._wrap_key(), self._keys().seal
+        profile = self.domain_profile()
         try:
             if seal_key is None:
                 return self._new_shared_kek(wrap_key)
-            return self._session_keys().generate(int(wrap_key.handle), int(seal_key.handle))
+            keys = self._session_keys(profile)
+            return keys.generate(int(wrap_key.handle), int(seal_key.handle))
         except PKCS11Error as exc:
             doing = f"cannot make a set key in {self.where}"
-            missing = mechanism_failure(exc, self.session.token.slot, doing, SET_KEY_MECHANISMS)
+            needs = [n for n in profile.needs if n.mechanism != Mechanism.SHA256_HMAC]
+            missing = mechanism_failure(exc, self.session.token.slot, doing, needs)
             raise missing or HsmError(f"{doing}: {exc!r}") from None
 
     def _new_shared_kek(self, wrap_key: Any) -> SetKey:
@@ -786,11 +889,24 @@ class HsmSession(SetContents):
         )
         return SetKey(kek, bytes(wrap_key.wrap_key(kek, mechanism=WRAP_MECHANISM)))
 
-    def open_set_key(self, wrapped: bytes, wrapped_manifest_key: bytes | None = None) -> SetKey:
-        """Unwrap a set's keys with this slot's domain keys (as session objects)."""
+    def open_set_key(
+        self,
+        wrapped: bytes,
+        wrapped_manifest_key: bytes | None = None,
+        wrapped_mac_key: bytes | None = None,
+        profile: Profile = STANDARD,
+    ) -> SetKey:
+        """Unwrap a set's keys with this slot's domain keys (as session objects), with the
+        mechanisms of the set's own ``profile`` (its header says which)."""
         wrap_key, seal_key = self._wrap_key(), self._keys().seal
         if (seal_key is None) != (wrapped_manifest_key is None):
             raise SetKeyError(self._hierarchy_mismatch(seal_key is None))
+        # A set names the mechanisms it needs; a token without them cannot open it, which
+        # says nothing of the set.
+        self.require_mechanisms(
+            f"cannot open the keys of a set of the {profile.name} profile in {self.where}",
+            profile,
+        )
         try:
             if seal_key is None or wrapped_manifest_key is None:
                 kek = wrap_key.unwrap_key(
@@ -803,12 +919,20 @@ class HsmSession(SetContents):
                     template={A.SENSITIVE: True, A.EXTRACTABLE: False, A.PRIVATE: True},
                 )
                 return SetKey(kek, bytes(wrapped))
-            return self._session_keys().open(
-                int(wrap_key.handle), int(seal_key.handle), wrapped, wrapped_manifest_key
+            return self._session_keys(profile).open(
+                int(wrap_key.handle),
+                int(seal_key.handle),
+                wrapped,
+                wrapped_manifest_key,
+                wrapped_mac_key,
             )
+        except SetKeyFormatError as exc:
+            raise SetKeyError(f"the set's header is malformed: {exc}") from None
         except PKCS11Error as exc:
             doing = f"cannot open the set's keys in {self.where}"
-            missing = mechanism_failure(exc, self.session.token.slot, doing, (KEY_WRAP,))
+            # Opening only unwraps: the profile's wrap mechanism is the one at fault.
+            needs = [n for n in profile.needs if n.mechanism == profile.wrap_mechanism]
+            missing = mechanism_failure(exc, self.session.token.slot, doing, needs)
             if missing is not None:
                 raise missing from None
             # SoftHSM2 reports a failed integrity check of AES key wrap as GeneralError.
@@ -816,6 +940,18 @@ class HsmSession(SetContents):
                 f"the set key does not unwrap with the domain key of {self.where}: the set "
                 "belongs to another backup domain, or its wrapped key is corrupt"
             ) from None
+
+    def open_set(self, header: SetHeader) -> SetKey:
+        """The keys of the set ``header`` heads, opened with the mechanisms it names."""
+        profile = PROFILES.get(header.profile)
+        if profile is None:
+            raise MechanismMissing(
+                f"set {header.set_id_hex} uses profile {header.profile}, which this sealkeep "
+                "does not know: nothing on the drives is corrupt; open it with a newer sealkeep"
+            )
+        return self.open_set_key(
+            header.wrapped_kek, header.wrapped_manifest_key, header.wrapped_mac_key, profile
+        )
 
     def set_carrier(
         self, old_secret: bytes | bytearray, new_secret: bytes | bytearray
@@ -833,7 +969,7 @@ class HsmSession(SetContents):
                 DomainKeyValues(old_secret, hierarchy) as old,
                 DomainKeyValues(new_secret) as new,
             ):
-                return SetCarrier(self._session_keys(), old, new)
+                return SetCarrier(self._session_keys(self.domain_profile()), old, new)
         except PKCS11Error as exc:
             raise DomainError(f"cannot load the domain keys into {self.where}: {exc!r}") from None
 

@@ -1,13 +1,22 @@
 """What a token must be able to do to hold a backup domain, checked before anything is claimed.
 
-A backup domain needs four mechanisms of its token: AES key generation (each set's keys),
-CKM_AES_KEY_WRAP_PAD (set keys under the domain keys, every key under its set's KEK),
-CKM_AES_GCM (each set's manifest) and CKM_SHA256_HMAC (the drives' owner credentials and the
-domain id). :func:`require_capabilities` reads the token's mechanism list and tries each
-listed one on throwaway session objects against the standard (RFC 5649 key wrap, GCM as
-NIST SP 800-38D, HMAC as RFC 2104, computed here by ``cryptography`` and ``hmac``): a token
-whose key wrap differs from RFC 5649 could not open sets made on another HSM, nor another HSM
-its sets.
+A domain follows one of two **profiles** (the mechanisms its sets use), chosen when it is
+created and recorded in the slot's marker, the domain record and every set's header:
+
+- ``standard``: AES key generation, CKM_AES_KEY_WRAP_PAD (set keys under the domain keys,
+  every key under its set's KEK), CKM_AES_GCM (each set's manifest), CKM_SHA256_HMAC (the
+  drives' owner credentials and the domain id).
+- ``portable``, for tokens without key wrap with padding or GCM (openCryptoki's soft token):
+  CKM_AES_CBC_PAD wraps under the same wrap-only keys (a fresh random IV per wrapped key,
+  stored before the wrapped bytes) and encrypts the manifest, which an HMAC-SHA256 key of
+  its own authenticates (encrypt-then-MAC); CKM_GENERIC_SECRET_KEY_GEN makes that key.
+
+:func:`choose_profile` reads the token's mechanism list and prefers ``standard``;
+:func:`require_capabilities` tries each mechanism of a profile on throwaway session objects
+against the standard (RFC 5649 key wrap, GCM as NIST SP 800-38D, CBC with PKCS#7 padding as
+SP 800-38A, HMAC as RFC 2104, computed here by ``cryptography`` and ``hmac``) with a full
+wrap and unwrap: a token that computes any of them differently could not open sets made on
+another HSM, nor another HSM its sets.
 
 When a call on a set's keys fails later anyway (a domain held by a token that lost a
 mechanism, or a set restored into a token that never had it), :func:`mechanism_failure`
@@ -30,6 +39,8 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, MechanismFlag, ObjectClass
@@ -46,11 +57,18 @@ from .manifest import SealerUnavailable
 
 __all__ = [
     "DOMAIN_MECHANISMS",
+    "PORTABLE",
+    "PROFILES",
+    "STANDARD",
     "MechanismMissing",
     "Need",
+    "Profile",
+    "choose_profile",
     "is_mechanism_error",
     "mechanism_failure",
     "mechanism_name",
+    "possible_profiles",
+    "profile_named",
     "require_capabilities",
     "require_mechanisms",
 ]
@@ -101,7 +119,69 @@ HMAC = Need(
     MechanismFlag.SIGN,
     "HMAC-SHA256: the drives' owner credentials and the domain id",
 )
+CBC_PAD = Need(
+    Mechanism.AES_CBC_PAD,
+    MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+    "AES-CBC with padding: wraps each set's keys under the domain keys and every backed-up "
+    "key under its set's key, and encrypts each set's manifest",
+)
+SECRET_GEN = Need(
+    Mechanism.GENERIC_SECRET_KEY_GEN,
+    MechanismFlag.GENERATE,
+    "makes each set's manifest HMAC key",
+)
 DOMAIN_MECHANISMS: tuple[Need, ...] = (KEY_GEN, KEY_WRAP, GCM, HMAC)
+
+CBC_IV_LEN = 16
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The mechanisms a domain's sets use (see the module docstring)."""
+
+    number: int
+    name: str
+    summary: str
+    needs: tuple[Need, ...]
+    wrap_mechanism: Mechanism
+    iv_len: int = 0
+    """Bytes of random IV stored before each wrapped key (0: the mechanism takes none)."""
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.summary})"
+
+
+STANDARD = Profile(
+    1,
+    "standard",
+    "AES key wrap with padding, AES-GCM manifests",
+    DOMAIN_MECHANISMS,
+    WRAP_MECHANISM,
+)
+PORTABLE = Profile(
+    2,
+    "portable",
+    "AES-CBC-PAD wrapping under wrap-only keys, manifests encrypted with AES-CBC-PAD and "
+    "authenticated with HMAC-SHA256",
+    (KEY_GEN, SECRET_GEN, CBC_PAD, HMAC),
+    Mechanism.AES_CBC_PAD,
+    CBC_IV_LEN,
+)
+PROFILES: dict[int, Profile] = {p.number: p for p in (STANDARD, PORTABLE)}
+
+
+def profile_named(name: str) -> Profile:
+    """The profile called ``name`` (``standard`` or ``portable``)."""
+    for profile in PROFILES.values():
+        if profile.name == name:
+            return profile
+    raise ValueError(
+        f"no profile {name!r}: choose {' or '.join(p.name for p in PROFILES.values())}"
+    )
+
+
+def profile_numbered(number: int) -> Profile | None:
+    return PROFILES.get(number)
 
 
 def mechanism_name(mechanism: int) -> str:
@@ -144,25 +224,56 @@ def _names(needs: Sequence[Need]) -> str:
     return ", ".join(described[:-1]) + " and " + described[-1]
 
 
-def require_capabilities(session: Any, where: str) -> None:
-    """Raise :class:`MechanismMissing`, naming every mechanism at fault, unless the token
-    behind ``session`` (a python-pkcs11 session) can do all a backup domain needs.
+def choose_profile(session: Any, where: str, wanted: Profile | None = None) -> Profile:
+    """The profile a new domain in this token follows: ``wanted`` if given, else the first
+    of :data:`PROFILES` whose mechanisms the token offers and computes as the standard says.
 
-    Mechanisms the token lists are tried with throwaway session objects against the
-    standard; they are destroyed before this returns, and nothing is stored in the token.
+    Raises :class:`MechanismMissing` naming what each profile lacks when none fits (or what
+    ``wanted`` lacks). Trials use throwaway session objects; nothing is stored.
     """
-    listed = _listed(session.token.slot)
-    absent = _unlisted(listed, DOMAIN_MECHANISMS)
-    faults = [f"{n.describe()}: not offered" for n in absent]
-    for need, fault in _trial(session, [n for n in DOMAIN_MECHANISMS if n not in absent]):
-        faults.append(f"{need.describe()}: {fault}")
-    if faults:
+    candidates = [wanted] if wanted is not None else list(PROFILES.values())
+    faults: dict[Profile, list[str]] = {}
+    for profile in candidates:
+        faults[profile] = _faults(session, profile)
+        if not faults[profile]:
+            return profile
+    if wanted is not None:
+        lacks = "; ".join(faults[wanted])
         raise MechanismMissing(
-            f"{where} cannot hold a backup domain: the token lacks what every backup set "
-            f"needs: {'; '.join(faults)}. Nothing was changed (no drive claimed, nothing "
+            f"{where} cannot hold a backup domain of the {wanted.name} profile: the token lacks "
+            f"what its sets need: {lacks}. Nothing was changed (no drive claimed, nothing "
             "stored in the token); use a token that offers "
-            f"{'this mechanism' if len(faults) == 1 else 'these mechanisms'}"
+            f"{'this mechanism' if len(faults[wanted]) == 1 else 'these mechanisms'}"
+            + ("" if wanted is PORTABLE else ", or the portable profile (--profile portable)")
         )
+    each = "; ".join(f"{p.name} profile: {', '.join(f)}" for p, f in faults.items())
+    raise MechanismMissing(
+        f"{where} cannot hold a backup domain: the token lacks what every backup set "
+        f"needs under each profile sealkeep knows ({each}). Nothing was changed (no drive "
+        "claimed, nothing stored in the token); use a token that offers the mechanisms of "
+        "one of them"
+    )
+
+
+def possible_profiles(session: Any) -> list[Profile]:
+    """Every profile the token can do, each tried as :func:`choose_profile` tries it."""
+    return [p for p in PROFILES.values() if not _faults(session, p)]
+
+
+def require_capabilities(session: Any, where: str, profile: Profile = STANDARD) -> None:
+    """Raise :class:`MechanismMissing`, naming every mechanism at fault, unless the token
+    behind ``session`` (a python-pkcs11 session) can do all ``profile`` needs."""
+    choose_profile(session, where, profile)
+
+
+def _faults(session: Any, profile: Profile) -> list[str]:
+    """What the token lacks of ``profile``: unlisted mechanisms, then failed trials."""
+    listed = _listed(session.token.slot)
+    absent = _unlisted(listed, profile.needs)
+    faults = [f"{n.describe()}: not offered" for n in absent]
+    for need, fault in _trial(session, [n for n in profile.needs if n not in absent]):
+        faults.append(f"{need.describe()}: {fault}")
+    return faults
 
 
 def _trial(session: Any, needs: Sequence[Need]) -> list[tuple[Need, str]]:
@@ -223,6 +334,57 @@ def _trial(session: Any, needs: Sequence[Need]) -> list[tuple[Need, str]]:
             return "does not open what it sealed"
         return None
 
+    def cbc() -> str | None:
+        outer, inner = secrets.token_bytes(DOMAIN_KEY_LEN), secrets.token_bytes(DOMAIN_KEY_LEN)
+        iv = secrets.token_bytes(CBC_IV_LEN)
+        wrapper = key(KeyType.AES, outer, WRAP=True, UNWRAP=True)
+        target = key(KeyType.GENERIC_SECRET, inner, SENSITIVE=True, EXTRACTABLE=True, SIGN=True)
+        wrapped = bytes(
+            wrapper.wrap_key(target, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv)
+        )
+        if wrapped != cbc_pad_reference(outer, iv, inner):
+            return "wraps differently from AES-CBC with PKCS#7 padding"
+        unwrapped = wrapper.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.GENERIC_SECRET,
+            wrapped,
+            mechanism=Mechanism.AES_CBC_PAD,
+            mechanism_param=iv,
+            store=False,
+            label=label,
+            capabilities=MechanismFlag.SIGN,
+        )
+        made.append(unwrapped)
+        message = b"sealkeep capability check"
+        if (
+            bytes(unwrapped.sign(message, mechanism=Mechanism.SHA256_HMAC))
+            != hmac.new(inner, message, sha256).digest()
+        ):
+            return "unwraps a different key from the one it wrapped"
+        sealer = key(KeyType.AES, outer, ENCRYPT=True, DECRYPT=True)
+        plaintext = secrets.token_bytes(47)
+        sealed = bytes(
+            sealer.encrypt(plaintext, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv)
+        )
+        if sealed != cbc_pad_reference(outer, iv, plaintext):
+            return "encrypts differently from AES-CBC with PKCS#7 padding"
+        opened = sealer.decrypt(sealed, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv)
+        if bytes(opened) != plaintext:
+            return "does not decrypt what it encrypted"
+        return None
+
+    def generate_secret() -> str | None:
+        made.append(
+            session.generate_key(
+                KeyType.GENERIC_SECRET,
+                8 * DOMAIN_KEY_LEN,
+                store=False,
+                label=label,
+                capabilities=MechanismFlag.SIGN,
+            )
+        )
+        return None
+
     def mac() -> str | None:
         value, message = secrets.token_bytes(DOMAIN_KEY_LEN), b"sealkeep capability check"
         signer = key(KeyType.GENERIC_SECRET, value, SIGN=True)
@@ -236,6 +398,8 @@ def _trial(session: Any, needs: Sequence[Need]) -> list[tuple[Need, str]]:
         KEY_WRAP: wrap,
         GCM: gcm,
         HMAC: mac,
+        CBC_PAD: cbc,
+        SECRET_GEN: generate_secret,
     }
     faults: list[tuple[Need, str]] = []
     try:
@@ -255,6 +419,14 @@ def _trial(session: Any, needs: Sequence[Need]) -> list[tuple[Need, str]]:
                 with suppress(PKCS11Error):
                     obj.destroy()
     return faults
+
+
+def cbc_pad_reference(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    """AES-CBC with PKCS#7 padding as the standard computes it (what a token must match)."""
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return encryptor.update(padded) + encryptor.finalize()
 
 
 def mechanism_failure(

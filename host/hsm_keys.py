@@ -19,6 +19,18 @@ The wrap and seal keys take their values from the domain secret's first half thr
 with distinct labels, so no key of hierarchy 2 shares a value with another, nor with the
 wrap key of hierarchy 1 (the secret's first half itself).
 
+The profile of the domain (:mod:`sealkeep.hsm_caps`) picks the mechanisms: ``standard`` wraps
+with AES key wrap with padding and seals manifests with AES-GCM; ``portable`` wraps with
+AES-CBC-PAD (a fresh random IV before each wrapped key) and seals manifests with AES-CBC-PAD
+under the manifest key then HMAC-SHA256 under a third per-set key, the **MAC key** (SIGN only,
+wrapped by the domain seal key like the manifest key). Under ``portable`` the seal key's
+unwrap template forces what both per-set manifest keys share (sensitive, not extractable,
+unable to wrap, unwrap or derive), not a key type.
+
+Where a token refuses CKA_UNWRAP_TEMPLATE or CKA_COPYABLE as an unknown attribute
+(openCryptoki 3.8.1), :class:`TokenTraits` leaves them out of every template and
+:func:`probe_protections` says plainly what that costs.
+
 What SoftHSM2 2.6.1 enforces, measured: CKA_UNWRAP_TEMPLATE (a template that leaves out or
 contradicts a forced attribute is refused with TEMPLATE_INCONSISTENT); keys without DECRYPT
 refuse C_Decrypt; MODIFIABLE false refuses C_SetAttributeValue; COPYABLE false refuses
@@ -34,9 +46,11 @@ hence MODIFIABLE comes last in every template here.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import pkcs11
@@ -51,18 +65,31 @@ from .hsm_base import (
     GCM_TAG_BITS,
     HIERARCHY_PER_PURPOSE,
     HIERARCHY_SHARED_KEK,
-    WRAP_MECHANISM,
     DomainError,
     HsmError,
     UnsealError,
     split_domain_secret,
 )
-from .hsm_caps import GCM, MechanismMissing, is_mechanism_error
-from .hsm_raw import CKA_UNWRAP_TEMPLATE, RawModule, RawTemplate, RawValue
+from .hsm_caps import (
+    CBC_PAD,
+    GCM,
+    HMAC,
+    PORTABLE,
+    STANDARD,
+    MechanismMissing,
+    Need,
+    Profile,
+    is_mechanism_error,
+)
+from .hsm_raw import CKA_UNWRAP_TEMPLATE, HsmCallError, RawModule, RawTemplate, RawValue
 
 A = Attribute
 SET_KEY_LABEL = "sealkeep-set-key"
 MANIFEST_KEY_LABEL = "sealkeep-manifest-key"
+MAC_KEY_LABEL = "sealkeep-manifest-mac-key"
+MAC_LEN = 32
+_CKR_ATTRIBUTE_TYPE_INVALID = 0x12
+_CKR_ATTRIBUTE_READ_ONLY = 0x10
 SET_KEY_WRAP_INFO = b"sealkeep set-key wrap"
 MANIFEST_KEY_WRAP_INFO = b"sealkeep manifest-key wrap"
 _SESSION_ID_LEN = 16
@@ -98,9 +125,68 @@ MANIFEST_KEY_TEMPLATE: dict[int, RawValue] = _modifiable_last(
 )
 """What the domain seal key forces on every key it unwraps: a manifest key, nothing else."""
 
+MAC_KEY_TEMPLATE: dict[int, RawValue] = _modifiable_last(
+    {
+        int(A.CLASS): int(ObjectClass.SECRET_KEY),
+        int(A.KEY_TYPE): int(KeyType.GENERIC_SECRET),
+        **_NO_USE,
+        **_flags(SIGN=True),
+        **_LOCKED,
+    }
+)
+"""A portable set's manifest MAC key: HMAC-SHA256 (C_Sign) and nothing else."""
+
+PORTABLE_SEALED_TEMPLATE: dict[int, RawValue] = _modifiable_last(
+    {**_flags(WRAP=False, UNWRAP=False, DERIVE=False), **_LOCKED}
+)
+"""What a portable domain's seal key forces on the manifest and MAC keys it unwraps."""
+
 RESTORED_KEY_TEMPLATE: dict[int, RawValue] = _flags(SENSITIVE=True)
 """What a set's KEK forces on every key it unwraps. EXTRACTABLE is each key's own: a
 restored key is no more exposed than it was before the backup."""
+
+
+@dataclass(frozen=True)
+class TokenTraits:
+    """Which protective attributes the token takes at all (see the module docstring)."""
+
+    unwrap_templates: bool = True
+    copyable: bool = True
+
+    def fit(self, template: RawTemplate) -> dict[int, RawValue]:
+        """``template`` without the attributes this token refuses (nested ones included)."""
+        fitted: dict[int, RawValue] = {}
+        for kind, value in template.items():
+            if kind == CKA_UNWRAP_TEMPLATE and not self.unwrap_templates:
+                continue
+            if kind == int(A.COPYABLE) and not self.copyable:
+                continue
+            fitted[kind] = self.fit(value) if isinstance(value, Mapping) else value
+        return fitted
+
+
+def detect_traits(raw: RawModule, session: int) -> TokenTraits:
+    """Whether the token takes CKA_UNWRAP_TEMPLATE and CKA_COPYABLE, asked with throwaway
+    session keys; only a refusal of the attribute as unknown counts as "does not take"."""
+    value = secrets.token_bytes(DOMAIN_KEY_LEN)
+
+    def takes(extra: RawTemplate) -> bool:
+        template = {**transient_wrap_key(value, wrap=True, unwrap=True), **extra}
+        template = {k: v for k, v in template.items() if k != A.COPYABLE or A.COPYABLE in extra}
+        try:
+            handle = raw.create_object(session, _modifiable_last(template))
+        except HsmCallError as exc:
+            if exc.rv == _CKR_ATTRIBUTE_TYPE_INVALID:
+                return False
+            raise
+        with suppress(PKCS11Error):
+            raw.destroy_object(session, handle)
+        return True
+
+    return TokenTraits(
+        unwrap_templates=takes({CKA_UNWRAP_TEMPLATE: RESTORED_KEY_TEMPLATE}),
+        copyable=takes(_flags(COPYABLE=False)),
+    )
 
 
 class DomainKeyValues:
@@ -231,6 +317,42 @@ def _session_key(
     return key_id, _modifiable_last(template)
 
 
+class Wrapping:
+    """Wraps and unwraps with a profile's mechanism through direct calls: under ``portable``
+    each wrapped key is ``IV ‖ AES-CBC-PAD ciphertext`` with a fresh random IV, under
+    ``standard`` the RFC 5649 output alone."""
+
+    def __init__(self, raw: RawModule, session: int, profile: Profile) -> None:
+        self.raw = raw
+        self.session = session
+        self.profile = profile
+
+    def wrap(self, wrapping_key: int, key: int) -> bytes:
+        if not self.profile.iv_len:
+            return self.raw.wrap_key(self.session, self.profile.wrap_mechanism, wrapping_key, key)
+        iv = secrets.token_bytes(self.profile.iv_len)
+        mechanism = self.profile.wrap_mechanism
+        return iv + self.raw.wrap_key(self.session, mechanism, wrapping_key, key, iv)
+
+    def unwrap(self, unwrapping_key: int, wrapped: bytes, template: RawTemplate) -> int:
+        iv, body = split_wrapped(self.profile, wrapped)
+        mechanism = self.profile.wrap_mechanism
+        return self.raw.unwrap_key(self.session, mechanism, unwrapping_key, body, template, iv)
+
+
+def split_wrapped(profile: Profile, wrapped: bytes) -> tuple[bytes | None, bytes]:
+    """(IV or None, wrapped bytes) of a value wrapped under ``profile``."""
+    if not profile.iv_len:
+        return None, bytes(wrapped)
+    if len(wrapped) <= profile.iv_len:
+        raise SetKeyFormatError("a wrapped key is shorter than its IV")
+    return bytes(wrapped[: profile.iv_len]), bytes(wrapped[profile.iv_len :])
+
+
+class SetKeyFormatError(HsmError):
+    """A wrapped key of a set is malformed (too short to hold its IV)."""
+
+
 class SessionKeys:
     """Makes and opens set keys as session objects, through direct calls (array templates).
 
@@ -238,55 +360,85 @@ class SessionKeys:
     """
 
     def __init__(
-        self, raw: RawModule, session: int, resolve: Callable[[int, str, bytes], Any]
+        self,
+        raw: RawModule,
+        session: int,
+        resolve: Callable[[int, str, bytes], Any],
+        profile: Profile = STANDARD,
+        traits: TokenTraits | None = None,
     ) -> None:
         self.raw = raw
         self.session = session
         self.resolve = resolve
+        self.profile = profile
+        self.traits = traits or TokenTraits()
+        self.wrapping = Wrapping(raw, session, profile)
+
+    def _templates(self, extractable: bool) -> list[tuple[str, bytes, dict[int, RawValue], int]]:
+        """(label, id, template, generating mechanism) of each key a set of this profile has."""
+        kinds = [
+            (SET_KEY_LABEL, SET_KEY_TEMPLATE, Mechanism.AES_KEY_GEN),
+            (MANIFEST_KEY_LABEL, MANIFEST_KEY_TEMPLATE, Mechanism.AES_KEY_GEN),
+        ]
+        if self.profile is PORTABLE:
+            kinds.append((MAC_KEY_LABEL, MAC_KEY_TEMPLATE, Mechanism.GENERIC_SECRET_KEY_GEN))
+        made = []
+        for label, forced, mechanism in kinds:
+            key_id, template = _session_key(label, forced, extractable)
+            made.append((label, key_id, self.traits.fit(template), int(mechanism)))
+        return made
 
     def generate(self, wrap_key: int, seal_key: int) -> SetKey:
-        """A new KEK and manifest key, each wrapped by its domain key.
+        """A new KEK and manifest key (and, under ``portable``, MAC key), each wrapped by its
+        domain key: the KEK by the wrap key, the others by the seal key.
 
-        Both must be extractable to be wrapped at all; they are session objects of this
-        process, which destroys them once the set is written. Neither is ever a token object.
+        They must be extractable to be wrapped at all; they are session objects of this
+        process, which destroys them once the set is written. None is ever a token object.
         """
-        kek_id, kek_template = _session_key(SET_KEY_LABEL, SET_KEY_TEMPLATE, True)
-        kek_template[int(A.VALUE_LEN)] = DOMAIN_KEY_LEN
-        mk_id, mk_template = _session_key(MANIFEST_KEY_LABEL, MANIFEST_KEY_TEMPLATE, True)
-        mk_template[int(A.VALUE_LEN)] = DOMAIN_KEY_LEN
         made: list[Any] = []
+        wrapped: list[bytes] = []
         try:
-            kek = self.raw.generate_key(self.session, Mechanism.AES_KEY_GEN, kek_template)
-            made.append(self.resolve(kek, SET_KEY_LABEL, kek_id))
-            manifest_key = self.raw.generate_key(self.session, Mechanism.AES_KEY_GEN, mk_template)
-            made.append(self.resolve(manifest_key, MANIFEST_KEY_LABEL, mk_id))
-            wrapped = self.raw.wrap_key(self.session, WRAP_MECHANISM, wrap_key, kek)
-            wrapped_mk = self.raw.wrap_key(self.session, WRAP_MECHANISM, seal_key, manifest_key)
+            for label, key_id, template, mechanism in self._templates(True):
+                template[int(A.VALUE_LEN)] = DOMAIN_KEY_LEN
+                handle = self.raw.generate_key(self.session, mechanism, template)
+                made.append(self.resolve(handle, label, key_id))
+                outer = wrap_key if label == SET_KEY_LABEL else seal_key
+                wrapped.append(self.wrapping.wrap(outer, handle))
         except BaseException:
             for obj in made:
                 with suppress(PKCS11Error):
                     obj.destroy()
             raise
-        return SetKey(made[0], wrapped, made[1], wrapped_mk)
+        return SetKey.of(self.profile, made, wrapped)
 
-    def open(self, wrap_key: int, seal_key: int, wrapped: bytes, wrapped_mk: bytes) -> SetKey:
-        """Unwrap a set's KEK and manifest key (sensitive, not extractable, one use each)."""
-        kek_id, kek_template = _session_key(SET_KEY_LABEL, SET_KEY_TEMPLATE, False)
-        mk_id, mk_template = _session_key(MANIFEST_KEY_LABEL, MANIFEST_KEY_TEMPLATE, False)
+    def open(
+        self,
+        wrap_key: int,
+        seal_key: int,
+        wrapped: bytes,
+        wrapped_mk: bytes,
+        wrapped_mac: bytes | None = None,
+    ) -> SetKey:
+        """Unwrap a set's keys (sensitive, not extractable, one use each)."""
+        values = [wrapped, wrapped_mk] + ([wrapped_mac] if wrapped_mac is not None else [])
+        templates = self._templates(False)
+        if len(values) != len(templates):
+            raise SetKeyFormatError(
+                f"the set's header holds {len(values)} wrapped keys where a set of the "
+                f"{self.profile.name} profile has {len(templates)}"
+            )
         made: list[Any] = []
         try:
-            kek = self.raw.unwrap_key(self.session, WRAP_MECHANISM, wrap_key, wrapped, kek_template)
-            made.append(self.resolve(kek, SET_KEY_LABEL, kek_id))
-            manifest_key = self.raw.unwrap_key(
-                self.session, WRAP_MECHANISM, seal_key, wrapped_mk, mk_template
-            )
-            made.append(self.resolve(manifest_key, MANIFEST_KEY_LABEL, mk_id))
+            for (label, key_id, template, _), value in zip(templates, values, strict=True):
+                outer = wrap_key if label == SET_KEY_LABEL else seal_key
+                handle = self.wrapping.unwrap(outer, value, template)
+                made.append(self.resolve(handle, label, key_id))
         except BaseException:
             for obj in made:
                 with suppress(PKCS11Error):
                     obj.destroy()
             raise
-        return SetKey(made[0], bytes(wrapped), made[1], bytes(wrapped_mk))
+        return SetKey.of(self.profile, made, [bytes(v) for v in values])
 
 
 class SetCarrier:
@@ -295,8 +447,9 @@ class SetCarrier:
     The ceremony holds both domain secrets in memory, so the old wrap key and the new wrap
     and seal keys are loaded as session objects of this process (no other process sees
     them) with no unwrap template: each set's KEK comes out of the old wrap key extractable,
-    goes into the new wrap key, and a fresh manifest key goes into the new seal key. No set
-    key leaves the HSM. :meth:`close` destroys the session keys.
+    goes into the new wrap key, and fresh manifest keys go into the new seal key. No set
+    key leaves the HSM. The new domain keeps the profile of the old. :meth:`close` destroys
+    the session keys.
     """
 
     def __init__(self, keys: SessionKeys, old: DomainKeyValues, new: DomainKeyValues) -> None:
@@ -311,33 +464,45 @@ class SetCarrier:
                 (new.wrap, True, False),
                 (new.seal, True, False),
             ):
-                template = transient_wrap_key(value, wrap=wrap, unwrap=unwrap)
+                template = keys.traits.fit(transient_wrap_key(value, wrap=wrap, unwrap=unwrap))
                 self._made.append(raw.create_object(session, template))
         except BaseException:
             self.close()
             raise
 
     def carry(self, wrapped_kek: bytes) -> SetKey:
-        """The set's KEK wrapped for the new domain, with a new manifest key (session objects)."""
+        """The set's KEK wrapped for the new domain, with new manifest keys (session objects)."""
         old_wrap, new_wrap, new_seal = self._made
-        raw, session = self.keys.raw, self.keys.session
-        kek_id, kek_template = _session_key(SET_KEY_LABEL, SET_KEY_TEMPLATE, True)
-        mk_id, mk_template = _session_key(MANIFEST_KEY_LABEL, MANIFEST_KEY_TEMPLATE, True)
-        mk_template[int(A.VALUE_LEN)] = DOMAIN_KEY_LEN
+        keys = self.keys
         made: list[Any] = []
+        wrapped: list[bytes] = []
         try:
-            kek = raw.unwrap_key(session, WRAP_MECHANISM, old_wrap, wrapped_kek, kek_template)
-            made.append(self.keys.resolve(kek, SET_KEY_LABEL, kek_id))
-            manifest_key = raw.generate_key(session, Mechanism.AES_KEY_GEN, mk_template)
-            made.append(self.keys.resolve(manifest_key, MANIFEST_KEY_LABEL, mk_id))
-            wrapped = raw.wrap_key(session, WRAP_MECHANISM, new_wrap, kek)
-            wrapped_mk = raw.wrap_key(session, WRAP_MECHANISM, new_seal, manifest_key)
+            for label, key_id, template, mechanism in keys._templates(True):
+                if label == SET_KEY_LABEL:
+                    handle = self._unwrap_extractable(old_wrap, wrapped_kek, template)
+                else:
+                    template[int(A.VALUE_LEN)] = DOMAIN_KEY_LEN
+                    handle = keys.raw.generate_key(keys.session, mechanism, template)
+                made.append(keys.resolve(handle, label, key_id))
+                outer = new_wrap if label == SET_KEY_LABEL else new_seal
+                wrapped.append(keys.wrapping.wrap(outer, handle))
         except BaseException:
             for obj in made:
                 with suppress(PKCS11Error):
                     obj.destroy()
             raise
-        return SetKey(made[0], wrapped, made[1], wrapped_mk)
+        return SetKey.of(keys.profile, made, wrapped)
+
+    def _unwrap_extractable(self, unwrapping: int, wrapped: bytes, template: RawTemplate) -> int:
+        """Unwrap a KEK that must stay extractable. openCryptoki 3.8.1 refuses CKA_EXTRACTABLE
+        in C_UnwrapKey as read-only; its unwrapped keys are extractable by default."""
+        try:
+            return self.keys.wrapping.unwrap(unwrapping, wrapped, template)
+        except HsmCallError as exc:
+            if exc.rv != _CKR_ATTRIBUTE_READ_ONLY:
+                raise
+        plain = {k: v for k, v in template.items() if k != A.EXTRACTABLE}
+        return self.keys.wrapping.unwrap(unwrapping, wrapped, plain)
 
     def close(self) -> None:
         for handle in self._made:
@@ -350,9 +515,11 @@ class SetKey:
     """A backup set's keys, as session objects in the HSM, and their wrapped values.
 
     ``handle`` is the KEK, which wraps the set's keys. ``manifest_key`` seals the manifest
-    with AES-GCM inside the HSM (this is a :class:`~sealkeep.manifest.Sealer`). In key
-    hierarchy 2 they are two keys, each with one purpose; in sets of hierarchy 1 the KEK is
-    both and ``wrapped_manifest_key`` is None. They exist only in this process's session.
+    inside the HSM (this is a :class:`~sealkeep.manifest.Sealer`): AES-GCM under the
+    ``standard`` profile; AES-CBC-PAD then HMAC-SHA256 under ``mac_key`` under ``portable``.
+    In key hierarchy 2 they are separate keys, each with one purpose; in sets of hierarchy 1
+    the KEK is both and ``wrapped_manifest_key`` is None. They exist only in this process's
+    session.
     """
 
     def __init__(
@@ -361,11 +528,33 @@ class SetKey:
         wrapped: bytes,
         manifest_key: Any = None,
         wrapped_manifest_key: bytes | None = None,
+        *,
+        profile: Profile = STANDARD,
+        mac_key: Any = None,
+        wrapped_mac_key: bytes | None = None,
     ) -> None:
         self.handle = handle
         self.wrapped = wrapped
         self.manifest_key = handle if manifest_key is None else manifest_key
         self.wrapped_manifest_key = wrapped_manifest_key
+        self.profile = profile
+        self.mac_key = mac_key
+        self.wrapped_mac_key = wrapped_mac_key
+
+    @classmethod
+    def of(cls, profile: Profile, made: list[Any], wrapped: list[bytes]) -> SetKey:
+        """The keys :class:`SessionKeys` made or opened, in its order (KEK, manifest, MAC)."""
+        mac_key = made[2] if len(made) > 2 else None
+        wrapped_mac = wrapped[2] if len(wrapped) > 2 else None
+        return cls(
+            made[0],
+            wrapped[0],
+            made[1],
+            wrapped[1],
+            profile=profile,
+            mac_key=mac_key,
+            wrapped_mac_key=wrapped_mac,
+        )
 
     @property
     def hierarchy(self) -> int:
@@ -373,16 +562,50 @@ class SetKey:
             return HIERARCHY_SHARED_KEK
         return HIERARCHY_PER_PURPOSE
 
-    def wrap(self, obj: Any) -> bytes:
-        return bytes(self.handle.wrap_key(obj, mechanism=WRAP_MECHANISM))
+    def wrap(self, obj: Any, like: bytes | None = None) -> bytes:
+        """``obj`` wrapped under the KEK. Under ``portable`` the IV is fresh, or that of
+        ``like`` (a wrapped value of the set: wrapping again with its IV must give it back)."""
+        if not self.profile.iv_len:
+            return bytes(self.handle.wrap_key(obj, mechanism=self.profile.wrap_mechanism))
+        if like is not None and len(like) > self.profile.iv_len:
+            iv = bytes(like[: self.profile.iv_len])
+        else:
+            iv = secrets.token_bytes(self.profile.iv_len)
+        body = self.handle.wrap_key(obj, mechanism=self.profile.wrap_mechanism, mechanism_param=iv)
+        return iv + bytes(body)
+
+    def unwrap(self, object_class: Any, key_type: Any, wrapped: bytes, **options: Any) -> Any:
+        """A key of the set unwrapped by the KEK (python-pkcs11's ``unwrap_key`` options)."""
+        iv, body = split_wrapped(self.profile, wrapped)
+        if iv is not None:
+            options["mechanism_param"] = iv
+        return self.handle.unwrap_key(
+            object_class, key_type, body, mechanism=self.profile.wrap_mechanism, **options
+        )
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        """AES-256-GCM in the HSM: ``nonce ‖ ciphertext ‖ tag``.
+        """Authenticated encryption in the HSM.
 
-        The nonce is chosen here (a manifest key seals one manifest, so a random 96-bit nonce
-        is safe) and passed in CK_GCM_PARAMS, which SoftHSM2 honours; the output is standard
-        GCM, the same as ``cryptography``'s AESGCM with the same key.
+        ``standard``: AES-256-GCM, ``nonce ‖ ciphertext ‖ tag``. The nonce is chosen here (a
+        manifest key seals one manifest, so a random 96-bit nonce is safe) and passed in
+        CK_GCM_PARAMS, which SoftHSM2 honours; the output is standard GCM.
+
+        ``portable``: ``IV ‖ AES-CBC-PAD ciphertext ‖ HMAC-SHA256`` where the HMAC covers
+        the length of ``aad``, ``aad``, the IV and the ciphertext (encrypt-then-MAC).
         """
+        if self.profile is PORTABLE:
+            iv = secrets.token_bytes(self.profile.iv_len)
+            try:
+                body = bytes(
+                    self.manifest_key.encrypt(
+                        plaintext, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv
+                    )
+                )
+            except PKCS11Error as exc:
+                if is_mechanism_error(exc):
+                    raise _missing(CBC_PAD, "cannot seal the set's manifest") from None
+                raise HsmError(f"the HSM cannot encrypt with AES-CBC-PAD: {exc!r}") from None
+            return iv + body + self._mac(aad, iv + body)
         nonce = secrets.token_bytes(GCM_NONCE_LEN)
         params = pkcs11.GCMParams(nonce, aad, GCM_TAG_BITS)
         try:
@@ -391,12 +614,23 @@ class SetKey:
             )
         except PKCS11Error as exc:
             if is_mechanism_error(exc):
-                raise _gcm_missing("cannot seal the set's manifest") from None
+                raise _missing(GCM, "cannot seal the set's manifest") from None
             raise HsmError(f"the HSM cannot seal with AES-GCM: {exc!r}") from None
         return nonce + bytes(sealed)
 
+    def _mac(self, aad: bytes, data: bytes) -> bytes:
+        message = len(aad).to_bytes(8, "big") + aad + data
+        try:
+            return bytes(self.mac_key.sign(message, mechanism=Mechanism.SHA256_HMAC))
+        except PKCS11Error as exc:
+            if is_mechanism_error(exc):
+                raise _missing(HMAC, "cannot authenticate the set's manifest") from None
+            raise HsmError(f"the HSM cannot compute HMAC-SHA256: {exc!r}") from None
+
     def unseal(self, sealed: bytes, aad: bytes) -> bytes:
         """Open what :meth:`seal` made; raises :class:`UnsealError` if it does not authenticate."""
+        if self.profile is PORTABLE:
+            return self._unseal_portable(sealed, aad)
         if len(sealed) < GCM_NONCE_LEN + GCM_TAG_BITS // 8:
             raise UnsealError("sealed data is truncated")
         params = pkcs11.GCMParams(sealed[:GCM_NONCE_LEN], aad, GCM_TAG_BITS)
@@ -408,22 +642,44 @@ class SetKey:
             )
         except PKCS11Error as exc:
             if is_mechanism_error(exc):
-                raise _gcm_missing("cannot open the set's manifest") from None
+                raise _missing(GCM, "cannot open the set's manifest") from None
             # SoftHSM2 reports a failed GCM tag check as a bare GeneralError.
             raise UnsealError("sealed data does not authenticate") from None
+
+    def _unseal_portable(self, sealed: bytes, aad: bytes) -> bytes:
+        iv_len = self.profile.iv_len
+        if len(sealed) < iv_len + 16 + MAC_LEN:
+            raise UnsealError("sealed data is truncated")
+        data, tag = sealed[:-MAC_LEN], sealed[-MAC_LEN:]
+        # The MAC is checked before anything is decrypted: a forged body never reaches CBC.
+        if not hmac.compare_digest(self._mac(aad, data), tag):
+            raise UnsealError("sealed data does not authenticate")
+        try:
+            return bytes(
+                self.manifest_key.decrypt(
+                    data[iv_len:], mechanism=Mechanism.AES_CBC_PAD, mechanism_param=data[:iv_len]
+                )
+            )
+        except PKCS11Error as exc:
+            if is_mechanism_error(exc):
+                raise _missing(CBC_PAD, "cannot open the set's manifest") from None
+            raise UnsealError("sealed data does not decrypt") from None
 
     def destroy(self) -> None:
         for obj in {
             id(self.handle): self.handle,
             id(self.manifest_key): self.manifest_key,
+            id(self.mac_key): self.mac_key,
         }.values():
+            if obj is None:
+                continue
             with suppress(PKCS11Error):
                 obj.destroy()
 
 
-def _gcm_missing(doing: str) -> MechanismMissing:
+def _missing(need: Need, doing: str) -> MechanismMissing:
     return MechanismMissing(
-        f"{doing}: the HSM lacks {GCM.describe()}. This is a limit of the token, not of the "
+        f"{doing}: the HSM lacks {need.describe()}. This is a limit of the token, not of the "
         "backup: nothing on the drives is corrupt. Use a token that offers it"
     )
 
@@ -431,12 +687,41 @@ def _gcm_missing(doing: str) -> MechanismMissing:
 # --- what the token enforces ---------------------------------------------------------------
 
 
-def probe_protections(raw: RawModule, session: int, python_session: Any) -> list[str]:
+UNWRAP_TEMPLATE_MISSING = (
+    "the token has no CKA_UNWRAP_TEMPLATE (it refuses the attribute), so nothing forces the "
+    "keys a domain or set key unwraps to stay sensitive and single-purpose: someone who holds "
+    "this slot's PIN and calls PKCS#11 directly can unwrap a set's KEK as a key that decrypts "
+    "or reads, and from it every key of the set in the clear. Only the PIN and the HSM guard "
+    "the sets' keys here; the drives' contents stay sealed. Use a token that offers it where "
+    "PIN holders are not trusted with every backed-up key"
+)
+COPYABLE_MISSING = (
+    "the token has no CKA_COPYABLE (it refuses the attribute), so the domain's keys cannot be "
+    "marked uncopyable: a PIN holder may copy them within the token (copies stay sensitive "
+    "and non-extractable)"
+)
+
+
+def probe_protections(
+    raw: RawModule,
+    session: int,
+    python_session: Any,
+    profile: Profile = STANDARD,
+    traits: TokenTraits | None = None,
+) -> list[str]:
     """What this token does not enforce of key hierarchy 2, each as a plain sentence.
 
     Tried with throwaway session objects, destroyed before returning; nothing is stored.
+    A token that refuses CKA_UNWRAP_TEMPLATE or CKA_COPYABLE outright is told of, not
+    refused; one that accepts an unwrap template and ignores it is refused
+    (:class:`DomainError`).
     """
+    traits = traits or detect_traits(raw, session)
     missing: list[str] = []
+    if not traits.unwrap_templates:
+        missing.append(UNWRAP_TEMPLATE_MISSING)
+    if not traits.copyable:
+        missing.append(COPYABLE_MISSING)
     made: list[int] = []
     objects: list[Any] = []
 
@@ -451,65 +736,68 @@ def probe_protections(raw: RawModule, session: int, python_session: Any) -> list
     label = f"sealkeep-probe-{secrets.token_hex(8)}"
 
     def probe_key(*, wrap: bool = True, unwrap: bool = True) -> dict[int, RawValue]:
-        return transient_wrap_key(value, wrap=wrap, unwrap=unwrap, label=label)
+        return traits.fit(transient_wrap_key(value, wrap=wrap, unwrap=unwrap, label=label))
 
+    wrapping = Wrapping(raw, session, profile)
     try:
-        try:
-            wrapper = create(
+        if traits.unwrap_templates:
+            try:
+                wrapper = create(
+                    {
+                        **probe_key(),
+                        CKA_UNWRAP_TEMPLATE: SET_KEY_TEMPLATE,
+                    }
+                )
+            except PKCS11Error as exc:
+                raise DomainError(
+                    f"the token refuses keys with CKA_UNWRAP_TEMPLATE ({exc}): a PIN holder "
+                    "could unwrap every set key as a readable key, so sealkeep will not make a "
+                    "domain here"
+                ) from None
+            key_template = _modifiable_last(
                 {
-                    **probe_key(),
-                    CKA_UNWRAP_TEMPLATE: SET_KEY_TEMPLATE,
+                    **_AES_SECRET,
+                    int(A.TOKEN): False,
+                    int(A.VALUE_LEN): DOMAIN_KEY_LEN,
+                    **_flags(SENSITIVE=True, EXTRACTABLE=True, WRAP=True, UNWRAP=True),
                 }
             )
-        except PKCS11Error as exc:
-            raise DomainError(
-                f"the token refuses keys with CKA_UNWRAP_TEMPLATE ({exc}): a PIN holder could "
-                "unwrap every set key as a readable key, so sealkeep will not make a domain here"
-            ) from None
-        key_template = _modifiable_last(
-            {
-                **_AES_SECRET,
-                int(A.TOKEN): False,
-                int(A.VALUE_LEN): DOMAIN_KEY_LEN,
-                **_flags(SENSITIVE=True, EXTRACTABLE=True, WRAP=True, UNWRAP=True),
-            }
-        )
-        key = raw.generate_key(session, Mechanism.AES_KEY_GEN, key_template)
-        made.append(key)
-        wrapped = raw.wrap_key(session, WRAP_MECHANISM, wrapper, key)
-        weak = {**SET_KEY_TEMPLATE, int(A.TOKEN): False, int(A.LABEL): label}
-        weak[int(A.SENSITIVE)] = False
-        weak = _modifiable_last(weak)
-        weak = {k: v for k, v in weak.items() if k != A.EXTRACTABLE}
-        try:
-            made.append(raw.unwrap_key(session, WRAP_MECHANISM, wrapper, wrapped, weak))
-        except PKCS11Error:
-            pass
-        else:
-            raise DomainError(
-                "the token accepts CKA_UNWRAP_TEMPLATE but does not enforce it: a PIN holder "
-                "could unwrap every set key as a readable key, so sealkeep will not make a "
-                "domain here"
-            )
-        try:
-            create(
-                {
-                    **probe_key(),
-                    CKA_UNWRAP_TEMPLATE: {
-                        **SET_KEY_TEMPLATE,
-                        CKA_UNWRAP_TEMPLATE: RESTORED_KEY_TEMPLATE,
-                    },
-                }
-            )
-        except PKCS11Error:
-            missing.append(
-                "the domain wrap key cannot make the set keys it unwraps carry an unwrap "
-                "template of their own (the token refuses a CKA_UNWRAP_TEMPLATE inside "
-                "another): a PIN holder who unwraps a set key directly can then unwrap the "
-                "set's keys as non-sensitive. Every key sealkeep backs up was extractable in "
-                "its slot, so none is more exposed than it was there; sealkeep's own restores "
-                "make every key sensitive"
-            )
+            key = raw.generate_key(session, Mechanism.AES_KEY_GEN, key_template)
+            made.append(key)
+            wrapped = wrapping.wrap(wrapper, key)
+            weak = {**SET_KEY_TEMPLATE, int(A.TOKEN): False, int(A.LABEL): label}
+            weak[int(A.SENSITIVE)] = False
+            weak = _modifiable_last(weak)
+            weak = {k: v for k, v in weak.items() if k != A.EXTRACTABLE}
+            try:
+                made.append(wrapping.unwrap(wrapper, wrapped, weak))
+            except PKCS11Error:
+                pass
+            else:
+                raise DomainError(
+                    "the token accepts CKA_UNWRAP_TEMPLATE but does not enforce it: a PIN holder "
+                    "could unwrap every set key as a readable key, so sealkeep will not make a "
+                    "domain here"
+                )
+            try:
+                create(
+                    {
+                        **probe_key(),
+                        CKA_UNWRAP_TEMPLATE: {
+                            **SET_KEY_TEMPLATE,
+                            CKA_UNWRAP_TEMPLATE: RESTORED_KEY_TEMPLATE,
+                        },
+                    }
+                )
+            except PKCS11Error:
+                missing.append(
+                    "the domain wrap key cannot make the set keys it unwraps carry an unwrap "
+                    "template of their own (the token refuses a CKA_UNWRAP_TEMPLATE inside "
+                    "another): a PIN holder who unwraps a set key directly can then unwrap the "
+                    "set's keys as non-sensitive. Every key sealkeep backs up was extractable in "
+                    "its slot, so none is more exposed than it was there; sealkeep's own restores "
+                    "make every key sensitive"
+                )
         try:
             create({**probe_key(unwrap=False), int(A.TRUSTED): True})
         except PKCS11Error:
@@ -532,14 +820,17 @@ def probe_protections(raw: RawModule, session: int, python_session: Any) -> list
                 lambda: raw.decrypt(session, Mechanism.AES_ECB, locked, bytes(16)),
             ),
             (
-                "CKA_COPYABLE false does not stop C_CopyObject",
-                lambda: objects.append(found[0].copy({A.ID: b"copy"})),
-            ),
-            (
                 "CKA_MODIFIABLE false does not stop C_SetAttributeValue",
                 lambda: found[0].__setitem__(A.DECRYPT, True),
             ),
         ]
+        if traits.copyable:
+            checks.append(
+                (
+                    "CKA_COPYABLE false does not stop C_CopyObject",
+                    lambda: objects.append(found[0].copy({A.ID: b"copy"})),
+                )
+            )
         for failure, attempt in checks:
             try:
                 attempt()

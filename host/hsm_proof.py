@@ -100,7 +100,7 @@ def _prove(obj: Any, entry: KeyEntry, kek: SetKey | None, public: Attributes | N
         return failure
     if kek is not None and entry.wrapped is not None and _bool(attrs, A.EXTRACTABLE):
         try:
-            rewrapped = kek.wrap(obj)
+            rewrapped = kek.wrap(obj, like=entry.wrapped)
         except PKCS11Error as exc:
             notes.append(f"value check refused ({_error_name(exc)})")
         else:

@@ -222,8 +222,14 @@ class _Template:
         return [entry.ulValueLen for entry in self.array]
 
 
-def _mechanism(mechanism: int) -> Any:
-    return ctypes.byref(_CkMechanism(int(mechanism), None, 0))
+def _mechanism(mechanism: int, parameter: bytes | None = None) -> Any:
+    """A CK_MECHANISM; ``parameter`` (an IV, say) is kept alive by the structure's buffer."""
+    if parameter is None:
+        return ctypes.byref(_CkMechanism(int(mechanism), None, 0))
+    buffer = ctypes.create_string_buffer(parameter, len(parameter))
+    structure = _CkMechanism(int(mechanism), ctypes.cast(buffer, ctypes.c_void_p), len(parameter))
+    structure._parameter = buffer  # owned by the structure, so freed with it
+    return ctypes.byref(structure)
 
 
 def _check(function: str, rv: int) -> None:
@@ -320,10 +326,17 @@ class RawModule:
         _check("C_GenerateKey", rv)
         return handle.value
 
-    def wrap_key(self, session: int, mechanism: int, wrapping_key: int, key: int) -> bytes:
-        """C_WrapKey with a mechanism that takes no parameter: the wrapped key."""
+    def wrap_key(
+        self,
+        session: int,
+        mechanism: int,
+        wrapping_key: int,
+        key: int,
+        parameter: bytes | None = None,
+    ) -> bytes:
+        """C_WrapKey (``parameter``: the mechanism's, an IV for CBC): the wrapped key."""
         size = CK_ULONG()
-        mech = _mechanism(mechanism)
+        mech = _mechanism(mechanism, parameter)
         _check("C_WrapKey", self._wrap(session, mech, wrapping_key, key, None, ctypes.byref(size)))
         buffer = ctypes.create_string_buffer(max(1, size.value))
         address = ctypes.addressof(buffer)
@@ -339,13 +352,14 @@ class RawModule:
         unwrapping_key: int,
         wrapped: bytes,
         template: RawTemplate,
+        parameter: bytes | None = None,
     ) -> int:
-        """C_UnwrapKey with a mechanism that takes no parameter: the new key's handle."""
+        """C_UnwrapKey (``parameter``: the mechanism's, an IV for CBC): the new key's handle."""
         packed = PackedTemplate(template)
         handle = CK_ULONG()
         rv = self._unwrap(
             session,
-            _mechanism(mechanism),
+            _mechanism(mechanism, parameter),
             unwrapping_key,
             wrapped,
             len(wrapped),

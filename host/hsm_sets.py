@@ -18,11 +18,15 @@ from pkcs11 import (
     MechanismFlag,
     ObjectClass,
 )
-from pkcs11.exceptions import PKCS11Error
+from pkcs11.exceptions import (
+    AttributeReadOnly,
+    AttributeTypeInvalid,
+    AttributeValueInvalid,
+    PKCS11Error,
+)
 
 from .hsm_base import (
     _CAPABILITY_FLAGS,
-    WRAP_MECHANISM,
     A,
     ObjectInfo,
     Proof,
@@ -33,7 +37,7 @@ from .hsm_base import (
     attributes_not_taken,
     replay_template,
 )
-from .hsm_caps import is_mechanism_error, mechanism_name
+from .hsm_caps import Profile, is_mechanism_error, mechanism_name
 from .hsm_keys import (
     SetKey,
 )
@@ -44,6 +48,9 @@ from .manifest import Attributes, KeyEntry, SkippedEntry
 
 # SENSITIVE is made true on purpose (a restored key is never more readable than it left).
 _NOT_COMPARED = frozenset({int(A.SENSITIVE)})
+_TEMPLATE_REFUSALS = (AttributeReadOnly, AttributeTypeInvalid, AttributeValueInvalid)
+# What no restored key goes without: left out, the key would be another or more readable.
+_NEVER_LEFT_OUT = frozenset({A.CLASS, A.KEY_TYPE, A.TOKEN, A.SENSITIVE, A.LABEL, A.ID})
 
 
 def _known_attribute(kind: int) -> bool:
@@ -58,11 +65,15 @@ class SetContents:
     """Backup and restore of a slot's objects under a set's keys (a part of HsmSession)."""
 
     session: Any
+    _refused_attributes: dict[tuple[int, int], Attribute]
 
     def objects(self) -> list[ObjectInfo]:
         raise NotImplementedError
 
     def present_keys(self) -> set[tuple[int, str, bytes]]:
+        raise NotImplementedError
+
+    def wrap_check_profile(self) -> Profile:
         raise NotImplementedError
 
     # -- backup ----------------------------------------------------------------------------
@@ -123,6 +134,9 @@ class SetContents:
         if not candidates:
             return list(objects)
         candidate_ids = {id(o) for o in candidates}
+        profile = self.wrap_check_profile()
+        mechanism = profile.wrap_mechanism
+        parameter = {"mechanism_param": bytes(profile.iv_len)} if profile.iv_len else {}
         throwaway = self.session.generate_key(
             KeyType.AES,
             256,
@@ -136,12 +150,12 @@ class SetContents:
                 if kind in verdicts:
                     continue
                 try:
-                    throwaway.wrap_key(item.handle, mechanism=WRAP_MECHANISM)
+                    throwaway.wrap_key(item.handle, mechanism=mechanism, **parameter)
                     verdicts[kind] = None
                 except PKCS11Error as exc:
                     verdicts[kind] = (
-                        f"the HSM lacks {mechanism_name(WRAP_MECHANISM)}, which wraps every "
-                        "key of a set"
+                        f"the HSM lacks {mechanism_name(mechanism)}, which wraps every "
+                        f"key of a set of the {profile.name} profile"
                         if is_mechanism_error(exc)
                         else f"the HSM will not wrap a {item.type_name} {item.class_name} "
                         f"({_error_name(exc)})"
@@ -316,16 +330,49 @@ class SetContents:
                 template[A.MODIFIABLE] = template.pop(A.MODIFIABLE)
             for flag in _CAPABILITY_FLAGS:
                 template.setdefault(flag, DEFAULT)
-            return kek.handle.unwrap_key(
-                object_class,
-                key_type,
-                entry.wrapped,
-                mechanism=WRAP_MECHANISM,
-                store=True,
-                capabilities=0,
-                template=template,
-            )
+            wrapped = entry.wrapped
+
+            def unwrap(chosen: dict[Attribute, Any]) -> Any:
+                return kek.unwrap(
+                    object_class, key_type, wrapped, store=True, capabilities=0, template=chosen
+                )
+
+            return self._with_refused_attribute_left_out(object_class, key_type, template, unwrap)
         return self.session.create_object(template)
+
+    def _with_refused_attribute_left_out(
+        self,
+        object_class: ObjectClass,
+        key_type: KeyType,
+        template: dict[Attribute, Any],
+        make: Callable[[dict[Attribute, Any]], Any],
+    ) -> Any:
+        """``make(template)``; where the token refuses one attribute of the template (as
+        openCryptoki 3.8.1 refuses CKA_EXTRACTABLE in C_UnwrapKey, "read only"), ``make``
+        without it. The one left out is found once per class and key type, by trying each;
+        the restore's read-back then names what the key did not keep."""
+        refused: dict[tuple[int, int], Attribute] | None = getattr(
+            self, "_refused_attributes", None
+        )
+        if refused is None:
+            refused = {}
+            self._refused_attributes = refused
+        kind = (int(object_class), int(key_type))
+        if kind in refused:
+            template = {k: v for k, v in template.items() if k != refused[kind]}
+        try:
+            return make(template)
+        except _TEMPLATE_REFUSALS as first:
+            if kind in refused:
+                raise
+            for attribute in [k for k in template if k not in _NEVER_LEFT_OUT]:
+                try:
+                    made = make({k: v for k, v in template.items() if k != attribute})
+                except _TEMPLATE_REFUSALS:
+                    continue
+                refused[kind] = attribute
+                return made
+            raise first
 
     def prove(
         self,

@@ -15,6 +15,10 @@ A set is one file on every drive of the domain::
 Format 2 (key hierarchy 2) carries two wrapped keys in the header: the KEK, which wraps the
 set's keys and does nothing else, and the manifest key, which seals the body and does nothing
 else. Format 1 (sets made before) has the KEK alone, which did both; it is still read.
+Format 3 is a set of another profile than ``standard`` (``sealkeep.hsm_caps``): its header
+names the profile and carries a third wrapped key, the manifest's MAC key; the body is sealed
+by the profile's construction (AES-CBC-PAD then HMAC-SHA256 for ``portable``). The header,
+profile included, is authenticated with the body either way.
 
 Nothing here talks to an HSM: sealing goes through a :class:`Sealer` (``sealkeep.hsm``'s set
 key is one; :class:`AesGcmSealer` is the same construction with a key held in memory).
@@ -38,7 +42,9 @@ from .errors import SealkeepError
 MAGIC = b"SKSET"
 FORMAT_SHARED_KEK = 1
 FORMAT_VERSION = 2
-FORMATS = (FORMAT_SHARED_KEK, FORMAT_VERSION)
+FORMAT_PROFILED = 3
+FORMATS = (FORMAT_SHARED_KEK, FORMAT_VERSION, FORMAT_PROFILED)
+STANDARD_PROFILE = 1
 PREFIX_LEN = len(MAGIC) + 1 + 4  # magic, format byte, header length
 MAX_HEADER_LEN = 64 * 1024
 SET_ID_LEN = 16
@@ -234,9 +240,13 @@ class SetHeader:
     key_count: int
     wrapped_kek: bytes = field(repr=False)
     wrapped_manifest_key: bytes | None = field(default=None, repr=False)
+    wrapped_mac_key: bytes | None = field(default=None, repr=False)
+    profile: int = STANDARD_PROFILE
 
     @property
     def format_version(self) -> int:
+        if self.profile != STANDARD_PROFILE:
+            return FORMAT_PROFILED
         return FORMAT_SHARED_KEK if self.wrapped_manifest_key is None else FORMAT_VERSION
 
     @property
@@ -255,6 +265,10 @@ class SetHeader:
         }
         if self.wrapped_manifest_key is not None:
             fields["wrapped_manifest_key"] = self.wrapped_manifest_key
+        if self.profile != STANDARD_PROFILE:
+            fields["profile"] = self.profile
+            if self.wrapped_mac_key is not None:
+                fields["wrapped_mac_key"] = self.wrapped_mac_key
         return fields
 
     def encode(self) -> bytes:
@@ -266,6 +280,10 @@ class SetHeader:
         set_id = _bytes(m, "set_id")
         if len(set_id) != SET_ID_LEN:
             raise ManifestError(f"set id has {len(set_id)} bytes, not {SET_ID_LEN}")
+        profiled = format_version == FORMAT_PROFILED
+        profile = _int(m, "profile") if profiled else STANDARD_PROFILE
+        if profiled and profile == STANDARD_PROFILE:
+            raise ManifestError("a set of format 3 names the standard profile")
         return cls(
             set_id=set_id,
             created=_int(m, "created"),
@@ -277,6 +295,8 @@ class SetHeader:
             wrapped_manifest_key=(
                 _bytes(m, "wrapped_manifest_key") if format_version != FORMAT_SHARED_KEK else None
             ),
+            wrapped_mac_key=_bytes(m, "wrapped_mac_key") if "wrapped_mac_key" in m else None,
+            profile=profile,
         )
 
 
@@ -296,6 +316,8 @@ class Manifest:
     sets made without one."""
     skipped: tuple[SkippedEntry, ...] = ()
     wrapped_manifest_key: bytes | None = field(default=None, repr=False)
+    wrapped_mac_key: bytes | None = field(default=None, repr=False)
+    profile: int = STANDARD_PROFILE
 
     @classmethod
     def new(
@@ -310,6 +332,8 @@ class Manifest:
         entries: Sequence[KeyEntry] = (),
         skipped: Sequence[SkippedEntry] = (),
         created: int | None = None,
+        wrapped_mac_key: bytes | None = None,
+        profile: int = STANDARD_PROFILE,
     ) -> Manifest:
         """A manifest with a fresh random set id, created now unless told otherwise."""
         return cls(
@@ -323,6 +347,8 @@ class Manifest:
             entries=tuple(entries),
             skipped=tuple(skipped),
             wrapped_manifest_key=wrapped_manifest_key,
+            wrapped_mac_key=wrapped_mac_key,
+            profile=profile,
         )
 
     @property
@@ -340,6 +366,8 @@ class Manifest:
             key_count=len(self.entries),
             wrapped_kek=self.wrapped_kek,
             wrapped_manifest_key=self.wrapped_manifest_key,
+            wrapped_mac_key=self.wrapped_mac_key,
+            profile=self.profile,
         )
 
     def body(self) -> bytes:
@@ -437,6 +465,8 @@ def unseal(data: bytes, sealer: Sealer) -> Manifest:
         entries=tuple(KeyEntry.from_cbor(e) for e in entries),
         skipped=tuple(SkippedEntry.from_cbor(e) for e in skipped),
         wrapped_manifest_key=header.wrapped_manifest_key,
+        wrapped_mac_key=header.wrapped_mac_key,
+        profile=header.profile,
     )
     if len(manifest.entries) != header.key_count:
         raise ManifestError(

@@ -89,7 +89,7 @@ def fetch_set(
             header = manifest.read_header(data)
             if set_object_name(header.set_id) != name:
                 raise ManifestError(f"the object holds set {header.set_id_hex} instead")
-            kek = session.open_set_key(header.wrapped_kek, header.wrapped_manifest_key)
+            kek = session.open_set(header)
             try:
                 opened = manifest.unseal(data, kek)
             except BaseException:

@@ -22,6 +22,7 @@ from ..domain import (
 )
 from ..errors import SealkeepError
 from ..hsm import Hsm
+from ..hsm_caps import PROFILES, profile_named
 from ..pins import Passphrases
 from . import add_drives_option, add_json_option, add_timeout_option
 from .slots import add_slot_options, load_module, open_slot
@@ -118,6 +119,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "A host with the slot PIN can then erase older sets by writing N new ones"
         ),
     )
+    create.add_argument(
+        "--profile",
+        choices=[p.name for p in PROFILES.values()],
+        help=(
+            "the mechanisms the domain's sets use. standard: AES key wrap with padding and "
+            "AES-GCM; portable: AES-CBC-PAD under wrap-only keys and HMAC-SHA256, which more "
+            "tokens offer (openCryptoki's soft token among them). Default: standard where the "
+            "token offers it, else portable. A domain recovered into another make of token "
+            "needs a profile both offer: choose portable for one that may move"
+        ),
+    )
     add_passphrases_option(create)
     create.add_argument("--yes", action="store_true", help="do not ask before claiming")
     add_json_option(create)
@@ -200,6 +212,7 @@ def print_created(result: CreateResult) -> None:
             f"Retention: {result.retention}; the owner may drop a set from a drive once "
             f"{result.retention} newer set(s) are on it."
         )
+    print(f"Profile: {result.profile.describe()}.")
     for text in result.unenforced:
         print(f"Not enforced by this token: {text}.")
     print("Give each drive to its custodian; the passphrases are not stored anywhere.")
@@ -219,8 +232,9 @@ def run_create(args: argparse.Namespace) -> int:
             args,
             passphrases,
         )
+        wanted = profile_named(args.profile) if args.profile else None
         result = create_domain(
-            session, group.drives, passphrases, args.threshold, note, args.retention
+            session, group.drives, passphrases, args.threshold, note, args.retention, wanted
         )
     if args.json:
         ui.print_json(result.to_json())

@@ -1,7 +1,10 @@
-"""A token without every mechanism sealkeep needs: openCryptoki's soft token, which offers no
-CKM_AES_KEY_WRAP_PAD and no CKM_AES_GCM. sealkeep lists its slot and keys, refuses to make or
-rebuild a domain there before touching a drive or a custodian, and a restore into it names the
-missing mechanism instead of calling every drive's copy corrupt.
+"""A token without the standard profile's mechanisms: openCryptoki's soft token, which offers
+no CKM_AES_KEY_WRAP_PAD and no CKM_AES_GCM. sealkeep lists its slot and keys, makes domains
+of the portable profile there (``test_every_token`` backs up and restores on it), refuses a
+standard one before touching a drive, refuses to rebuild a standard domain there saying why
+and how to avoid it, and a restore of a standard set into it names the missing mechanism
+instead of calling every drive's copy corrupt. The other way, a portable domain cannot be
+rebuilt in SoftHSM2 2.6.1, which refuses CKM_AES_CBC_PAD for wrapping: that is named too.
 
 The soft token is one per machine: these tests take it under a file lock (see
 ``hsm_fixtures.opencryptoki``), one test process at a time.
@@ -31,8 +34,10 @@ from sealkeep.hsm_base import (
     DOMAIN_WRAP_LABEL,
     HIERARCHY_PER_PURPOSE,
 )
+from sealkeep.hsm_caps import PORTABLE, MechanismMissing
 from sealkeep.hsm_keys import DomainKeyValues
 from sealkeep.pins import Passphrases
+from sealkeep.restore import restore_set
 from sealkeep.transport import open_transport
 
 if TYPE_CHECKING:
@@ -161,8 +166,8 @@ def test_keys_lists_what_the_token_holds(cli: Cli, opencryptoki: OpenCryptokiTok
         assert by_label == shown
         listed = json.loads(cli("keys", "--slot", opencryptoki.label, "--json").stdout)
         aes = next(o for o in listed["objects"] if o["label"] == "ock-aes")
-        # The token cannot wrap it for a set, and says why.
-        assert aes["backup"] is False and MISSING_WRAP in aes["reason"]
+        # Wrapped with the portable profile's mechanism, which the token has.
+        assert aes["backup"] is True
     finally:
         with open_token(opencryptoki) as session:
             for obj in list(session.session.get_objects({A.TOKEN: True})):
@@ -179,6 +184,8 @@ def test_domain_create_refuses_before_claiming_a_drive(
         "create",
         "--slot",
         str(opencryptoki.slot_id),
+        "--profile",
+        "standard",
         "--drives",
         spec(emulator),
         "--passphrases",
@@ -186,9 +193,10 @@ def test_domain_create_refuses_before_claiming_a_drive(
         code=1,
     )
     error = refused.stderr
-    assert "cannot hold a backup domain" in error
+    assert "cannot hold a backup domain of the standard profile" in error
     assert MISSING_WRAP in error and MISSING_GCM in error and "CKM_AES_GCM" in error
     assert "CKM_SHA256_HMAC" not in error  # offered: only what is missing is named
+    assert "--profile portable" in error
     assert hello_states(emulator) == ["blank"] * 3
     with open_token(opencryptoki) as session:
         assert every_object(session) == []
@@ -278,11 +286,26 @@ def test_restore_of_a_softhsm_set_names_the_mechanism_not_corruption(
     (secret,) = secrets_made
 
     slot = str(opencryptoki.slot_id)
-    # The domain cannot be rebuilt there: refused before any custodian is asked (no
-    # passphrase file and no terminal: asking would fail differently).
-    recover = cli("domain", "recover", "--slot", slot, "--drives", spec(emulator), code=1)
-    assert "cannot hold a backup domain" in recover.stderr and MISSING_WRAP in recover.stderr
-    assert MISSING_GCM in recover.stderr and "passphrase" not in recover.stderr.lower()
+    # The domain cannot be rebuilt there: the token can hold only portable domains (said
+    # before anyone is asked), and the record opened with the shares says standard.
+    recover = cli(
+        "domain",
+        "recover",
+        "--slot",
+        slot,
+        "--drives",
+        spec(emulator),
+        "--passphrases",
+        passphrase_file(tmp_path, emulator),
+        code=1,
+    )
+    warned, _, refused = recover.stderr.partition("error:")
+    assert "can hold only domains of the portable profile" in warned
+    # Said from the first custodian's share, before the others are asked.
+    assert "share says the domain uses the standard profile" in warned
+    assert "of the standard profile" in refused and MISSING_WRAP in refused
+    assert MISSING_GCM in refused and "nothing on the drives is corrupt" in refused
+    assert "--profile portable" in refused and "does not authenticate" not in refused
     with open_token(opencryptoki) as session:
         assert every_object(session) == []
         plant_domain(session, secret)
@@ -306,3 +329,98 @@ def test_restore_of_a_softhsm_set_names_the_mechanism_not_corruption(
     ):
         checked = verify_set(session, group.drives, domain_id, set_id)
     assert checked.ok and len(checked.good) == 3
+
+
+def test_a_portable_domain_names_what_softhsm_lacks_to_rebuild_it(
+    cli: Cli,
+    opencryptoki: OpenCryptokiToken,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    tmp_path: Path,
+) -> None:
+    with open_token(opencryptoki) as session:  # the module's token, emptied
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
+    emulator = emulated_drives(3)
+    slot = str(opencryptoki.slot_id)
+    custodians = passphrase_file(tmp_path, emulator)
+    created = cli(
+        "domain", "create", "--slot", slot, "--drives", spec(emulator), "--passphrases", custodians
+    )
+    assert "Profile: portable" in created.stdout
+    with open_token(opencryptoki) as session:
+        session.session.generate_key(
+            KeyType.AES, 256, label="ock-aes", store=True, template={A.EXTRACTABLE: True}
+        )
+    cli("backup", "--slot", slot, "--drives", spec(emulator), "--label", "from-ock")
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects({A.LABEL: "ock-aes"})):
+            obj.destroy()
+    restored = cli(
+        "restore", "--set", "latest", "--slot", slot, "--drives", spec(emulator), "--json"
+    )
+    outcomes = json.loads(restored.stdout)["keys"]
+    assert [(o["label"], o["status"]) for o in outcomes] == [("ock-aes", "restored")]
+    with open_token(opencryptoki) as session:
+        assert len(list(session.session.get_objects({A.LABEL: "ock-aes"}))) == 1
+
+    target = tokens["target"]
+    with (
+        hsm.open(target.slot_id, target.pin) as session,
+        DriveGroup([d.port for d in emulator.drives]) as group,
+    ):
+        passphrases = Passphrases(entries={d.serial: passphrase(d.serial) for d in emulator.drives})
+        with pytest.raises(MechanismMissing) as refused:
+            ceremonies.recover_domain(session, group.drives, passphrases)
+        message = str(refused.value)
+        assert "of the portable profile" in message and "CKM_AES_CBC_PAD" in message
+        assert session.domain_id() is None
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
+
+
+def test_restore_of_a_portable_set_into_softhsm_names_the_mechanism_not_corruption(
+    opencryptoki: OpenCryptokiToken,
+    hsm: Hsm,
+    tokens: dict[str, SoftHsmToken],
+    emulated_drives: StartDrives,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SoftHSM2 2.6.1 lists CKM_AES_CBC_PAD but will not unwrap with it: a portable domain
+    put into it by hand (as a token that lost a mechanism would hold one) opens no set, and
+    restore says which mechanism, not that any copy is corrupt."""
+    emulator = emulated_drives(3)
+    secrets_made: list[bytes] = []
+    new_secret = ceremonies.new_domain_secret
+
+    def recorded() -> bytearray:
+        secret = new_secret()
+        secrets_made.append(bytes(secret))
+        return secret
+
+    monkeypatch.setattr(ceremonies, "new_domain_secret", recorded)
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
+    ports = [d.port for d in emulator.drives]
+    passphrases = Passphrases(entries={d.serial: passphrase(d.serial) for d in emulator.drives})
+    with open_token(opencryptoki) as session, DriveGroup(ports) as group:
+        create_domain(session, group.drives, passphrases)
+        session.session.generate_key(
+            KeyType.AES, 256, label="ock-aes", store=True, template={A.EXTRACTABLE: True}
+        )
+        set_id = backup(session, group.drives, label="portable").set_id.hex()
+    (secret,) = secrets_made
+    target = tokens["target"]
+    with hsm.open(target.slot_id, target.pin) as session, DriveGroup(ports) as group:
+        session.import_domain(secret, profile=PORTABLE)
+        with pytest.raises(MechanismMissing) as refused:
+            restore_set(session, group.drives, set_id)
+        message = str(refused.value)
+        assert "CKM_AES_CBC_PAD" in message and "nothing on the drives is corrupt" in message
+        assert "CKM_AES_KEY_GEN" not in message and refused.value.exit_code != EXIT_INTEGRITY
+    with open_token(opencryptoki) as session:
+        for obj in list(session.session.get_objects()):
+            obj.destroy()
