@@ -17,7 +17,7 @@ from .core.access import open_for_operation
 from .core.errors import BadInput
 from .jobs import Work, create_job
 from .state import DRAFT_SECONDS, Draft, ServiceState
-from .work import backup_work, refresh_work, restore_work
+from .work import backup_work, refresh_work, restore_work, verify_work
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,43 @@ def start_refresh(
     params = {"slot": session.slot_id, "token": session.info.label, "so_id": so_id}
     return _submit(
         state, conn, audit, session, "refresh", user, address, params, refresh_work(state, session)
+    )
+
+
+def start_verify(
+    state: ServiceState,
+    conn: sqlite3.Connection,
+    audit: AuditLog,
+    *,
+    user: str,
+    address: str,
+    set_id: str,
+    slot: int | str,
+    so_id: str,
+    password: str,
+) -> str:
+    """Check every drive's copy of ``set_id`` with the domain key of ``slot`` (a job)."""
+    session = open_for_operation(
+        state.hsm,
+        audit,
+        action="verify",
+        slot=slot,
+        so_id=so_id,
+        password=password,
+        actor=user,
+        address=address,
+    )
+    params = {"set_id": set_id, "slot": session.slot_id, "token": session.info.label}
+    return _submit(
+        state,
+        conn,
+        audit,
+        session,
+        "verify",
+        user,
+        address,
+        {**params, "so_id": so_id},
+        verify_work(state, session, set_id),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from ..backupset import verify_failure
 from ..hsm import HsmSession
 from ..restore import restore_failure
 from .core import operations
@@ -80,5 +81,33 @@ def refresh_work(state: ServiceState, session: HsmSession) -> Work:
             )
         ctx.progress({"phase": "done"})
         return JobOutcome({"sets": count}, "sets.refresh", session.where)
+
+    return work
+
+
+def verify_work(state: ServiceState, session: HsmSession, set_id: str) -> Work:
+    def work(ctx: JobContext) -> JobOutcome:
+        with state.drives_lock:
+            ctx.audit.sign_head_in_slot(session)
+            ctx.conn.commit()
+            result = operations.run_verify(
+                session,
+                state.settings.drives,
+                timeout=state.settings.drive_timeout,
+                set_id=set_id,
+                progress=ctx.progress,
+            )
+        operations.record_verification(ctx.conn, result)
+        body = result.to_json()
+        if result.ok:
+            verdict = "incomplete" if result.incomplete else "ok"
+            return JobOutcome(body, "verify", result.set_id, verdict)
+        failure = verify_failure(result)
+        error = {
+            "error": type(failure).__name__,
+            "exit_code": failure.exit_code,
+            "message": str(failure),
+        }
+        return JobOutcome(body, "verify", result.set_id, "failed", error)
 
     return work

@@ -36,6 +36,31 @@ def refresh(
     return {"job": job}
 
 
+@router.post("/{set_id}/verify", status_code=202, dependencies=[require(Role.OPERATOR)])
+def verify(
+    set_id: str,
+    body: SlotLogin,
+    who: CurrentUser,
+    state: StateDep,
+    conn: DbDep,
+    audit: AuditDep,
+    address: AddressDep,
+) -> dict[str, object]:
+    """Check every drive's copy of the set in the HSM (nothing is restored)."""
+    job = actions.start_verify(
+        state,
+        conn,
+        audit,
+        user=who.user.name,
+        address=address,
+        set_id=set_id,
+        slot=body.slot,
+        so_id=body.so_id,
+        password=body.password,
+    )
+    return {"job": job}
+
+
 @router.get("", dependencies=[require(*Role)])
 def list_sets(conn: DbDep) -> list[dict[str, object]]:
     return [e.to_json() for e in operations.catalogue(conn)]

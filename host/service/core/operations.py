@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from ...backupset import BackupResult, backup, list_sets
+from ...backupset import BackupResult, VerifyResult, backup, list_sets, verify_set
 from ...domain import DriveGroup
 from ...hsm import HsmSession
 from ...restore import RestoreResult, restore_set
@@ -124,7 +124,32 @@ def run_restore(
     return result, warnings.lines
 
 
+def run_verify(
+    session: HsmSession,
+    drive_spec: str | None,
+    *,
+    timeout: float,
+    set_id: str,
+    progress: Progress,
+) -> VerifyResult:
+    """Check every drive's copy of set ``set_id`` in the HSM, restoring nothing."""
+    progress({"phase": "checking each drive's copy"})
+    domain_id = session.require_domain()
+    with DriveGroup.from_spec(drive_spec, timeout) as group:
+        result = verify_set(session, group.drives, domain_id, set_id)
+    progress({"phase": "done"})
+    return result
+
+
 # --- the catalogue: what the service knows of the sets without a PIN --------------------------
+
+
+def record_verification(conn: sqlite3.Connection, result: VerifyResult) -> None:
+    """A catalogued set's verified drives become those whose copy just proved good."""
+    conn.execute(
+        "UPDATE sets SET verified = ?, seen = ? WHERE set_id = ?",
+        (json.dumps([c.serial for c in result.good]), time.time(), result.set_id),
+    )
 
 
 def record_backup(conn: sqlite3.Connection, result: BackupResult, domain_id: bytes) -> None:

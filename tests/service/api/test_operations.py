@@ -11,6 +11,7 @@ import sys
 import pytest
 from conftest import USER_PIN, Domain, Service
 from pkcs11 import Attribute
+from sealkeep.backupset import set_object_name
 from sealkeep.hsm import Hsm
 
 pytestmark = pytest.mark.integration
@@ -157,3 +158,51 @@ def test_a_backup_through_the_service_carries_the_audit_head_the_slot_signed(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
+
+
+def test_verify_checks_every_copy_and_names_a_damaged_one(serve, domain: Domain) -> None:
+    service: Service = serve("--drives", domain.drives)
+    operator = service.add_user("olivia", "operator", "auditor")
+    login = {"slot": "source", "so_id": "so-4", "password": USER_PIN}
+    job = operator.post("/api/v1/backups", json=login).json()["job"]
+    set_id = service.wait_job(operator, job)["result"]["set_id"]
+
+    job = operator.post(f"/api/v1/sets/{set_id}/verify", json=login).json()["job"]
+    done = service.wait_job(operator, job)
+    assert done["state"] == "done", done
+    assert done["result"]["ok"] is True
+    assert [c["status"] for c in done["result"]["copies"]] == ["good"] * 3
+
+    # one drive's copy damaged in its flash: the job fails and names that drive
+    damaged = domain.emulator.drives[1]
+    blob = damaged.flash / "obj" / set_object_name(bytes.fromhex(set_id))
+    data = bytearray(blob.read_bytes())
+    data[-10] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    job = operator.post(f"/api/v1/sets/{set_id}/verify", json=login).json()["job"]
+    failed = service.wait_job(operator, job)
+    statuses = {c["serial"]: c["status"] for c in failed["result"]["copies"]}
+    assert statuses[damaged.serial] != "good"
+    assert sum(1 for s in statuses.values() if s == "good") == 2
+    (entry,) = operator.get("/api/v1/sets").json()
+    assert damaged.serial not in entry["verified"] and len(entry["verified"]) == 2
+    verdicts = [
+        r["result"] for r in operator.get("/api/v1/audit").json() if r["action"] == "verify"
+    ]
+    assert verdicts[0] in ("failed", "incomplete") and verdicts[-1] == "ok"
+
+
+def test_a_drive_that_stops_answering_is_an_audit_event(serve, domain: Domain) -> None:
+    service: Service = serve("--drives", domain.drives, env={"SEALKEEP_DRIVE_TIMEOUT": "1"})
+    auditor = service.add_user("ada", "auditor")
+    auditor.get("/api/v1/drives")
+    domain.emulator.kill(2)
+    auditor.get("/api/v1/drives")
+    events = [r for r in auditor.get("/api/v1/audit").json() if r["action"] == "drive.event"]
+    (event,) = events
+    assert event["result"] == "unreachable" and event["detail"]["was"] == "owned"
+    assert event["target"] == domain.emulator.drives[2].serial
+    domain.emulator.restart(2)
+    auditor.get("/api/v1/drives")
+    back = [r for r in auditor.get("/api/v1/audit").json() if r["action"] == "drive.event"]
+    assert back[0]["result"] == "owned" and back[0]["detail"]["was"] == "unreachable"
