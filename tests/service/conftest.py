@@ -209,6 +209,9 @@ def serve(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Callable[...,
     logs = [stop_service(s) for s in started]
     for log in logs:
         assert "Traceback" not in log, log
+        # nothing secret reaches the service's log
+        for secret in (USER_PIN, ADMIN_PASSWORD):
+            assert secret not in log
 
 
 @dataclass
