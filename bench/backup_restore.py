@@ -48,19 +48,13 @@ from typing import Any
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 from sealkeep.backupset import authenticate_copy, backup, set_object_name
-from sealkeep.domain import (
-    ENV_KDF_MEMORY,
-    ENV_KDF_TIME,
-    DriveGroup,
-    create_domain,
-    owner_login,
-    recover_domain,
-)
+from sealkeep.domain import ENV_KDF_MEMORY, ENV_KDF_TIME, DriveGroup, create_domain, owner_login
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import Hsm, HsmSession
 from sealkeep.kdf import KdfParams, derive_custodian_keys
 from sealkeep.manifest import KeyEntry, Manifest
 from sealkeep.pins import Passphrases
+from sealkeep.recovery import recover_domain
 from sealkeep.restore import restore_set
 from sealkeep.softhsm import SoftHsmFarm
 

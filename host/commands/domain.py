@@ -11,19 +11,17 @@ from ..domain import (
     CreateResult,
     DriveGroup,
     Problem,
-    RecoverResult,
-    ReshareResult,
     check_retention,
     check_set_size,
     check_threshold,
     create_domain,
-    recover_domain,
-    reshare_domain,
 )
 from ..errors import SealkeepError
 from ..hsm import Hsm
 from ..hsm_caps import PROFILES, profile_named
 from ..pins import Passphrases
+from ..recovery import RecoverResult, recover_domain
+from ..reshare import ReshareResult, reshare_domain
 from . import add_drives_option, add_json_option, add_timeout_option
 from .slots import add_slot_options, load_module, open_slot
 

@@ -12,9 +12,10 @@ import time
 
 from .. import ui
 from ..backupset import SetListing, list_sets
-from ..domain import Drive, DriveGroup, Problem, choose_domain, drive_problems, short
+from ..domain import Drive, DriveGroup, Problem, drive_problems, short
 from ..errors import SealkeepError
 from ..hsm import DomainError, Hsm, HsmSession, class_name, key_type_name
+from ..recovery import choose_domain
 from ..restore import fetch_set
 from ..service.audit import AuditHead
 from . import add_json_option

@@ -17,8 +17,9 @@ import os
 import sys
 
 from sealkeep import domain, hsm
-from sealkeep.domain import DriveGroup, create_domain, recover_domain
+from sealkeep.domain import DriveGroup, create_domain
 from sealkeep.pins import Passphrases, parse_passphrases
+from sealkeep.recovery import recover_domain
 
 
 def report(fd: int, value: bytearray, mask: bytes) -> None:

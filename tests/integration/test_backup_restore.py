@@ -27,11 +27,11 @@ from sealkeep.domain import (
     DrivesFull,
     DrivesUnreachable,
     create_domain,
-    recover_domain,
 )
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import DomainError, Hsm, HsmSession
 from sealkeep.pins import InputError, Passphrases
+from sealkeep.recovery import recover_domain
 from sealkeep.restore import restore_set
 
 if TYPE_CHECKING:

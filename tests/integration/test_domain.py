@@ -28,15 +28,11 @@ from sealkeep.domain import (
     OwnerKeys,
     check_threshold,
     create_domain,
-    gather_shares,
     kdf_floor,
     login_domain_drives,
     new_kdf_params,
     owner_login,
     read_record,
-    rebuild,
-    recover_domain,
-    reshare_domain,
     share_aad,
 )
 from sealkeep.domainrecord import Member, RecordError, pack_sealed_share, unpack_sealed_share
@@ -44,6 +40,8 @@ from sealkeep.emulator import Emulator
 from sealkeep.hsm import DomainError, Hsm, HsmSession, domain_id_from_secret, new_domain_secret
 from sealkeep.kdf import KdfFloor, KdfParams, derive_custodian_keys, seal_share, unseal_share
 from sealkeep.pins import InputError, Passphrases
+from sealkeep.recovery import gather_shares, rebuild, recover_domain
+from sealkeep.reshare import reshare_domain
 
 if TYPE_CHECKING:
     from conftest import StartDrives

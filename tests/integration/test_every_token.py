@@ -31,14 +31,14 @@ from sealkeep.domain import (
     DriveGroup,
     DrivesCorrupt,
     create_domain,
-    recover_domain,
-    reshare_domain,
 )
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import Hsm, HsmSession
 from sealkeep.hsm_caps import PORTABLE, STANDARD, MechanismMissing, profile_named
 from sealkeep.manifest import FORMAT_PROFILED, read_header
 from sealkeep.pins import Passphrases
+from sealkeep.recovery import recover_domain
+from sealkeep.reshare import reshare_domain
 from sealkeep.restore import restore_set
 from sealkeep.samples import self_signed_certificate
 

@@ -37,6 +37,7 @@ from sealkeep.hsm_base import (
 from sealkeep.hsm_caps import PORTABLE, MechanismMissing
 from sealkeep.hsm_keys import DomainKeyValues
 from sealkeep.pins import Passphrases
+from sealkeep.recovery import recover_domain
 from sealkeep.restore import restore_set
 from sealkeep.transport import open_transport
 
@@ -372,7 +373,7 @@ def test_a_portable_domain_names_what_softhsm_lacks_to_rebuild_it(
     ):
         passphrases = Passphrases(entries={d.serial: passphrase(d.serial) for d in emulator.drives})
         with pytest.raises(MechanismMissing) as refused:
-            ceremonies.recover_domain(session, group.drives, passphrases)
+            recover_domain(session, group.drives, passphrases)
         message = str(refused.value)
         assert "of the portable profile" in message and "CKM_AES_CBC_PAD" in message
         assert session.domain_id() is None

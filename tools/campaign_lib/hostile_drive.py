@@ -49,21 +49,14 @@ import cbor2
 from sealkeep import shamir
 from sealkeep.backupset import backup, set_object_name
 from sealkeep.client import DriveClient
-from sealkeep.domain import (
-    DOMAIN_OBJECT,
-    SHARE_OBJECT,
-    DriveGroup,
-    create_domain,
-    gather_shares,
-    rebuild,
-    share_aad,
-)
+from sealkeep.domain import DOMAIN_OBJECT, SHARE_OBJECT, DriveGroup, create_domain, share_aad
 from sealkeep.domainrecord import DomainRecord, Member, pack_sealed_share
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import HsmSession, domain_id_from_secret, new_domain_secret
 from sealkeep.kdf import KdfParams, derive_custodian_keys, seal_share
 from sealkeep.pins import Passphrases
 from sealkeep.protocol import framing, messages
+from sealkeep.recovery import gather_shares, rebuild
 from sealkeep.restore import restore_set
 from sealkeep.transport import open_transport
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import itertools
 from functools import partial
 
-from sealkeep.domain import DriveGroup, create_domain, gather_shares, rebuild
+from sealkeep.domain import DriveGroup, create_domain
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import domain_id_from_secret
 from sealkeep.pins import Passphrases
+from sealkeep.recovery import gather_shares, rebuild
 
 from . import hsmfarm
 from .common import Ctx, Tally, guarded
