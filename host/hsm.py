@@ -227,6 +227,7 @@ class Hsm:
         initialized = False
         domain_id = None
         hierarchy: int | None = None
+        profile: int | None = None
         if present:
             try:
                 token = slot.get_token()
@@ -238,7 +239,7 @@ class Hsm:
                 if initialized:
                     marker = _read_marker(token)
                     if marker is not None:
-                        domain_id, hierarchy = marker
+                        domain_id, hierarchy, profile = marker
             except PKCS11Error:
                 pass
         return SlotInfo(
@@ -252,6 +253,7 @@ class Hsm:
             manufacturer=manufacturer,
             domain_id=domain_id,
             domain_hierarchy=hierarchy,
+            domain_profile=profile,
         )
 
     def open(self, slot_id: int, pin: str) -> HsmSession:
@@ -304,13 +306,14 @@ class Hsm:
             self._logins[slot_id] = (known[0], known[1] - 1)
 
 
-def _read_marker(token: Any) -> tuple[bytes, int] | None:
-    """(domain id, key hierarchy) from the public marker object, without logging in."""
+def _read_marker(token: Any) -> tuple[bytes, int, int] | None:
+    """(domain id, key hierarchy, profile number) from the public marker object, without
+    logging in."""
     with token.open() as session:
         for obj in session.get_objects({A.CLASS: ObjectClass.DATA, A.LABEL: DOMAIN_MARKER_LABEL}):
             parsed = _parse_marker(obj[A.VALUE])
             if parsed is not None:
-                return parsed[0], parsed[1]
+                return parsed
     return None
 
 

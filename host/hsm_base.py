@@ -414,6 +414,18 @@ class SlotInfo:
     manufacturer: str
     domain_id: bytes | None
     domain_hierarchy: int | None = None
+    domain_profile: int | None = None
+    """The number of the mechanism profile its domain follows (see :mod:`sealkeep.hsm_caps`)."""
+
+    @property
+    def profile_name(self) -> str | None:
+        """``standard``, ``portable``, or a number this version does not know."""
+        if self.domain_profile is None:
+            return None
+        from .hsm_caps import profile_numbered
+
+        profile = profile_numbered(self.domain_profile)
+        return profile.name if profile is not None else f"profile {self.domain_profile}"
 
     @property
     def holds_domain(self) -> bool:
@@ -437,6 +449,7 @@ class SlotInfo:
             "holds_domain": self.holds_domain,
             "domain_id": self.domain_id.hex() if self.domain_id else None,
             "key_hierarchy": self.domain_hierarchy,
+            "profile": self.profile_name if self.holds_domain else None,
             "old_key_hierarchy": self.old_hierarchy,
         }
 

@@ -101,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
             rows.append([str(info.slot_id), "(token not initialised)"])
             continue
         domain = info.domain_id.hex()[:DOMAIN_SHOWN] if info.domain_id else "-"
-        rows.append([str(info.slot_id), info.label, info.serial, info.model, domain])
+        profile = (info.profile_name or "-") if info.holds_domain else "-"
+        rows.append([str(info.slot_id), info.label, info.serial, info.model, domain, profile])
     print(f"module: {hsm.module}")
-    ui.print_table(["SLOT", "TOKEN", "SERIAL", "MODEL", "BACKUP DOMAIN"], rows)
+    ui.print_table(["SLOT", "TOKEN", "SERIAL", "MODEL", "BACKUP DOMAIN", "PROFILE"], rows)
     for info in slots:
         if info.old_hierarchy:
             print(

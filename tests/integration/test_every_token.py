@@ -230,6 +230,9 @@ def test_the_set_records_its_profile(
     header = read_header(stored)
     assert header.profile == profile_named(token.profile).number
     assert (header.format_version == FORMAT_PROFILED) == (token.profile == PORTABLE.name)
+    # and the slot says it without a PIN, as `sealkeep slots` shows it
+    (slot,) = [i for i in token.hsm.slots() if i.slot_id == token.source[0]]
+    assert slot.profile_name == token.profile and slot.to_json()["profile"] == token.profile
 
 
 def test_quick_restore_proves_every_key(
