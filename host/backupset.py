@@ -42,6 +42,7 @@ from .errors import (
 )
 from .hsm import HsmSession, ObjectInfo, SetKeyError, UnsealError
 from .hsm_base import HIERARCHY_SHARED_KEK, class_name
+from .hsm_caps import profile_label
 from .manifest import ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
 
@@ -473,6 +474,7 @@ class SetListing:
             "token": h.token.label,
             "token_serial": h.token.serial,
             "domain_id": h.domain_id.hex(),
+            "profile": profile_label(h.profile),
             "keys": h.key_count,
             "bytes": self.size,
             "present": self.present,

@@ -422,10 +422,9 @@ class SlotInfo:
         """``standard``, ``portable``, or a number this version does not know."""
         if self.domain_profile is None:
             return None
-        from .hsm_caps import profile_numbered
+        from .hsm_caps import profile_label  # hsm_caps builds on this module
 
-        profile = profile_numbered(self.domain_profile)
-        return profile.name if profile is not None else f"profile {self.domain_profile}"
+        return profile_label(self.domain_profile)
 
     @property
     def holds_domain(self) -> bool:

@@ -68,6 +68,7 @@ __all__ = [
     "mechanism_failure",
     "mechanism_name",
     "possible_profiles",
+    "profile_label",
     "profile_named",
     "require_capabilities",
     "require_mechanisms",
@@ -182,6 +183,12 @@ def profile_named(name: str) -> Profile:
 
 def profile_numbered(number: int) -> Profile | None:
     return PROFILES.get(number)
+
+
+def profile_label(number: int) -> str:
+    """The name of profile ``number``, or what this version calls one it does not know."""
+    profile = PROFILES.get(number)
+    return profile.name if profile is not None else f"profile {number}"
 
 
 def mechanism_name(mechanism: int) -> str:

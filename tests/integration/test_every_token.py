@@ -23,7 +23,7 @@ import pytest
 from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
-from sealkeep.backupset import backup, set_object_name, verify_set
+from sealkeep.backupset import backup, list_sets, set_object_name, verify_set
 from sealkeep.domain import (
     ENV_KDF_FLOOR,
     ENV_KDF_MEMORY,
@@ -225,7 +225,10 @@ def domain3(token: Token, start: Start) -> tuple[Emulator, bytes, bytes, set[str
 def test_the_set_records_its_profile(
     token: Token, domain3: tuple[Emulator, bytes, bytes, set[str]]
 ) -> None:
-    emulator, _, set_id, _ = domain3
+    emulator, domain_id, set_id, _ = domain3
+    with token.open() as session, DriveGroup(ports(emulator)) as group:
+        (listed,), _ = list_sets(session, group.drives, domain_id)
+    assert listed.to_json()["profile"] == token.profile
     stored = (emulator.drives[0].flash / "obj" / set_object_name(set_id)).read_bytes()[40:]
     header = read_header(stored)
     assert header.profile == profile_named(token.profile).number
