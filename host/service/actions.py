@@ -1,5 +1,5 @@
-"""What the API and the portal both do for backups and restores: log into the slot with
-the SO password given for this operation, record the job and its audit, queue the work.
+"""What the API and the portal both do for operations on a slot: log in with the SO
+password given for this operation alone, record the job and its audit, queue the work.
 
 The routers only parse and shape; the rules live here and below, so they hold once.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from ..hsm import HsmSession, ObjectInfo
@@ -18,6 +18,27 @@ from .core.errors import BadInput
 from .jobs import Work, create_job
 from .state import DRAFT_SECONDS, Draft, ServiceState
 from .work import backup_work, refresh_work, restore_work, verify_work
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, from where, and what the request holds: the service, its database
+    connection (committed by the request) and the audit log on it."""
+
+    state: ServiceState
+    conn: sqlite3.Connection
+    audit: AuditLog
+    user: str
+    address: str
+
+
+@dataclass(frozen=True)
+class SlotLogin:
+    """A slot (its id or token label) and the SO ID and password for one operation."""
+
+    slot: int | str
+    so_id: str
+    password: str
 
 
 @dataclass(frozen=True)
@@ -41,31 +62,26 @@ class Preview:
         }
 
 
-def preview_backup(
-    state: ServiceState,
-    audit: AuditLog,
-    *,
-    slot: int | str,
-    so_id: str,
-    password: str,
-    label: str,
-    user: str,
-    address: str,
-) -> Preview:
+def login(caller: Caller, action: str, slot: SlotLogin) -> HsmSession:
+    """A session on the slot, logged in with the SO password; a refusal is audited."""
+    return open_for_operation(
+        caller.state.hsm,
+        caller.audit,
+        action=action,
+        slot=slot.slot,
+        so_id=slot.so_id,
+        password=slot.password,
+        actor=caller.user,
+        address=caller.address,
+    )
+
+
+def preview_backup(caller: Caller, slot: SlotLogin, label: str) -> Preview:
     """Log into the slot and list what a backup would hold and what not, and why; the
     logged-in session waits in memory (never on disk) for the start, for a short while."""
-    session = open_for_operation(
-        state.hsm,
-        audit,
-        action="backup.preview",
-        slot=slot,
-        so_id=so_id,
-        password=password,
-        actor=user,
-        address=address,
-    )
+    session = login(caller, "backup.preview", slot)
     try:
-        audit.sign_head_in_slot(session)
+        caller.audit.sign_head_in_slot(session)
         objects = session.check_wrapping(session.objects())
         if session.domain_id() is None:
             raise BadInput(
@@ -75,8 +91,15 @@ def preview_backup(
     except BaseException:
         session.close()
         raise
-    draft = state.keep_draft(
-        Draft(user, session.slot_id, so_id, label, session, time.monotonic() + DRAFT_SECONDS)
+    draft = caller.state.keep_draft(
+        Draft(
+            caller.user,
+            session.slot_id,
+            slot.so_id,
+            label,
+            session,
+            time.monotonic() + DRAFT_SECONDS,
+        )
     )
     return Preview(
         draft,
@@ -89,185 +112,85 @@ def preview_backup(
 
 
 def start_backup(
-    state: ServiceState,
-    conn: sqlite3.Connection,
-    audit: AuditLog,
-    *,
-    user: str,
-    address: str,
-    draft: str | None = None,
-    slot: int | str | None = None,
-    so_id: str | None = None,
-    password: str | None = None,
-    label: str = "",
+    caller: Caller, *, draft: str | None = None, slot: SlotLogin | None = None, label: str = ""
 ) -> str:
     """Start a backup from a preview's ``draft``, or log in now; returns the job id."""
     if draft is not None:
-        taken = state.take_draft(draft, user)
+        taken = caller.state.take_draft(draft, caller.user)
         session, so_id, label = taken.session, taken.so_id, taken.label
+    elif slot is not None:
+        session, so_id = login(caller, "backup", slot), slot.so_id
     else:
-        if slot is None or so_id is None or password is None:
-            raise BadInput("give `slot`, `so_id` and `password` (or a preview's `draft`)")
-        session = open_for_operation(
-            state.hsm,
-            audit,
-            action="backup",
-            slot=slot,
-            so_id=so_id,
-            password=password,
-            actor=user,
-            address=address,
-        )
-    params = {"slot": session.slot_id, "token": session.info.label, "label": label}
+        raise BadInput("give `slot`, `so_id` and `password` (or a preview's `draft`)")
     return _submit(
-        state,
-        conn,
-        audit,
+        caller,
         session,
         "backup",
-        user,
-        address,
-        {**params, "so_id": so_id},
-        backup_work(state, session, label, so_id),
+        {"label": label, "so_id": so_id},
+        lambda s: backup_work(caller.state, s, label, so_id),
     )
 
 
 def start_restore(
-    state: ServiceState,
-    conn: sqlite3.Connection,
-    audit: AuditLog,
-    *,
-    user: str,
-    address: str,
-    set_id: str,
-    slot: int | str,
-    so_id: str,
-    password: str,
-    keys: Collection[str] | None,
+    caller: Caller, slot: SlotLogin, set_id: str, keys: Collection[str] | None
 ) -> str:
-    """Start restoring ``set_id`` (or its objects labelled ``keys``) into ``slot``."""
+    """Start restoring ``set_id`` (or its objects labelled ``keys``) into the slot."""
     chosen = sorted({k.strip() for k in keys or () if k.strip()}) or None
-    session = open_for_operation(
-        state.hsm,
-        audit,
-        action="restore",
-        slot=slot,
-        so_id=so_id,
-        password=password,
-        actor=user,
-        address=address,
-    )
-    params = {
-        "set_id": set_id,
-        "slot": session.slot_id,
-        "token": session.info.label,
-        "keys": chosen,
-        "so_id": so_id,
-    }
     return _submit(
-        state,
-        conn,
-        audit,
-        session,
+        caller,
+        login(caller, "restore", slot),
         "restore",
-        user,
-        address,
-        params,
-        restore_work(state, session, set_id, chosen, so_id),
+        {"set_id": set_id, "keys": chosen, "so_id": slot.so_id},
+        lambda s: restore_work(caller.state, s, set_id, chosen, slot.so_id),
     )
 
 
-def start_refresh(
-    state: ServiceState,
-    conn: sqlite3.Connection,
-    audit: AuditLog,
-    *,
-    user: str,
-    address: str,
-    slot: int | str,
-    so_id: str,
-    password: str,
-) -> str:
+def start_refresh(caller: Caller, slot: SlotLogin) -> str:
     """Read the sets of the slot's domain from the drives into the catalogue (a job: an
     owner session on each drive needs the slot's PIN)."""
-    session = open_for_operation(
-        state.hsm,
-        audit,
-        action="sets.refresh",
-        slot=slot,
-        so_id=so_id,
-        password=password,
-        actor=user,
-        address=address,
-    )
-    params = {"slot": session.slot_id, "token": session.info.label, "so_id": so_id}
     return _submit(
-        state, conn, audit, session, "refresh", user, address, params, refresh_work(state, session)
+        caller,
+        login(caller, "sets.refresh", slot),
+        "refresh",
+        {"so_id": slot.so_id},
+        lambda s: refresh_work(caller.state, s),
     )
 
 
-def start_verify(
-    state: ServiceState,
-    conn: sqlite3.Connection,
-    audit: AuditLog,
-    *,
-    user: str,
-    address: str,
-    set_id: str,
-    slot: int | str,
-    so_id: str,
-    password: str,
-) -> str:
-    """Check every drive's copy of ``set_id`` with the domain key of ``slot`` (a job)."""
-    session = open_for_operation(
-        state.hsm,
-        audit,
-        action="verify",
-        slot=slot,
-        so_id=so_id,
-        password=password,
-        actor=user,
-        address=address,
-    )
-    params = {"set_id": set_id, "slot": session.slot_id, "token": session.info.label}
+def start_verify(caller: Caller, slot: SlotLogin, set_id: str) -> str:
+    """Check every drive's copy of ``set_id`` with the domain key of the slot (a job)."""
     return _submit(
-        state,
-        conn,
-        audit,
-        session,
+        caller,
+        login(caller, "verify", slot),
         "verify",
-        user,
-        address,
-        {**params, "so_id": so_id},
-        verify_work(state, session, set_id),
+        {"set_id": set_id, "so_id": slot.so_id},
+        lambda s: verify_work(caller.state, s, set_id),
     )
 
 
 def _submit(
-    state: ServiceState,
-    conn: sqlite3.Connection,
-    audit: AuditLog,
+    caller: Caller,
     session: HsmSession,
     kind: str,
-    user: str,
-    address: str,
     params: dict[str, object],
-    work: Work,
+    make_work: Callable[[HsmSession], Work],
 ) -> str:
     """The job row and its audit record, committed; then the work is queued. The session
     is closed however this ends."""
     try:
-        job = create_job(conn, kind, user, params)
-        audit.append(
+        full = {"slot": session.slot_id, "token": session.info.label, **params}
+        job = create_job(caller.conn, kind, caller.user, full)
+        caller.audit.append(
             f"{kind}.start",
-            actor=user,
-            address=address,
+            actor=caller.user,
+            address=caller.address,
             target=session.where,
-            detail={"job": job, **params},
+            detail={"job": job, **full},
         )
-        conn.commit()
+        caller.conn.commit()
+        work = make_work(session)
     except BaseException:
         session.close()
         raise
-    state.runner.submit(job, work, session.close)
+    caller.state.runner.submit(job, work, session.close)
     return job

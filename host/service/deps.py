@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from ..errors import SealkeepError
 from . import db
+from .actions import Caller
 from .audit import AuditLog
 from .core.errors import Forbidden, NotLoggedIn
 from .core.users import Principal, Role, session_principal, token_principal
@@ -157,3 +158,13 @@ def require(*roles: Role) -> Any:
 
 
 ANY_ROLE = tuple(Role)
+
+
+def current_caller(
+    who: CurrentUser, state: StateDep, conn: DbDep, audit: AuditDep, address: AddressDep
+) -> Caller:
+    """The caller, as the service's actions take it."""
+    return Caller(state, conn, audit, who.user.name, address)
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from .. import actions
 from ..core.users import Role
-from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+from ..deps import CallerDep, require
 from .models import SlotLogin
 
 router = APIRouter(prefix="/backups", tags=["backups"], dependencies=[require(Role.OPERATOR)])
@@ -28,40 +28,14 @@ class StartBackup(BaseModel):
 
 
 @router.post("/preview")
-def preview(
-    body: PreviewBackup, who: CurrentUser, state: StateDep, audit: AuditDep, address: AddressDep
-) -> dict[str, object]:
-    return actions.preview_backup(
-        state,
-        audit,
-        slot=body.slot,
-        so_id=body.so_id,
-        password=body.password,
-        label=body.label,
-        user=who.user.name,
-        address=address,
-    ).to_json()
+def preview(body: PreviewBackup, caller: CallerDep) -> dict[str, object]:
+    return actions.preview_backup(caller, body.login(), body.label).to_json()
 
 
 @router.post("", status_code=202)
-def start(
-    body: StartBackup,
-    who: CurrentUser,
-    state: StateDep,
-    conn: DbDep,
-    audit: AuditDep,
-    address: AddressDep,
-) -> dict[str, object]:
-    job = actions.start_backup(
-        state,
-        conn,
-        audit,
-        user=who.user.name,
-        address=address,
-        draft=body.draft,
-        slot=body.slot,
-        so_id=body.so_id,
-        password=body.password,
-        label=body.label,
-    )
+def start(body: StartBackup, caller: CallerDep) -> dict[str, object]:
+    login = None
+    if body.slot is not None and body.so_id is not None and body.password is not None:
+        login = actions.SlotLogin(body.slot, body.so_id, body.password)
+    job = actions.start_backup(caller, draft=body.draft, slot=login, label=body.label)
     return {"job": job}

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from .. import actions
 from ..core.users import Role
-from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+from ..deps import CallerDep, require
 from .models import SlotLogin
 
 router = APIRouter(prefix="/restores", tags=["restores"], dependencies=[require(Role.OPERATOR)])
@@ -20,24 +20,5 @@ class StartRestore(SlotLogin):
 
 
 @router.post("", status_code=202)
-def start(
-    body: StartRestore,
-    who: CurrentUser,
-    state: StateDep,
-    conn: DbDep,
-    audit: AuditDep,
-    address: AddressDep,
-) -> dict[str, object]:
-    job = actions.start_restore(
-        state,
-        conn,
-        audit,
-        user=who.user.name,
-        address=address,
-        set_id=body.set_id,
-        slot=body.slot,
-        so_id=body.so_id,
-        password=body.password,
-        keys=body.keys,
-    )
-    return {"job": job}
+def start(body: StartRestore, caller: CallerDep) -> dict[str, object]:
+    return {"job": actions.start_restore(caller, body.login(), body.set_id, body.keys)}

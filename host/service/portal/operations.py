@@ -11,7 +11,7 @@ from ...errors import SealkeepError
 from .. import actions
 from ..core import operations
 from ..core.users import Role
-from ..deps import AddressDep, AuditDep, CurrentUser, DbDep, StateDep, require
+from ..deps import CallerDep, CurrentUser, DbDep, StateDep, require
 from .pages import render
 
 router = APIRouter(dependencies=[require(Role.OPERATOR)])
@@ -29,24 +29,14 @@ def backup_preview(
     request: Request,
     who: CurrentUser,
     state: StateDep,
-    audit: AuditDep,
-    address: AddressDep,
+    caller: CallerDep,
     slot: Text,
     so_id: Text,
     password: Text,
     label: Annotated[str, Form(max_length=64)] = "",
 ) -> HTMLResponse:
     try:
-        preview = actions.preview_backup(
-            state,
-            audit,
-            slot=slot,
-            so_id=so_id,
-            password=password,
-            label=label,
-            user=who.user.name,
-            address=address,
-        )
+        preview = actions.preview_backup(caller, actions.SlotLogin(slot, so_id, password), label)
     except SealkeepError as exc:
         slots = [s.to_json() for s in state.hsm.slots()]
         form = {"slot": slot, "so_id": so_id, "label": label}
@@ -64,15 +54,8 @@ def backup_preview(
 
 
 @router.post("/backup/start")
-def backup_start(
-    who: CurrentUser,
-    state: StateDep,
-    conn: DbDep,
-    audit: AuditDep,
-    address: AddressDep,
-    draft: Text,
-) -> Response:
-    job = actions.start_backup(state, conn, audit, user=who.user.name, address=address, draft=draft)
+def backup_start(caller: CallerDep, draft: Text) -> Response:
+    job = actions.start_backup(caller, draft=draft)
     return RedirectResponse(f"/jobs/{job}", status_code=303)
 
 
@@ -95,8 +78,7 @@ def restore_start(
     who: CurrentUser,
     state: StateDep,
     conn: DbDep,
-    audit: AuditDep,
-    address: AddressDep,
+    caller: CallerDep,
     set_id: Text,
     slot: Text,
     so_id: Text,
@@ -104,18 +86,8 @@ def restore_start(
     keys: Annotated[str, Form(max_length=4096)] = "",
 ) -> Response:
     try:
-        job = actions.start_restore(
-            state,
-            conn,
-            audit,
-            user=who.user.name,
-            address=address,
-            set_id=set_id,
-            slot=slot,
-            so_id=so_id,
-            password=password,
-            keys=keys.split(","),
-        )
+        login = actions.SlotLogin(slot, so_id, password)
+        job = actions.start_restore(caller, login, set_id, keys.split(","))
     except SealkeepError as exc:
         form = {"set_id": set_id, "slot": slot, "so_id": so_id, "keys": keys}
         return render(
