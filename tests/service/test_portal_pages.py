@@ -75,6 +75,8 @@ def test_a_page_without_the_role_is_refused_and_without_a_session_goes_to_login(
     for path in ("/backup", "/restore", "/users", "/allowlist"):
         page = auditor.get(path)
         assert page.status_code == 403 and "needs the" in page.text, path
+        # shown inside the portal's frame, with what this user may open
+        assert 'href="/audit"' in page.text and 'href="/backup"' not in page.text, path
     assert auditor.get("/audit").status_code == 200
     nav = auditor.get("/").text
     assert 'href="/backup"' not in nav and 'href="/audit"' in nav

@@ -10,8 +10,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from ...errors import SealkeepError
 from ...ui import human_duration, human_size
-from ..core.users import Principal, Role
+from .. import db
+from ..core.users import Principal, Role, session_principal
+from ..deps import SESSION_COOKIE
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 
@@ -59,7 +62,32 @@ def render(
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-    return render(request, "error.html", None, status_code=status, status=status, message=message)
+    """The error, inside the portal's frame when the browser holds a live session."""
+    return render(
+        request, "error.html", _viewer(request), status_code=status, status=status, message=message
+    )
+
+
+def _viewer(request: Request) -> Principal | None:
+    """Who the session cookie names, if it still does; nothing is written or refused here
+    (the request has already been answered with an error)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    state = getattr(request.app.state, "service", None)
+    if not cookie or state is None:
+        return None
+    conn = db.connect(state.settings.db_path)
+    try:
+        return session_principal(
+            conn,
+            cookie,
+            idle=state.settings.session_idle_seconds,
+            absolute=state.settings.session_absolute_seconds,
+        )
+    except SealkeepError:
+        return None
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 def refused_page(request: Request, address: str) -> HTMLResponse:
