@@ -181,10 +181,6 @@ def profile_named(name: str) -> Profile:
     )
 
 
-def profile_numbered(number: int) -> Profile | None:
-    return PROFILES.get(number)
-
-
 def profile_label(number: int) -> str:
     """The name of profile ``number``, or what this version calls one it does not know."""
     profile = PROFILES.get(number)

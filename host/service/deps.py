@@ -157,9 +157,6 @@ def require(*roles: Role) -> Any:
     return Depends(check)
 
 
-ANY_ROLE = tuple(Role)
-
-
 def current_caller(
     who: CurrentUser, state: StateDep, conn: DbDep, audit: AuditDep, address: AddressDep
 ) -> Caller:

@@ -24,6 +24,7 @@ from ..errors import (
     SealkeepError,
 )
 from .core.errors import LoginFailed, NotFound, NotLoggedIn, TooManyAttempts
+from .portal.pages import error_page
 
 log = logging.getLogger("sealkeep.service")
 
@@ -64,8 +65,6 @@ def install(app: FastAPI) -> None:
         if wants_html(request):
             if status == 401:
                 return RedirectResponse("/login", status_code=303)
-            from .portal.pages import error_page
-
             return error_page(request, status, str(exc))
         headers = {}
         if isinstance(exc, TooManyAttempts):
@@ -84,8 +83,6 @@ def install(app: FastAPI) -> None:
         )
         message = f"the request is not as expected: {problems}"
         if wants_html(request):
-            from .portal.pages import error_page
-
             return error_page(request, 400, message)
         return JSONResponse(error_body("BadInput", EXIT_USAGE, message), status_code=400)
 

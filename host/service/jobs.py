@@ -35,13 +35,18 @@ PROGRESS_EVERY = 0.2  # seconds between progress writes to the row
 class JobOutcome:
     """What a job's work returns: its result and the audit record of how it ended."""
 
-    result: dict[str, Any]
+    result: dict[str, Any] | None
     audit_action: str
     audit_target: str | None
     audit_result: str = "ok"
     error: dict[str, Any] | None = None
     """Set when the work ran to its end but did not succeed (some keys not restored): the
     job is ``failed`` and keeps its result, so every per-key outcome stays visible."""
+
+
+def error_json(exc: SealkeepError) -> dict[str, Any]:
+    """How a job records an error: as the API answers one."""
+    return {"error": type(exc).__name__, "exit_code": exc.exit_code, "message": str(exc)}
 
 
 class JobContext:
@@ -209,47 +214,27 @@ class JobRunner:
                 outcome = work(context)
             except SealkeepError as exc:
                 conn.rollback()
-                error = {
-                    "error": type(exc).__name__,
-                    "exit_code": exc.exit_code,
-                    "message": str(exc),
-                }
-                context.audit.append(
-                    row["kind"],
-                    actor=row["user"],
-                    address=None,
-                    target=job_id,
-                    result="failed",
-                    detail={"job": job_id, "error": type(exc).__name__, "message": str(exc)},
-                )
-                self._finish(conn, job_id, "failed", None, error)
-                return
+                outcome = JobOutcome(None, row["kind"], job_id, "failed", error_json(exc))
             except Exception as exc:  # a bug: the job fails, the service goes on
                 conn.rollback()
-                error = {
+                log.exception("job %s (%s) failed with an internal error", job_id, row["kind"])
+                internal = {
                     "error": "InternalError",
                     "exit_code": 1,
                     "message": f"internal error ({type(exc).__name__}); the service log "
                     "has the details",
                 }
-                context.audit.append(
-                    row["kind"],
-                    actor=row["user"],
-                    address=None,
-                    target=job_id,
-                    result="failed",
-                    detail={"job": job_id, "error": "InternalError"},
-                )
-                self._finish(conn, job_id, "failed", None, error)
-                log.exception("job %s (%s) failed with an internal error", job_id, row["kind"])
-                return
+                outcome = JobOutcome(None, row["kind"], job_id, "failed", internal)
+            detail: dict[str, object] = {"job": job_id}
+            if outcome.error is not None:
+                detail.update(error=outcome.error["error"], message=outcome.error["message"])
             context.audit.append(
                 outcome.audit_action,
                 actor=row["user"],
                 address=None,
                 target=outcome.audit_target,
                 result=outcome.audit_result,
-                detail={"job": job_id},
+                detail=detail,
             )
             state = "failed" if outcome.error is not None else "done"
             self._finish(conn, job_id, state, outcome.result, outcome.error)

@@ -8,7 +8,7 @@ from ..backupset import verify_failure
 from ..hsm import HsmSession
 from ..restore import restore_failure
 from .core import operations
-from .jobs import JobContext, JobOutcome, Work
+from .jobs import JobContext, JobOutcome, Work, error_json
 from .state import ServiceState
 
 
@@ -60,13 +60,7 @@ def restore_work(
         body = {**result.to_json(), "warnings": warnings}
         if result.ok:
             return JobOutcome(body, "restore", set_id)
-        failure = restore_failure(result)
-        error = {
-            "error": type(failure).__name__,
-            "exit_code": failure.exit_code,
-            "message": str(failure),
-        }
-        return JobOutcome(body, "restore", set_id, "failed", error)
+        return JobOutcome(body, "restore", set_id, "failed", error_json(restore_failure(result)))
 
     return work
 
@@ -102,12 +96,7 @@ def verify_work(state: ServiceState, session: HsmSession, set_id: str) -> Work:
         if result.ok:
             verdict = "incomplete" if result.incomplete else "ok"
             return JobOutcome(body, "verify", result.set_id, verdict)
-        failure = verify_failure(result)
-        error = {
-            "error": type(failure).__name__,
-            "exit_code": failure.exit_code,
-            "message": str(failure),
-        }
-        return JobOutcome(body, "verify", result.set_id, "failed", error)
+        failure = error_json(verify_failure(result))
+        return JobOutcome(body, "verify", result.set_id, "failed", failure)
 
     return work

@@ -8,12 +8,14 @@ opens a :class:`DriveClient` on an emulated drive.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from sealkeep.client import DriveClient
+from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
 from sealkeep.emulator import EmulatedDrive, Emulator, EmulatorError, find_micropython
 from sealkeep.relay import LinkSpec
 from sealkeep.transport import open_transport
@@ -79,6 +81,27 @@ def emulated_drives(tmp_path: Path, micropython_command: str) -> Iterator[StartD
     yield start
     for emulator in reversed(started):
         emulator.stop()
+
+
+@pytest.fixture
+def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id at tiny costs (and the floor lowered to match): these tests are about
+    ceremonies, not the KDF. Modules take it with ``pytest.mark.usefixtures("cheap_kdf")``."""
+    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
+    monkeypatch.setenv(ENV_KDF_TIME, "1")
+    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
+
+
+@pytest.fixture
+def start(emulated_drives: StartDrives, tmp_path: Path) -> Callable[..., Emulator]:
+    """``start(n, **options)``: emulated drives, each group in a folder of its own; all stop
+    when the test ends."""
+    count = itertools.count()
+
+    def run(n: int, **options: Any) -> Emulator:
+        return emulated_drives(n, dir=tmp_path / f"drives{next(count)}", **options)
+
+    return run
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,9 +17,6 @@ from sealkeep.backupset import (
     verify_set,
 )
 from sealkeep.domain import (
-    ENV_KDF_FLOOR,
-    ENV_KDF_MEMORY,
-    ENV_KDF_TIME,
     DriveGroup,
     DriveProblems,
     DrivesCorrupt,
@@ -35,10 +31,9 @@ from sealkeep.recovery import recover_domain
 from sealkeep.restore import restore_set
 
 if TYPE_CHECKING:
-    from conftest import StartDrives
     from hsm_fixtures import SoftHsmToken
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cheap_kdf")]
 pytest_plugins = ["hsm_fixtures"]
 
 Start = Callable[..., Emulator]
@@ -54,24 +49,6 @@ def custodians(*emulators: Emulator) -> Passphrases:
             for d in e.drives
         }
     )
-
-
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
-    monkeypatch.setenv(ENV_KDF_TIME, "1")
-    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
-
-
-@pytest.fixture
-def start(emulated_drives: StartDrives, tmp_path: Path) -> Start:
-    """Start emulated drives, each group in its own folder; all stop when the test ends."""
-    count = itertools.count()
-
-    def run(n: int, **options: Any) -> Emulator:
-        return emulated_drives(n, dir=tmp_path / f"drives{next(count)}", **options)
-
-    return run
 
 
 def ports(emulator: Emulator, *indexes: int) -> list[str]:

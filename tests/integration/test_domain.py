@@ -6,7 +6,6 @@ import dataclasses
 import itertools
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cbor2
@@ -16,8 +15,6 @@ from sealkeep.client import Role
 from sealkeep.domain import (
     DOMAIN_OBJECT,
     ENV_KDF_FLOOR,
-    ENV_KDF_MEMORY,
-    ENV_KDF_TIME,
     SHARE_OBJECT,
     CeremonyError,
     DomainRecord,
@@ -44,10 +41,9 @@ from sealkeep.recovery import gather_shares, rebuild, recover_domain
 from sealkeep.reshare import reshare_domain
 
 if TYPE_CHECKING:
-    from conftest import StartDrives
     from hsm_fixtures import SoftHsmToken
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cheap_kdf")]
 pytest_plugins = ["hsm_fixtures"]
 
 Start = Callable[..., Emulator]
@@ -61,24 +57,6 @@ def custodians(emulator: Emulator, **override: str) -> Passphrases:
     entries = {d.serial: passphrase(d.serial) for d in emulator.drives}
     entries.update(override)
     return Passphrases(entries=entries)
-
-
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
-    monkeypatch.setenv(ENV_KDF_TIME, "1")
-    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
-
-
-@pytest.fixture
-def start(emulated_drives: StartDrives, tmp_path: Path) -> Start:
-    """Start emulated drives, each group in its own folder; all stop when the test ends."""
-    count = itertools.count()
-
-    def run(n: int, **options: Any) -> Emulator:
-        return emulated_drives(n, dir=tmp_path / f"drives{next(count)}", **options)
-
-    return run
 
 
 def ports(emulator: Emulator, *indexes: int) -> list[str]:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
@@ -25,9 +23,6 @@ from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 from sealkeep.backupset import backup, list_sets, set_object_name, verify_set
 from sealkeep.domain import (
-    ENV_KDF_FLOOR,
-    ENV_KDF_MEMORY,
-    ENV_KDF_TIME,
     DriveGroup,
     DrivesCorrupt,
     create_domain,
@@ -43,10 +38,9 @@ from sealkeep.restore import restore_set
 from sealkeep.samples import self_signed_certificate
 
 if TYPE_CHECKING:
-    from conftest import StartDrives
     from hsm_fixtures import SoftHsmToken
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cheap_kdf")]
 pytest_plugins = ["hsm_fixtures"]
 
 A = Attribute
@@ -103,23 +97,6 @@ def token(
     under_test.wipe("source")
     yield under_test
     under_test.wipe("source")
-
-
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
-    monkeypatch.setenv(ENV_KDF_TIME, "1")
-    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
-
-
-@pytest.fixture
-def start(emulated_drives: StartDrives, tmp_path: Path) -> Start:
-    count = itertools.count()
-
-    def run(n: int, **options: Any) -> Emulator:
-        return emulated_drives(n, dir=tmp_path / f"drives{next(count)}", **options)
-
-    return run
 
 
 def custodians(emulator: Emulator) -> Passphrases:

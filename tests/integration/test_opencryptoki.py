@@ -45,7 +45,11 @@ if TYPE_CHECKING:
     from conftest import StartDrives
     from hsm_fixtures import OpenCryptokiToken, SoftHsmFarm, SoftHsmToken
 
-pytestmark = [pytest.mark.integration, pytest.mark.opencryptoki]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.opencryptoki,
+    pytest.mark.usefixtures("cheap_kdf"),
+]
 pytest_plugins = ["hsm_fixtures"]
 
 A = Attribute
@@ -88,13 +92,6 @@ class Cli:
 @pytest.fixture
 def cli(opencryptoki: OpenCryptokiToken, softhsm: SoftHsmFarm, tmp_path: Path) -> Cli:
     return Cli(opencryptoki, softhsm, tmp_path)
-
-
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
-    monkeypatch.setenv(ENV_KDF_TIME, "1")
-    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
 
 
 def passphrase(serial: str) -> str:

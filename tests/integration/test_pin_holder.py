@@ -35,9 +35,6 @@ from pkcs11.util.rsa import decode_rsa_private_key
 from sealkeep import manifest
 from sealkeep.backupset import authenticate_copy, backup, set_object_name
 from sealkeep.domain import (
-    ENV_KDF_FLOOR,
-    ENV_KDF_MEMORY,
-    ENV_KDF_TIME,
     DriveGroup,
     create_domain,
     owner_login,
@@ -49,18 +46,11 @@ if TYPE_CHECKING:
     from conftest import StartDrives
     from hsm_fixtures import SoftHsmToken
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cheap_kdf")]
 pytest_plugins = ["hsm_fixtures"]
 
 KWP = Mechanism.AES_KEY_WRAP_PAD
 CKA_UNWRAP_TEMPLATE = 0x40000212
-
-
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_KDF_MEMORY, "8")
-    monkeypatch.setenv(ENV_KDF_TIME, "1")
-    monkeypatch.setenv(ENV_KDF_FLOOR, "m=8,t=1")
 
 
 @dataclass

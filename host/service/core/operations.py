@@ -17,7 +17,6 @@ from ...backupset import BackupResult, VerifyResult, backup, list_sets, verify_s
 from ...domain import DriveGroup
 from ...hsm import HsmSession
 from ...restore import RestoreResult, restore_set
-from .errors import NotFound
 
 Progress = Callable[[dict[str, object]], None]
 
@@ -153,20 +152,48 @@ def record_verification(conn: sqlite3.Connection, result: VerifyResult) -> None:
 
 
 def record_backup(conn: sqlite3.Connection, result: BackupResult, domain_id: bytes) -> None:
+    _catalogue(
+        conn,
+        result.set_id.hex(),
+        int(time.time()),
+        result.label,
+        result.slot_id,
+        result.token,
+        domain_id.hex(),
+        result.keys,
+        result.size,
+        [d.serial for d in result.drives],
+        [d.serial for d in result.drives if d.verified],
+    )
+
+
+def _catalogue(
+    conn: sqlite3.Connection,
+    set_id: str,
+    created: int,
+    label: str,
+    slot: int,
+    token: str,
+    domain_id: str,
+    keys: int,
+    size: int,
+    drives: list[str],
+    verified: list[str],
+) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO sets (set_id, created, label, slot, token, domain_id, keys, "
         "bytes, drives, verified, seen) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (
-            result.set_id.hex(),
-            int(time.time()),
-            result.label,
-            result.slot_id,
-            result.token,
-            domain_id.hex(),
-            result.keys,
-            result.size,
-            json.dumps([d.serial for d in result.drives]),
-            json.dumps([d.serial for d in result.drives if d.verified]),
+            set_id,
+            created,
+            label,
+            slot,
+            token,
+            domain_id,
+            keys,
+            size,
+            json.dumps(drives),
+            json.dumps(verified),
             time.time(),
         ),
     )
@@ -182,22 +209,18 @@ def refresh_catalogue(
         listings, _ = list_sets(session, group.drives, domain_id)
     for listing in listings:
         h = listing.header
-        conn.execute(
-            "INSERT OR REPLACE INTO sets (set_id, created, label, slot, token, domain_id, "
-            "keys, bytes, drives, verified, seen) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                h.set_id.hex(),
-                h.created,
-                h.label,
-                h.token.slot_id,
-                h.token.label,
-                h.domain_id.hex(),
-                h.key_count,
-                listing.size,
-                json.dumps(listing.present),
-                json.dumps(listing.verified),
-                time.time(),
-            ),
+        _catalogue(
+            conn,
+            h.set_id.hex(),
+            h.created,
+            h.label,
+            h.token.slot_id,
+            h.token.label,
+            h.domain_id.hex(),
+            h.key_count,
+            listing.size,
+            listing.present,
+            listing.verified,
         )
     return len(listings)
 
@@ -239,10 +262,3 @@ def catalogue(conn: sqlite3.Connection, *, limit: int = 1000) -> list[CatalogueE
         )
         for r in rows
     ]
-
-
-def catalogued(conn: sqlite3.Connection, set_id: str) -> CatalogueEntry:
-    for entry in catalogue(conn):
-        if entry.set_id == set_id:
-            return entry
-    raise NotFound(f"no set {set_id!r} in the catalogue: see GET /api/v1/sets")
