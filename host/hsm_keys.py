@@ -576,6 +576,11 @@ class SetKey:
         )
 
     @property
+    def direct(self) -> Wrapping | None:
+        """Direct calls in this set's session (None where the keys came from python-pkcs11)."""
+        return self._wrapping
+
+    @property
     def hierarchy(self) -> int:
         if self.wrapped_manifest_key is None:
             return HIERARCHY_SHARED_KEK
