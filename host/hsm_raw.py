@@ -41,6 +41,7 @@ _CKR_ATTRIBUTE_SENSITIVE = 0x11
 _CKR_ATTRIBUTE_TYPE_INVALID = 0x12
 _CKR_BUFFER_TOO_SMALL = 0x150
 _READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, _CKR_ATTRIBUTE_TYPE_INVALID)
+WRAP_ROOM = 8192  # an RSA-4096 private key wraps into ~2.4 KB
 VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values take two calls
 _FIND_BATCH = 4096
 # Positions in CK_FUNCTION_LIST (PKCS#11 v2.x, after the version).
@@ -403,15 +404,23 @@ class RawModule:
         key: int,
         parameter: bytes | None = None,
     ) -> bytes:
-        """C_WrapKey (``parameter``: the mechanism's, an IV for CBC): the wrapped key."""
-        size = CK_ULONG()
+        """C_WrapKey (``parameter``: the mechanism's, an IV for CBC): the wrapped key.
+
+        One call into a buffer room for any usual key (a token computes the whole wrap to
+        answer a length query, so asking first would wrap each key twice); a larger key is
+        asked its length, as the token answers CKR_BUFFER_TOO_SMALL with it.
+        """
         mech = _mechanism(mechanism, parameter)
-        _check("C_WrapKey", self._wrap(session, mech, wrapping_key, key, None, ctypes.byref(size)))
-        buffer = ctypes.create_string_buffer(max(1, size.value))
-        address = ctypes.addressof(buffer)
-        _check(
-            "C_WrapKey", self._wrap(session, mech, wrapping_key, key, address, ctypes.byref(size))
+        size = CK_ULONG(WRAP_ROOM)
+        buffer = ctypes.create_string_buffer(WRAP_ROOM)
+        rv = self._wrap(
+            session, mech, wrapping_key, key, ctypes.addressof(buffer), ctypes.byref(size)
         )
+        if rv == _CKR_BUFFER_TOO_SMALL:
+            buffer = ctypes.create_string_buffer(max(1, size.value))
+            address = ctypes.addressof(buffer)
+            rv = self._wrap(session, mech, wrapping_key, key, address, ctypes.byref(size))
+        _check("C_WrapKey", rv)
         return buffer.raw[: size.value]
 
     def unwrap_key(
