@@ -4,12 +4,14 @@
 Prints:
   - backup of AES-256, RSA-2048 and EC P-256 keys (a fresh SoftHSM2 token) to 5 emulated
     drives, against a bare python-pkcs11 loop that finds the same keys (get_objects) and
-    wraps each one (goal >= 0.5); medians of --runs pairs, each backup in a new session.
-    `backup_ratio_to_wrap_calls` compares with the loop's wrap calls alone: a backup also
-    reads some 30 attributes of every object, seals the manifest and writes it to 5 drives,
-    so it stays well below 0.5 by that measure
+    wraps each one (goal >= 0.9); medians of --runs pairs, each backup in a new session.
+    `backup_ratio_to_wrap_calls` compares with the loop's wrap calls alone. The stages say
+    where the time goes: the drives log in while the HSM lists and wraps (`check` is what
+    is left of them afterwards), but the write starts only once the manifest is sealed,
+    since a put opens with the object's size and SHA-256
   - restore of N AES keys of that set into a token, against a bare unwrap-into-token loop
-    over the same wrapped keys into the same token (goal >= 0.8)
+    over the same wrapped keys into the same token (goal >= 0.95); a restore also proves
+    each key by use and reads its attributes back
   - the size of the set per object, and the time of `domain recover` from 3 of the 5 drives
     with the production Argon2id parameters
 
@@ -67,8 +69,8 @@ KEK_FLAGS = (
 )
 
 GOALS = {
-    "backup_ratio": "≥ 0.5",
-    "restore_ratio": "≥ 0.8",
+    "backup_ratio": "≥ 0.9",
+    "restore_ratio": "≥ 0.95",
 }
 
 

@@ -21,7 +21,11 @@ four calls and a new Python class on each object it finds, so listing calls the 
 directly: one search for every handle, one call per object (~100 µs per object in all,
 against ~250 µs), falling back to python-pkcs11 where that does not work. Any search scans
 the whole token (~0.2 s in a token of 10,000 objects), so presence checks use one index of
-the token built up front, and a session finds the domain keys once, with one search.
+the token built up front, and a session finds the domain keys once: from a listing of the
+slot where it made one (a backup does), else with one search. Keys this process makes or
+lists are used by handle through direct calls: python-pkcs11's view of a handle costs a
+search to find. python-pkcs11 initialises the module without locking, so the module is
+called from one thread only; drives are asked in other threads meanwhile.
 """
 
 from __future__ import annotations
