@@ -409,14 +409,25 @@ class RawModule:
             lengths = template.lengths()
             # A token that refuses the template may leave entries untouched (still showing
             # the room): those are read one by one below, never taken for values.
-            if rv == _CKR_OK or (rv in _READ_OK and VALUE_ROOM not in lengths):
-                return {
+            answered = rv == _CKR_OK or (rv in _READ_OK and VALUE_ROOM not in lengths)
+            if answered:
+                values = {
                     kind: ctypes.string_at(address, length)
                     for kind, address, length in zip(
                         types, template.addresses, lengths, strict=True
                     )
                     if length != CK_UNAVAILABLE
                 }
+        if answered:
+            unavailable = [k for k, n in zip(types, lengths, strict=True) if n == CK_UNAVAILABLE]
+            if rv != _CKR_OK and unavailable:
+                # An entry too long for its room reads unavailable too, and the token may
+                # then answer for another entry (openCryptoki answers
+                # CKR_ATTRIBUTE_TYPE_INVALID, as the standard allows): the lengths of the
+                # unavailable ones tell which they are.
+                with suppress(RawError):
+                    values.update(self._read_sized(session, handle, unavailable))
+            return values
         if rv == _CKR_BUFFER_TOO_SMALL:
             return self._read_sized(session, handle, types)
         # Some tokens refuse a whole template for one attribute they do not know: one by one.

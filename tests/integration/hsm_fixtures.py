@@ -1,6 +1,7 @@
 """SoftHSM2 tokens for tests: a private token directory per test session (see
 :mod:`sealkeep.softhsm`); subprocesses see them through :attr:`SoftHsmFarm.env`. And
-openCryptoki's soft token, one per machine: :func:`opencryptoki`.
+openCryptoki's soft token, one per machine: :func:`opencryptoki`. A test that takes
+:func:`token` runs once on each (see :class:`Token`).
 
 Use from a test module with ``pytest_plugins = ["hsm_fixtures"]``.
 """
@@ -19,11 +20,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
+from pkcs11.exceptions import PKCS11Error
 from sealkeep.hsm import Hsm, HsmSession
-from sealkeep.samples import sample_keys
+from sealkeep.hsm_caps import PORTABLE, STANDARD
+from sealkeep.samples import SAMPLE_LABELS, sample_keys, self_signed_certificate
 from sealkeep.softhsm import SoftHsmFarm as PrivateSoftHsm
 from sealkeep.softhsm import SoftHsmToken
 
@@ -248,3 +252,126 @@ def opencryptoki(opencryptoki_service: OpenCryptokiService) -> Iterator[OpenCryp
         label = f"sk-{secrets.token_hex(4)}"
         pin = secrets.token_hex(4)  # 8 characters, the soft token's longest
         yield opencryptoki_service.init_token(label, pin)
+
+
+# --- every token ----------------------------------------------------------------------------
+
+
+@dataclass
+class Token:
+    """A token under test: where a domain is made, and where it is recovered to.
+
+    On SoftHSM2 the two are the farm's tokens "source" and "target"; openCryptoki has one
+    soft token per machine, so there both are that token, and a test that moves to the
+    "target" empties it first (:meth:`wipe`): the HSM is lost and replaced.
+    """
+
+    kind: str
+    hsm: Hsm
+    source: tuple[int, str]
+    target: tuple[int, str]
+    profile: str
+    sample_cert: ClassVar[str] = "sample-cert"
+
+    @property
+    def one_token(self) -> bool:
+        return self.source == self.target
+
+    def open(self, which: str = "source") -> HsmSession:
+        slot_id, pin = self.source if which == "source" else self.target
+        return self.hsm.open(slot_id, pin)
+
+    def has(self, mechanism: Mechanism) -> bool:
+        with self.open() as session:
+            return int(mechanism) in {int(m) for m in session.session.token.slot.get_mechanisms()}
+
+    @property
+    def has_ec(self) -> bool:
+        return self.has(Mechanism.EC_KEY_PAIR_GEN)
+
+    def wipe(self, which: str) -> None:
+        with self.open(which) as session:
+            for obj in list(session.session.get_objects()):
+                with suppress(PKCS11Error):
+                    obj.destroy()
+
+    def sample_keys(self, session: HsmSession) -> dict[str, Any]:
+        """:func:`sealkeep.samples.sample_keys` on a token with EC keys; on one without
+        (openCryptoki), the same but the EC pair, and the certificate under a label of its
+        own, :attr:`sample_cert` (id 04)."""
+        if self.has_ec:
+            return sample_keys(session)
+        return sample_keys_without_ec(session)
+
+
+def sample_keys_without_ec(session: HsmSession) -> dict[str, Any]:
+    """The sample keys a token without EC mechanisms can hold (see :meth:`Token.sample_keys`)."""
+    raw = session.session
+    made: dict[str, Any] = {}
+    made["aes"] = raw.generate_key(
+        KeyType.AES,
+        256,
+        label=SAMPLE_LABELS["aes"],
+        id=b"\x01",
+        store=True,
+        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+    )
+    made["aes_local"] = raw.generate_key(
+        KeyType.AES,
+        256,
+        label=SAMPLE_LABELS["aes_local"],
+        id=b"\x02",
+        store=True,
+        template={Attribute.EXTRACTABLE: False},
+    )
+    made["rsa_pub"], made["rsa"] = raw.generate_keypair(
+        KeyType.RSA,
+        2048,
+        label=SAMPLE_LABELS["rsa"],
+        id=b"\x03",
+        store=True,
+        private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+    )
+    der, subject, serial = self_signed_certificate("sealkeep sample")
+    made["cert"] = raw.create_object(
+        {
+            Attribute.CLASS: ObjectClass.CERTIFICATE,
+            Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+            Attribute.TOKEN: True,
+            Attribute.LABEL: Token.sample_cert,
+            Attribute.ID: b"\x04",
+            Attribute.VALUE: der,
+            Attribute.SUBJECT: subject,
+            Attribute.ISSUER: subject,
+            Attribute.SERIAL_NUMBER: serial,
+        }
+    )
+    return made
+
+
+@pytest.fixture(params=["softhsm", pytest.param("opencryptoki", marks=pytest.mark.opencryptoki)])
+def token(
+    request: pytest.FixtureRequest, hsm: Hsm, tokens: dict[str, SoftHsmToken]
+) -> Iterator[Token]:
+    """Each PKCS#11 implementation the suite has, emptied before and after the test."""
+    if request.param == "softhsm":
+        source, target = tokens["source"], tokens["target"]
+        yield Token(
+            "softhsm",
+            hsm,
+            (source.slot_id, source.pin),
+            (target.slot_id, target.pin),
+            STANDARD.name,
+        )
+        return
+    ock = request.getfixturevalue("opencryptoki")
+    under_test = Token(
+        "opencryptoki",
+        Hsm(ock.module),
+        (ock.slot_id, ock.pin),
+        (ock.slot_id, ock.pin),
+        PORTABLE.name,
+    )
+    under_test.wipe("source")
+    yield under_test
+    under_test.wipe("source")
