@@ -1,4 +1,10 @@
-"""Backup, listing, verify and restore on real SoftHSM2 tokens and emulated drives."""
+"""Backup, listing, verify and restore on real SoftHSM2 tokens and emulated drives.
+
+What these tests ask of the token (quick restore, disaster recovery, a tampered set, keys
+restored by label) runs on openCryptoki as well in ``test_every_token`` and ``test_hsm``;
+the rest here is the drives' part (fallback, room, missing drives, listing), the same on any
+token.
+"""
 
 from __future__ import annotations
 
