@@ -8,6 +8,7 @@ Use from a test module with ``pytest_plugins = ["hsm_fixtures"]``.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import glob
 import os
@@ -18,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,6 +103,43 @@ OCK_SLOT = 3  # the soft token's slot in Debian's /etc/opencryptoki/opencryptoki
 OCK_SO_PIN = "87654321"  # the soft token's factory SO PIN; PINs are 4 to 8 characters
 OCK_LOCK = Path(tempfile.gettempdir()) / "sealkeep-opencryptoki.lock"
 OCK_LOCK_WAIT = 90.0
+
+
+class _TokenInfo(ctypes.Structure):
+    """CK_TOKEN_INFO, as far as the session counts."""
+
+    _fields_ = [
+        ("label", ctypes.c_char * 32),
+        ("manufacturer_id", ctypes.c_char * 32),
+        ("model", ctypes.c_char * 16),
+        ("serial_number", ctypes.c_char * 16),
+        ("flags", ctypes.c_ulong),
+        ("max_session_count", ctypes.c_ulong),
+        ("session_count", ctypes.c_ulong),
+        ("rest", ctypes.c_ulong * 8),
+        ("versions", ctypes.c_ubyte * 4),
+        ("utc_time", ctypes.c_char * 16),
+    ]
+
+
+_UNAVAILABLE = ctypes.c_ulong(-1).value
+
+
+def open_sessions(module: str, slot_id: int) -> int | None:
+    """How many sessions the token in ``slot_id`` has open (all processes), or None when the
+    module does not say (SoftHSM2). The module must be loaded and initialised already."""
+    info = _TokenInfo()
+    if ctypes.CDLL(module).C_GetTokenInfo(ctypes.c_ulong(slot_id), ctypes.byref(info)) != 0:
+        return None
+    return None if info.session_count == _UNAVAILABLE else int(info.session_count)
+
+
+def close_every_session(module: str, slot_id: int) -> None:
+    """C_CloseAllSessions: what this process left open on the token (python-pkcs11 leaves a
+    session open for every failed login) must not keep the next module from re-initialising
+    the machine's one openCryptoki token."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(module).C_CloseAllSessions(ctypes.c_ulong(slot_id))
 
 
 @dataclass
@@ -251,7 +289,9 @@ def opencryptoki(opencryptoki_service: OpenCryptokiService) -> Iterator[OpenCryp
         opencryptoki_service.ensure_running()
         label = f"sk-{secrets.token_hex(4)}"
         pin = secrets.token_hex(4)  # 8 characters, the soft token's longest
-        yield opencryptoki_service.init_token(label, pin)
+        token = opencryptoki_service.init_token(label, pin)
+        yield token
+        close_every_session(token.module, token.slot_id)
 
 
 # --- every token ----------------------------------------------------------------------------
@@ -271,7 +311,15 @@ class Token:
     source: tuple[int, str]
     target: tuple[int, str]
     profile: str
+    mechanisms: frozenset[int] = field(default=frozenset(), repr=False)
     sample_cert: ClassVar[str] = "sample-cert"
+
+    def __post_init__(self) -> None:
+        # Read once: a second session opened while a first is logged in costs openCryptoki
+        # a session that is never closed (see test_a_refused_login_leaves_no_session_open).
+        with self.open() as session:
+            listed = session.session.token.slot.get_mechanisms()
+            self.mechanisms = frozenset(int(m) for m in listed)
 
     @property
     def one_token(self) -> bool:
@@ -281,9 +329,12 @@ class Token:
         slot_id, pin = self.source if which == "source" else self.target
         return self.hsm.open(slot_id, pin)
 
+    def open_sessions(self) -> int | None:
+        """The sessions open on the source token, where the module counts them."""
+        return open_sessions(self.hsm.module, self.source[0])
+
     def has(self, mechanism: Mechanism) -> bool:
-        with self.open() as session:
-            return int(mechanism) in {int(m) for m in session.session.token.slot.get_mechanisms()}
+        return int(mechanism) in self.mechanisms
 
     @property
     def has_ec(self) -> bool:
