@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pkcs11
 import pytest
 from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
@@ -238,6 +239,9 @@ class OpenCryptokiService:
         """Stop the daemon if this process started it."""
         if self.started is None:
             return
+        # pkcsslotd waits some 10 s for a process still connected to it: disconnect first.
+        with suppress(PKCS11Error):
+            pkcs11.lib(self.module).finalize()
         self.started.terminate()
         try:
             self.started.wait(timeout=10)
