@@ -344,6 +344,13 @@ class Token:
     def has_ec(self) -> bool:
         return self.has(Mechanism.EC_KEY_PAIR_GEN)
 
+    def open_target(self) -> HsmSession:
+        """The token a domain is recovered into: on openCryptoki the one token, emptied first
+        (the HSM lost and replaced)."""
+        if self.one_token:
+            self.wipe("target")
+        return self.open("target")
+
     def wipe(self, which: str) -> None:
         with self.open(which) as session:
             for obj in list(session.session.get_objects()):

@@ -46,14 +46,6 @@ def import_domain(token: Token, session: HsmSession, secret: bytes = SECRET) -> 
     return session.import_domain(secret, profile=profile_named(token.profile))
 
 
-def open_target(token: Token) -> HsmSession:
-    """The token a set is restored into: on openCryptoki the one token, emptied first (the
-    HSM lost and replaced)."""
-    if token.one_token:
-        token.wipe("target")
-    return token.open("target")
-
-
 # --- slots and sessions ---------------------------------------------------------------------
 
 
@@ -246,7 +238,7 @@ def test_domain_keys_are_searched_for_once_per_session(
 def test_domain_import_and_owner_credentials(token: Token, tokens: dict[str, SoftHsmToken]) -> None:
     expected_id = domain_id_from_secret(SECRET)
     for which in ("source", "target"):
-        with open_target(token) if which == "target" else token.open() as session:
+        with token.open_target() if which == "target" else token.open() as session:
             assert session.domain_id() is None
             with pytest.raises(DomainError, match="holds no backup domain key"):
                 session.owner_credential("DRIVE-1")
@@ -337,7 +329,7 @@ def test_backup_and_restore_into_another_token(token: Token) -> None:
     assert header.token.label == source_label
     assert header.profile == profile_named(token.profile).number
 
-    with open_target(token) as target:
+    with token.open_target() as target:
         import_domain(token, target)
         kek = target.open_set(header)
         opened = manifest.unseal(blob, kek)
@@ -452,7 +444,7 @@ def test_a_set_of_another_domain_does_not_open(token: Token) -> None:
         token.sample_keys(source)
         blob = back_up(source)
     header = manifest.read_header(blob)
-    with open_target(token) as target:
+    with token.open_target() as target:
         with pytest.raises(DomainError, match="holds no backup domain key"):
             target.open_set(header)
         import_domain(token, target, new_domain_secret())
@@ -520,7 +512,7 @@ def test_unwrap_failure_is_reported_not_raised(token: Token) -> None:
         entries, _ = source.backup_entries(kek)
     aes = next(e for e in entries if e.label == "aes-data")
     broken = dataclasses.replace(aes, wrapped=bytes(len(aes.wrapped or b"")))
-    with open_target(token) as target:
+    with token.open_target() as target:
         import_domain(token, target)
         kek2 = target.open_set_key(
             kek.wrapped, kek.wrapped_manifest_key, kek.wrapped_mac_key, kek.profile
