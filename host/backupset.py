@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from . import manifest
+from .client import DriveClient
 from .domain import (
     OBJECT_OVERHEAD,
     SET_PREFIX,
@@ -31,6 +32,7 @@ from .domain import (
     login_domain_drives,
     short,
 )
+from .drivegroup import DomainLogins
 from .errors import (
     EXIT_INTEGRITY,
     EXIT_INTERRUPTED,
@@ -193,7 +195,31 @@ def check_drives(
     with a warning through ``note``. Returns the drives, and the serials of members of the
     domain that are absent (only when ``allow_missing``).
     """
-    logged, found, record = login_domain_drives(session, drives, domain_id)
+    logins = start_drive_check(session, drives, domain_id)
+    return finish_drive_check(logins, size, allow_missing=allow_missing, note=note)
+
+
+def _free_space(client: DriveClient) -> int:
+    return client.space().free
+
+
+def start_drive_check(
+    session: HsmSession, drives: Sequence[Drive], domain_id: bytes
+) -> DomainLogins:
+    """Owner sessions and free space of the domain's drives, asked in the background while
+    the HSM lists and wraps (see :func:`finish_drive_check`)."""
+    return DomainLogins(session, drives, domain_id, then=_free_space).start()
+
+
+def finish_drive_check(
+    logins: DomainLogins,
+    size: int,
+    *,
+    allow_missing: bool = False,
+    note: Note = _quiet,
+) -> tuple[list[Drive], list[str]]:
+    """What :func:`check_drives` returns, once ``logins`` are done."""
+    logged, found, record = logins.finish()
     problems = [p for p in found if not p.foreign]
     for skipped in (p for p in found if p.foreign):
         note(f"warning: {skipped.drive} skipped: {skipped.reason}")
@@ -212,20 +238,11 @@ def check_drives(
                 for s in missing
             ]
     need = size + OBJECT_OVERHEAD
-    for drive in list(logged):
-        client, _ = drive.use()
-        try:
-            space = client.space()
-        except SealkeepError as exc:
-            problems.append(Problem(drive.name, explain(exc), error_code(exc)))
-            continue
-        if space.free < need:
+    for drive in logged:
+        free = logins.result(drive)
+        if isinstance(free, int) and free < need:
             problems.append(
-                Problem(
-                    drive.name,
-                    f"full: {space.free} bytes free, the set needs {need}",
-                    EXIT_STORAGE,
-                )
+                Problem(drive.name, f"full: {free} bytes free, the set needs {need}", EXIT_STORAGE)
             )
     if problems:
         raise drive_problems(
@@ -235,7 +252,7 @@ def check_drives(
         )
     if not logged:
         raise drive_problems(
-            f"no drive of domain {short(domain_id.hex())} is connected",
+            f"no drive of domain {short(logins.domain_id.hex())} is connected",
             [],
             "Connect the domain's drives and give them with --drives.",
         )
@@ -381,6 +398,7 @@ def backup(
     (the service's audit log head) is sealed into the set's manifest."""
     started = time.monotonic()
     timings: dict[str, float] = {}
+    listed = session.objects()  # first: the session learns the domain's keys from it
     domain_id = session.require_domain()
     session.require_mechanisms(f"cannot back up {session.where}")
     if session.domain_hierarchy() == HIERARCHY_SHARED_KEK:
@@ -388,43 +406,50 @@ def backup(
             f"warning: {session.where} holds its domain under the old key hierarchy, where a "
             "PIN holder can read the keys of its sets; re-share the domain to upgrade it"
         )
-    objects = session.check_wrapping(session.objects())
-    if on_plan is not None:
-        on_plan(objects)
-    candidates = [o for o in objects if o.exportable and not o.is_domain_key]
-    if not candidates:
-        raise NothingToBackUp(f"{session.where} holds no key or certificate that can be backed up")
-    timings["list"] = time.monotonic() - started
-
-    mark = time.monotonic()
-    kek = session.new_set_key()
+    # The drives log in and say their free space while the HSM lists and wraps.
+    logins = start_drive_check(session, drives, domain_id)
     try:
-        entries, skipped = session.backup_entries(kek, objects)
-        timings["wrap"] = time.monotonic() - mark
+        if not logins.members:  # nothing to write to: said before the slot is read
+            finish_drive_check(logins, 0, allow_missing=allow_missing, note=note)
+        objects = session.check_wrapping(listed)
+        if on_plan is not None:
+            on_plan(objects)
+        candidates = [o for o in objects if o.exportable and not o.is_domain_key]
+        if not candidates:
+            raise NothingToBackUp(
+                f"{session.where} holds no key or certificate that can be backed up"
+            )
+        timings["list"] = time.monotonic() - started
+
         mark = time.monotonic()
-        sealed_manifest = manifest.Manifest.new(
-            label=label,
-            audit_head=audit_head,
-            token=session.token_info(),
-            domain_id=domain_id,
-            wrapped_kek=kek.wrapped,
-            wrapped_manifest_key=kek.wrapped_manifest_key,
-            entries=entries,
-            skipped=skipped,
-            wrapped_mac_key=kek.wrapped_mac_key,
-            profile=kek.profile.number,
-        )
-        data = manifest.seal(sealed_manifest, kek)
+        kek = session.new_set_key()
+        try:
+            entries, skipped = session.backup_entries(kek, objects)
+            timings["wrap"] = time.monotonic() - mark
+            mark = time.monotonic()
+            sealed_manifest = manifest.Manifest.new(
+                label=label,
+                audit_head=audit_head,
+                token=session.token_info(),
+                domain_id=domain_id,
+                wrapped_kek=kek.wrapped,
+                wrapped_manifest_key=kek.wrapped_manifest_key,
+                entries=entries,
+                skipped=skipped,
+                wrapped_mac_key=kek.wrapped_mac_key,
+                profile=kek.profile.number,
+            )
+            data = manifest.seal(sealed_manifest, kek)
+        finally:
+            kek.destroy()
+        timings["seal"] = time.monotonic() - mark
     finally:
-        kek.destroy()
-    timings["seal"] = time.monotonic() - mark
+        logins.wait()  # no drive is left in the middle of a login
     digest = hashlib.sha256(data).digest()
     name = set_object_name(sealed_manifest.set_id)
 
     mark = time.monotonic()
-    targets, missing = check_drives(
-        session, drives, domain_id, len(data), allow_missing=allow_missing, note=note
-    )
+    targets, missing = finish_drive_check(logins, len(data), allow_missing=allow_missing, note=note)
     if missing:
         note(f"warning: drive(s) {', '.join(missing)} of the domain are missing and get no copy")
     timings["check"] = time.monotonic() - mark

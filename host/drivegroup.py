@@ -3,16 +3,13 @@ drives of a domain, and the errors that name what is wrong with each drive."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
-
-from pkcs11 import Mechanism
-from pkcs11.exceptions import PKCS11Error
 
 from .client import DriveClient, Hello, Role
 from .domainrecord import (
@@ -35,7 +32,6 @@ from .errors import (
 )
 from .hsm import (
     OWNER_KEY_INFO,
-    DomainError,
     HsmSession,
 )
 from .pins import InputError
@@ -343,41 +339,18 @@ class OwnerKeys:
 
     def __init__(self, session: HsmSession) -> None:
         self.session = session
-        self._key: object | None = None
         self._cache: dict[str, bytes] = {}
-
-    def _owner_key(self) -> object:
-        if self._key is None:
-            _, owner = self.session.domain_keys()
-            if owner is None:
-                self.session.require_domain()
-            self._key = owner
-        return self._key
 
     def __call__(self, serial: str) -> bytes:
         credential = self._cache.get(serial)
         if credential is None:
-            key: Any = self._owner_key()
-            try:
-                credential = bytes(
-                    key.sign(OWNER_KEY_INFO + serial.encode(), mechanism=Mechanism.SHA256_HMAC)
-                )
-            except PKCS11Error as exc:
-                raise DomainError(
-                    f"the domain owner key of {self.session.where} cannot compute an HMAC: {exc!r}"
-                ) from None
+            credential = self.session.owner_hmac(OWNER_KEY_INFO + serial.encode())
             self._cache[serial] = credential
         return credential
 
     def mac(self, message: bytes) -> bytes:
         """``HMAC-SHA256(owner root, message)`` computed by the HSM (checks domain records)."""
-        key: Any = self._owner_key()
-        try:
-            return bytes(key.sign(message, mechanism=Mechanism.SHA256_HMAC))
-        except PKCS11Error as exc:
-            raise DomainError(
-                f"the domain owner key of {self.session.where} cannot compute an HMAC: {exc!r}"
-            ) from None
+        return self.session.owner_hmac(message)
 
 
 def owner_login(session: HsmSession, drive: Drive, owners: OwnerKeys | None = None) -> DriveClient:
@@ -396,29 +369,113 @@ def read_record(client: DriveClient, owners: OwnerKeys | None = None) -> DomainR
     return record
 
 
+class DomainLogins:
+    """Owner sessions on the drives of a domain, opened in parallel in the background.
+
+    The credentials are computed in the HSM when this starts, so the background threads call
+    only the drives: the HSM is never called from two threads at once (python-pkcs11
+    initialises the module without locking). ``then`` runs on each drive once its session is
+    open, in the same thread (what else a command asks every drive, e.g. its free space).
+    :meth:`finish` waits, then reads the domain record from the first drive that has a valid
+    one, its MAC checked in the HSM.
+    """
+
+    def __init__(
+        self,
+        session: HsmSession,
+        drives: Sequence[Drive],
+        domain_id: bytes,
+        then: Callable[[DriveClient], object] | None = None,
+    ) -> None:
+        self.session = session
+        self.domain_id = domain_id
+        self.members, self._problems = classify(drives, domain_id)
+        self._owners = OwnerKeys(session)
+        self._then = then
+        self.results: dict[int, object] = {}
+        self._failed: dict[int, Problem] = {}
+        self._unexpected: BaseException | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> DomainLogins:
+        credentials: list[bytes | Problem] = []
+        for drive in self.members:
+            try:
+                credentials.append(self._owners(drive.use()[1].serial))
+            except SealkeepError as exc:
+                credentials.append(Problem(drive.name, explain(exc), error_code(exc)))
+        for index, credential in enumerate(credentials):
+            if isinstance(credential, Problem):
+                self._failed[index] = credential
+                continue
+            # Daemon threads: Ctrl-C ends the process without waiting for a slow drive.
+            thread = threading.Thread(target=self._one, args=(index, credential), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def _one(self, index: int, credential: bytes) -> None:
+        drive = self.members[index]
+        try:
+            client, _ = drive.use()
+            client.authenticate(Role.OWNER, credential)
+            outcome = self._then(client) if self._then is not None else None
+        except SealkeepError as exc:
+            with self._lock:
+                self._failed[index] = Problem(drive.name, explain(exc), error_code(exc))
+            return
+        except BaseException as exc:  # raised again in the caller's thread by finish()
+            with self._lock:
+                self._unexpected = exc
+            return
+        with self._lock:
+            self.results[index] = outcome
+
+    def wait(self) -> None:
+        """Wait for every drive, in short steps so that Ctrl-C reaches the main thread."""
+        for thread in self._threads:
+            while thread.is_alive():
+                thread.join(0.1)
+
+    def finish(self) -> tuple[list[Drive], list[Problem], DomainRecord | None]:
+        """The drives with an owner session, a problem for each other drive, and the record."""
+        self.wait()
+        if self._unexpected is not None:
+            raise self._unexpected
+        problems = list(self._problems)
+        logged: list[Drive] = []
+        for index, drive in enumerate(self.members):
+            if index in self._failed:
+                problems.append(self._failed[index])
+            else:
+                logged.append(drive)
+        record: DomainRecord | None = None
+        for drive in list(logged):
+            try:
+                record = read_record(drive.use()[0], self._owners)
+            except (ObjectNotFound, RecordError):
+                continue  # the next drive's record may do
+            except SealkeepError as exc:
+                problems.append(Problem(drive.name, explain(exc), error_code(exc)))
+                logged.remove(drive)
+                continue
+            break
+        return logged, problems, record
+
+    def result(self, drive: Drive) -> object:
+        """What ``then`` gave on ``drive`` (None for a drive without a session)."""
+        for index, member in enumerate(self.members):
+            if member is drive:
+                return self.results.get(index)
+        return None
+
+
 def login_domain_drives(
     session: HsmSession,
     drives: Sequence[Drive],
     domain_id: bytes,
 ) -> tuple[list[Drive], list[Problem], DomainRecord | None]:
-    """Owner sessions on the drives of ``domain_id``; the others named; the domain record."""
-    members, problems = classify(drives, domain_id)
-    logged: list[Drive] = []
-    record: DomainRecord | None = None
-    owners = OwnerKeys(session)
-    for drive in members:
-        try:
-            client = owner_login(session, drive, owners)
-        except SealkeepError as exc:
-            problems.append(Problem(drive.name, explain(exc), error_code(exc)))
-            continue
-        logged.append(drive)
-        if record is None:
-            try:
-                record = read_record(client, owners)
-            except (ObjectNotFound, RecordError):
-                record = None  # the next drive's record may do
-            except SealkeepError as exc:
-                problems.append(Problem(drive.name, explain(exc), error_code(exc)))
-                logged.remove(drive)
-    return logged, problems, record
+    """Owner sessions on the drives of ``domain_id`` (opened in parallel); the others named;
+    the domain record."""
+    return DomainLogins(session, drives, domain_id).start().finish()

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import secrets
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -306,6 +306,22 @@ class Hsm:
             self._logins[slot_id] = (known[0], known[1] - 1)
 
 
+_DOMAIN_KEY_ORDER = (DOMAIN_WRAP_LABEL, DOMAIN_OWNER_LABEL, DOMAIN_SEAL_LABEL)
+
+
+def _matches(attributes: Attributes, template: dict[Attribute, Any]) -> bool:
+    """Whether listed ``attributes`` hold every value of a search ``template``, as the token
+    compares them (an attribute the object lacks matches nothing)."""
+    for kind, wanted in template.items():
+        value = attributes.get(int(kind))
+        if isinstance(wanted, bool):
+            if value is not wanted:
+                return False
+        elif isinstance(value, bool) or value != int(wanted):
+            return False
+    return True
+
+
 def _read_marker(token: Any) -> tuple[bytes, int, int] | None:
     """(domain id, key hierarchy, profile number) from the public marker object, without
     logging in."""
@@ -449,6 +465,15 @@ class HsmSession(SetContents):
             return None
         return value
 
+    def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
+        """What :func:`_read` gives for ``obj``, in one direct call where that works."""
+        raw = self.hsm.raw()
+        if raw is not None:
+            with suppress(RawError, PKCS11Error):
+                types = tuple(int(a) for a in attributes)
+                return self._decode(raw.read(int(self.session.handle), int(obj.handle), types))
+        return _read(obj, attributes)
+
     def _listed(self, handle: int, attrs: Attributes) -> _ListedObject:
         template = {
             A.TOKEN: True,
@@ -466,7 +491,33 @@ class HsmSession(SetContents):
         except RawError:
             result = self._objects_pkcs11()
         result.sort(key=lambda o: (o.label, o.id, o.object_class))
+        if self._domain_keys is None:
+            self._learn_domain(result)
         return result
+
+    def _learn_domain(self, listed: list[ObjectInfo]) -> None:
+        """Take the domain's keys and marker from a listing of the whole slot, as the
+        searches of :meth:`_find_domain_keys` and :meth:`domain_profile` would find them:
+        two scans of the token fewer. Anything doubtful (a label twice, no marker, a profile
+        unknown) is left to those searches, which say what is wrong."""
+        keys: dict[str, list[Any]] = {label: [] for label in DOMAIN_LABELS}
+        markers: list[ObjectInfo] = []
+        for item in listed:
+            if item.object_class == ObjectClass.DATA and item.label == DOMAIN_MARKER_LABEL:
+                markers.append(item)
+            elif item.label in keys and _matches(item.attributes, self._DOMAIN_KEY_SEARCH):
+                keys[item.label].append(item.handle)
+        if len(markers) != 1 or any(len(found) > 1 for found in keys.values()):
+            return
+        wrap, owner, seal = (keys[label] for label in _DOMAIN_KEY_ORDER)
+        if not wrap or not owner:
+            return
+        parsed = _parse_marker(markers[0].attributes.get(int(A.VALUE)))
+        profile = PROFILES.get(parsed[2]) if parsed is not None else None
+        if profile is None:
+            return
+        self._domain_keys = _DomainKeys(wrap[0], owner[0], seal[0] if seal else None)
+        self._profile = profile
 
     def _objects_direct(self) -> list[ObjectInfo]:
         # Most objects of a slot are secret keys: read their attributes (CLASS among them) at
@@ -611,8 +662,16 @@ class HsmSession(SetContents):
             )
         return domain
 
+    def owner_hmac(self, message: bytes) -> bytes:
+        """``HMAC-SHA256(owner root, message)``, computed in the HSM."""
+        return self._hmac(self._owner_key(), message)
+
     def _hmac(self, owner_key: Any, message: bytes) -> bytes:
         try:
+            raw = self.hsm.raw()
+            if raw is not None:  # by handle: a listed key's python-pkcs11 view costs a search
+                session, key = int(self.session.handle), int(owner_key.handle)
+                return raw.sign(session, Mechanism.SHA256_HMAC, key, message)
             return bytes(owner_key.sign(message, mechanism=Mechanism.SHA256_HMAC))
         except PKCS11Error as exc:
             raise DomainError(
@@ -672,7 +731,9 @@ class HsmSession(SetContents):
     def wrap_check_profile(self) -> Profile:
         """The profile whose wrap mechanism ``keys`` and a backup try keys with: the domain's,
         or, in a slot without one, the first whose mechanisms the token lists."""
-        if self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL) is not None:
+        if self._domain_keys is not None or (
+            self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL) is not None
+        ):  # a session that found the domain's keys knows its profile without a search
             return self.domain_profile()
         for profile in PROFILES.values():
             try:

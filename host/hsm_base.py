@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -464,7 +465,7 @@ class ObjectInfo:
     refused: bool = False
     """Marked extractable, yet the token will not wrap it: a loss no policy explains."""
 
-    @property
+    @cached_property  # asked for every object, often several times
     def object_class(self) -> int:
         return _int(self.attributes, A.CLASS) or 0
 
@@ -472,7 +473,7 @@ class ObjectInfo:
     def key_type(self) -> int | None:
         return _int(self.attributes, A.KEY_TYPE)
 
-    @property
+    @cached_property
     def label(self) -> str:
         return _str(self.attributes, A.LABEL)
 
@@ -496,7 +497,7 @@ class ObjectInfo:
     def type_name(self) -> str:
         return key_type_name(self.key_type, self.attributes)
 
-    @property
+    @cached_property
     def is_domain_key(self) -> bool:
         """One of the backup domain's own objects (never in a set: the shares keep the keys,
         and the marker names the domain the slot holds), or the slot's audit key pair."""
@@ -506,7 +507,7 @@ class ObjectInfo:
             return self.object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
         return self.needs_wrap and self.label in DOMAIN_LABELS
 
-    @property
+    @cached_property
     def needs_wrap(self) -> bool:
         """Secret and private keys travel wrapped; public keys and certificates do not."""
         return self.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)

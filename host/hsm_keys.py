@@ -81,7 +81,14 @@ from .hsm_caps import (
     Profile,
     is_mechanism_error,
 )
-from .hsm_raw import CKA_UNWRAP_TEMPLATE, HsmCallError, RawModule, RawTemplate, RawValue
+from .hsm_raw import (
+    CKA_UNWRAP_TEMPLATE,
+    GcmParameter,
+    HsmCallError,
+    RawModule,
+    RawTemplate,
+    RawValue,
+)
 
 A = Attribute
 SET_KEY_LABEL = "sealkeep-set-key"
@@ -327,10 +334,11 @@ class Wrapping:
         self.session = session
         self.profile = profile
 
-    def wrap(self, wrapping_key: int, key: int) -> bytes:
+    def wrap(self, wrapping_key: int, key: int, iv: bytes | None = None) -> bytes:
+        """``key`` wrapped; under ``portable`` with a fresh IV, or ``iv`` when given."""
         if not self.profile.iv_len:
             return self.raw.wrap_key(self.session, self.profile.wrap_mechanism, wrapping_key, key)
-        iv = secrets.token_bytes(self.profile.iv_len)
+        iv = iv or secrets.token_bytes(self.profile.iv_len)
         mechanism = self.profile.wrap_mechanism
         return iv + self.raw.wrap_key(self.session, mechanism, wrapping_key, key, iv)
 
@@ -409,7 +417,7 @@ class SessionKeys:
                 with suppress(PKCS11Error):
                     obj.destroy()
             raise
-        return SetKey.of(self.profile, made, wrapped)
+        return SetKey.of(self.profile, made, wrapped, self.wrapping)
 
     def open(
         self,
@@ -438,7 +446,7 @@ class SessionKeys:
                 with suppress(PKCS11Error):
                     obj.destroy()
             raise
-        return SetKey.of(self.profile, made, [bytes(v) for v in values])
+        return SetKey.of(self.profile, made, [bytes(v) for v in values], self.wrapping)
 
 
 class SetCarrier:
@@ -491,7 +499,7 @@ class SetCarrier:
                 with suppress(PKCS11Error):
                     obj.destroy()
             raise
-        return SetKey.of(keys.profile, made, wrapped)
+        return SetKey.of(keys.profile, made, wrapped, keys.wrapping)
 
     def _unwrap_extractable(self, unwrapping: int, wrapped: bytes, template: RawTemplate) -> int:
         """Unwrap a KEK that must stay extractable. openCryptoki 3.8.1 refuses CKA_EXTRACTABLE
@@ -532,8 +540,12 @@ class SetKey:
         profile: Profile = STANDARD,
         mac_key: Any = None,
         wrapped_mac_key: bytes | None = None,
+        wrapping: Wrapping | None = None,
     ) -> None:
         self.handle = handle
+        # Direct calls by handle, where the keys were made by direct calls: python-pkcs11's
+        # view of a session key costs a search of the whole token to find.
+        self._wrapping = wrapping
         self.wrapped = wrapped
         self.manifest_key = handle if manifest_key is None else manifest_key
         self.wrapped_manifest_key = wrapped_manifest_key
@@ -542,7 +554,13 @@ class SetKey:
         self.wrapped_mac_key = wrapped_mac_key
 
     @classmethod
-    def of(cls, profile: Profile, made: list[Any], wrapped: list[bytes]) -> SetKey:
+    def of(
+        cls,
+        profile: Profile,
+        made: list[Any],
+        wrapped: list[bytes],
+        wrapping: Wrapping | None = None,
+    ) -> SetKey:
         """The keys :class:`SessionKeys` made or opened, in its order (KEK, manifest, MAC)."""
         mac_key = made[2] if len(made) > 2 else None
         wrapped_mac = wrapped[2] if len(wrapped) > 2 else None
@@ -554,7 +572,13 @@ class SetKey:
             profile=profile,
             mac_key=mac_key,
             wrapped_mac_key=wrapped_mac,
+            wrapping=wrapping,
         )
+
+    @property
+    def direct(self) -> Wrapping | None:
+        """Direct calls in this set's session (None where the keys came from python-pkcs11)."""
+        return self._wrapping
 
     @property
     def hierarchy(self) -> int:
@@ -565,12 +589,14 @@ class SetKey:
     def wrap(self, obj: Any, like: bytes | None = None) -> bytes:
         """``obj`` wrapped under the KEK. Under ``portable`` the IV is fresh, or that of
         ``like`` (a wrapped value of the set: wrapping again with its IV must give it back)."""
+        iv: bytes | None = None
+        if like is not None and self.profile.iv_len and len(like) > self.profile.iv_len:
+            iv = bytes(like[: self.profile.iv_len])
+        if self._wrapping is not None:
+            return self._wrapping.wrap(int(self.handle.handle), int(obj.handle), iv)
         if not self.profile.iv_len:
             return bytes(self.handle.wrap_key(obj, mechanism=self.profile.wrap_mechanism))
-        if like is not None and len(like) > self.profile.iv_len:
-            iv = bytes(like[: self.profile.iv_len])
-        else:
-            iv = secrets.token_bytes(self.profile.iv_len)
+        iv = iv or secrets.token_bytes(self.profile.iv_len)
         body = self.handle.wrap_key(obj, mechanism=self.profile.wrap_mechanism, mechanism_param=iv)
         return iv + bytes(body)
 
@@ -596,22 +622,15 @@ class SetKey:
         if self.profile is PORTABLE:
             iv = secrets.token_bytes(self.profile.iv_len)
             try:
-                body = bytes(
-                    self.manifest_key.encrypt(
-                        plaintext, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv
-                    )
-                )
+                body = self._crypt(True, self.manifest_key, Mechanism.AES_CBC_PAD, plaintext, iv)
             except PKCS11Error as exc:
                 if is_mechanism_error(exc):
                     raise _missing(CBC_PAD, "cannot seal the set's manifest") from None
                 raise HsmError(f"the HSM cannot encrypt with AES-CBC-PAD: {exc!r}") from None
             return iv + body + self._mac(aad, iv + body)
         nonce = secrets.token_bytes(GCM_NONCE_LEN)
-        params = pkcs11.GCMParams(nonce, aad, GCM_TAG_BITS)
         try:
-            sealed = self.manifest_key.encrypt(
-                plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params
-            )
+            sealed = self._crypt(True, self.manifest_key, Mechanism.AES_GCM, plaintext, nonce, aad)
         except PKCS11Error as exc:
             if is_mechanism_error(exc):
                 raise _missing(GCM, "cannot seal the set's manifest") from None
@@ -621,6 +640,10 @@ class SetKey:
     def _mac(self, aad: bytes, data: bytes) -> bytes:
         message = len(aad).to_bytes(8, "big") + aad + data
         try:
+            if self._wrapping is not None:
+                direct = self._wrapping
+                key = int(self.mac_key.handle)
+                return direct.raw.sign(direct.session, Mechanism.SHA256_HMAC, key, message)
             return bytes(self.mac_key.sign(message, mechanism=Mechanism.SHA256_HMAC))
         except PKCS11Error as exc:
             if is_mechanism_error(exc):
@@ -633,13 +656,9 @@ class SetKey:
             return self._unseal_portable(sealed, aad)
         if len(sealed) < GCM_NONCE_LEN + GCM_TAG_BITS // 8:
             raise UnsealError("sealed data is truncated")
-        params = pkcs11.GCMParams(sealed[:GCM_NONCE_LEN], aad, GCM_TAG_BITS)
+        nonce, body = bytes(sealed[:GCM_NONCE_LEN]), bytes(sealed[GCM_NONCE_LEN:])
         try:
-            return bytes(
-                self.manifest_key.decrypt(
-                    sealed[GCM_NONCE_LEN:], mechanism=Mechanism.AES_GCM, mechanism_param=params
-                )
-            )
+            return self._crypt(False, self.manifest_key, Mechanism.AES_GCM, body, nonce, aad)
         except PKCS11Error as exc:
             if is_mechanism_error(exc):
                 raise _missing(GCM, "cannot open the set's manifest") from None
@@ -655,15 +674,34 @@ class SetKey:
         if not hmac.compare_digest(self._mac(aad, data), tag):
             raise UnsealError("sealed data does not authenticate")
         try:
-            return bytes(
-                self.manifest_key.decrypt(
-                    data[iv_len:], mechanism=Mechanism.AES_CBC_PAD, mechanism_param=data[:iv_len]
-                )
-            )
+            body, iv = bytes(data[iv_len:]), bytes(data[:iv_len])
+            return self._crypt(False, self.manifest_key, Mechanism.AES_CBC_PAD, body, iv)
         except PKCS11Error as exc:
             if is_mechanism_error(exc):
                 raise _missing(CBC_PAD, "cannot open the set's manifest") from None
             raise UnsealError("sealed data does not decrypt") from None
+
+    def _crypt(
+        self,
+        encrypt: bool,
+        key: Any,
+        mechanism: Mechanism,
+        data: bytes,
+        iv: bytes,
+        aad: bytes | None = None,
+    ) -> bytes:
+        """Encrypt or decrypt ``data`` under ``key`` in one part: AES-GCM (``iv`` is the nonce,
+        with ``aad``) or AES-CBC-PAD. By direct calls on the handle where the key was made
+        by them."""
+        if self._wrapping is None:
+            param: Any = iv if aad is None else pkcs11.GCMParams(iv, aad, GCM_TAG_BITS)
+            call = key.encrypt if encrypt else key.decrypt
+            return bytes(call(data, mechanism=mechanism, mechanism_param=param))
+        raw, session = self._wrapping.raw, self._wrapping.session
+        gcm = GcmParameter(iv, aad, GCM_TAG_BITS) if aad is not None else None
+        parameter = bytes(gcm) if gcm is not None else iv
+        call_raw = raw.encrypt if encrypt else raw.decrypt
+        return call_raw(session, int(mechanism), int(key.handle), data, parameter)
 
     def destroy(self) -> None:
         for obj in {
@@ -674,7 +712,10 @@ class SetKey:
             if obj is None:
                 continue
             with suppress(PKCS11Error):
-                obj.destroy()
+                if self._wrapping is not None:
+                    self._wrapping.raw.destroy_object(self._wrapping.session, int(obj.handle))
+                else:
+                    obj.destroy()
 
 
 def _missing(need: Need, doing: str) -> MechanismMissing:

@@ -42,6 +42,7 @@ _CKR_ATTRIBUTE_SENSITIVE = 0x11
 _CKR_ATTRIBUTE_TYPE_INVALID = 0x12
 _CKR_BUFFER_TOO_SMALL = 0x150
 _READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, _CKR_ATTRIBUTE_TYPE_INVALID)
+WRAP_ROOM = 8192  # an RSA-4096 private key wraps into ~2.4 KB
 VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values take two calls
 # Attributes held in a CK_BBOOL, CK_ULONG or CK_DATE, and key components no key in use makes
 # as long as the room: one of them that reads unavailable is absent or sensitive.
@@ -64,8 +65,12 @@ _FN_GET_ATTRIBUTE_VALUE = 24
 _FN_FIND_OBJECTS_INIT = 26
 _FN_FIND_OBJECTS = 27
 _FN_FIND_OBJECTS_FINAL = 28
+_FN_ENCRYPT_INIT = 29
+_FN_ENCRYPT = 30
 _FN_DECRYPT_INIT = 33
 _FN_DECRYPT = 34
+_FN_SIGN_INIT = 42
+_FN_SIGN = 43
 _FN_GENERATE_KEY = 58
 _FN_WRAP_KEY = 60
 _FN_UNWRAP_KEY = 61
@@ -98,6 +103,39 @@ class _CkMechanism(ctypes.Structure):
 
 _MECHANISM = ctypes.POINTER(_CkMechanism)
 _BYTES = ctypes.c_char_p
+
+
+class _CkGcmParams(ctypes.Structure):
+    # PKCS#11 2.40's layout, with ulIvBits, as SoftHSM2 and python-pkcs11 use it.
+    _fields_ = (
+        ("pIv", ctypes.c_void_p),
+        ("ulIvLen", CK_ULONG),
+        ("ulIvBits", CK_ULONG),
+        ("pAAD", ctypes.c_void_p),
+        ("ulAADLen", CK_ULONG),
+        ("ulTagBits", CK_ULONG),
+    )
+
+
+class GcmParameter:
+    """A CK_GCM_PARAMS and the buffers it points into: ``bytes(parameter)`` is what a
+    CK_MECHANISM carries, valid while this object lives."""
+
+    def __init__(self, nonce: bytes, aad: bytes, tag_bits: int) -> None:
+        self._nonce = ctypes.create_string_buffer(nonce, max(1, len(nonce)))
+        self._aad = ctypes.create_string_buffer(aad, max(1, len(aad)))
+        self._structure = _CkGcmParams(
+            ctypes.addressof(self._nonce),
+            len(nonce),
+            len(nonce) * 8,
+            ctypes.addressof(self._aad) if aad else None,
+            len(aad),
+            tag_bits,
+        )
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._structure)
+
 
 CKA_UNWRAP_TEMPLATE = 0x40000212
 """CKF_ARRAY_ATTRIBUTE | 0x212: its value is an array of CK_ATTRIBUTE."""
@@ -219,6 +257,9 @@ class _Template:
         self.buffer = ctypes.create_string_buffer(VALUE_ROOM * count)
         base = ctypes.addressof(self.buffer)
         self.addresses = [base + i * VALUE_ROOM for i in range(count)]
+        self.offsets = [i * VALUE_ROOM for i in range(count)]
+        # Values are copied out through a view: cheaper than a foreign call per attribute.
+        self.view = memoryview(self.buffer).cast("B")
         for i, kind in enumerate(self.types):
             self.array[i].type = kind
             self.array[i].pValue = self.addresses[i]
@@ -292,6 +333,10 @@ class RawModule:
         self._destroy = bind(_FN_DESTROY_OBJECT, CK_ULONG, CK_ULONG)
         self._decrypt_init = bind(_FN_DECRYPT_INIT, CK_ULONG, _MECHANISM, CK_ULONG)
         self._decrypt = bind(_FN_DECRYPT, CK_ULONG, _BYTES, CK_ULONG, ctypes.c_void_p, _ULONGS)
+        self._encrypt_init = bind(_FN_ENCRYPT_INIT, CK_ULONG, _MECHANISM, CK_ULONG)
+        self._encrypt = bind(_FN_ENCRYPT, CK_ULONG, _BYTES, CK_ULONG, ctypes.c_void_p, _ULONGS)
+        self._sign_init = bind(_FN_SIGN_INIT, CK_ULONG, _MECHANISM, CK_ULONG)
+        self._sign = bind(_FN_SIGN, CK_ULONG, _BYTES, CK_ULONG, ctypes.c_void_p, _ULONGS)
         self._generate = bind(_FN_GENERATE_KEY, CK_ULONG, _MECHANISM, _ATTRS, CK_ULONG, handle_out)
         self._wrap = bind(
             _FN_WRAP_KEY, CK_ULONG, _MECHANISM, CK_ULONG, CK_ULONG, ctypes.c_void_p, _ULONGS
@@ -323,13 +368,38 @@ class RawModule:
         """C_DestroyObject."""
         _check("C_DestroyObject", self._destroy(session, handle))
 
-    def decrypt(self, session: int, mechanism: int, key: int, data: bytes) -> bytes:
-        """C_DecryptInit and C_Decrypt, with a mechanism that takes no parameter (probes)."""
-        _check("C_DecryptInit", self._decrypt_init(session, _mechanism(mechanism), key))
+    def decrypt(
+        self, session: int, mechanism: int, key: int, data: bytes, parameter: bytes | None = None
+    ) -> bytes:
+        """C_DecryptInit and C_Decrypt (``parameter``: the mechanism's, an IV or a
+        :class:`GcmParameter`'s bytes)."""
+        mech = _mechanism(mechanism, parameter)
+        _check("C_DecryptInit", self._decrypt_init(session, mech, key))
         size = CK_ULONG(len(data) + 64)
         buffer = ctypes.create_string_buffer(size.value)
         address = ctypes.addressof(buffer)
         _check("C_Decrypt", self._decrypt(session, data, len(data), address, ctypes.byref(size)))
+        return buffer.raw[: size.value]
+
+    def encrypt(
+        self, session: int, mechanism: int, key: int, data: bytes, parameter: bytes | None = None
+    ) -> bytes:
+        """C_EncryptInit and C_Encrypt, in one part (``parameter`` as for :meth:`decrypt`)."""
+        mech = _mechanism(mechanism, parameter)
+        _check("C_EncryptInit", self._encrypt_init(session, mech, key))
+        size = CK_ULONG(len(data) + 64)  # room for a block of padding and a tag
+        buffer = ctypes.create_string_buffer(size.value)
+        address = ctypes.addressof(buffer)
+        _check("C_Encrypt", self._encrypt(session, data, len(data), address, ctypes.byref(size)))
+        return buffer.raw[: size.value]
+
+    def sign(self, session: int, mechanism: int, key: int, data: bytes) -> bytes:
+        """C_SignInit and C_Sign with a mechanism that takes no parameter (an HMAC)."""
+        _check("C_SignInit", self._sign_init(session, _mechanism(mechanism), key))
+        size = CK_ULONG(512)
+        buffer = ctypes.create_string_buffer(size.value)
+        address = ctypes.addressof(buffer)
+        _check("C_Sign", self._sign(session, data, len(data), address, ctypes.byref(size)))
         return buffer.raw[: size.value]
 
     def generate_key(self, session: int, mechanism: int, template: RawTemplate) -> int:
@@ -348,15 +418,23 @@ class RawModule:
         key: int,
         parameter: bytes | None = None,
     ) -> bytes:
-        """C_WrapKey (``parameter``: the mechanism's, an IV for CBC): the wrapped key."""
-        size = CK_ULONG()
+        """C_WrapKey (``parameter``: the mechanism's, an IV for CBC): the wrapped key.
+
+        One call into a buffer room for any usual key (a token computes the whole wrap to
+        answer a length query, so asking first would wrap each key twice); a larger key is
+        asked its length, as the token answers CKR_BUFFER_TOO_SMALL with it.
+        """
         mech = _mechanism(mechanism, parameter)
-        _check("C_WrapKey", self._wrap(session, mech, wrapping_key, key, None, ctypes.byref(size)))
-        buffer = ctypes.create_string_buffer(max(1, size.value))
-        address = ctypes.addressof(buffer)
-        _check(
-            "C_WrapKey", self._wrap(session, mech, wrapping_key, key, address, ctypes.byref(size))
+        size = CK_ULONG(WRAP_ROOM)
+        buffer = ctypes.create_string_buffer(WRAP_ROOM)
+        rv = self._wrap(
+            session, mech, wrapping_key, key, ctypes.addressof(buffer), ctypes.byref(size)
         )
+        if rv == _CKR_BUFFER_TOO_SMALL:
+            buffer = ctypes.create_string_buffer(max(1, size.value))
+            address = ctypes.addressof(buffer)
+            rv = self._wrap(session, mech, wrapping_key, key, address, ctypes.byref(size))
+        _check("C_WrapKey", rv)
         return buffer.raw[: size.value]
 
     def unwrap_key(
@@ -425,11 +503,10 @@ class RawModule:
             # the room): those are read one by one below, never taken for values.
             answered = rv == _CKR_OK or (rv in _READ_OK and VALUE_ROOM not in lengths)
             if answered:
+                view = template.view
                 values = {
-                    kind: ctypes.string_at(address, length)
-                    for kind, address, length in zip(
-                        types, template.addresses, lengths, strict=True
-                    )
+                    kind: view[offset : offset + length].tobytes()
+                    for kind, offset, length in zip(types, template.offsets, lengths, strict=True)
                     if length != CK_UNAVAILABLE
                 }
         if answered:

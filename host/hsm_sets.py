@@ -33,7 +33,6 @@ from .hsm_base import (
     RestoreOutcome,
     _error_name,
     _ident,
-    _read,
     attributes_not_taken,
     replay_template,
 )
@@ -74,6 +73,9 @@ class SetContents:
         raise NotImplementedError
 
     def wrap_check_profile(self) -> Profile:
+        raise NotImplementedError
+
+    def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
         raise NotImplementedError
 
     # -- backup ----------------------------------------------------------------------------
@@ -270,7 +272,9 @@ class SetContents:
                     obj.destroy()
                 return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
         recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
-        now = _read(obj, [Attribute(k) for k in recorded if _known_attribute(k)])
+        now = self.read_attributes(
+            obj, [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
+        )
         return RestoreOutcome(
             entry.object_class,
             entry.key_type,
