@@ -28,11 +28,15 @@ from .hsm_base import (
     _int,
     _read,
 )
+from .hsm_caps import is_mechanism_error
 from .hsm_keys import (
     SetKey,
     Wrapping,
 )
 from .manifest import Attributes, KeyEntry
+
+# DER of a DigestInfo for SHA-256 before the digest (RFC 8017 section 9.2, note 1).
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
 
 def _ec_point(attrs: Attributes, bits: int) -> bytes | None:
@@ -77,6 +81,19 @@ def _use(operation: Callable[[], Any]) -> bytes:
         return bytes(operation())
     except PKCS11Error as exc:
         raise _Refused(_error_name(exc)) from None
+
+
+def _rsa_sign(obj: Any, message: bytes) -> bytes:
+    """A PKCS#1 v1.5 signature over SHA-256 of ``message``: with CKM_SHA256_RSA_PKCS, or
+    where the token lacks it (openCryptoki 3.8), the same signature by CKM_RSA_PKCS over
+    the DigestInfo."""
+    try:
+        return bytes(obj.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
+    except PKCS11Error as exc:
+        if not is_mechanism_error(exc):
+            raise _Refused(_error_name(exc)) from None
+    digest_info = SHA256_DIGEST_INFO + hashlib.sha256(message).digest()
+    return _use(lambda: obj.sign(digest_info, mechanism=Mechanism.RSA_PKCS))
 
 
 class _KeyUse:
@@ -146,7 +163,7 @@ def _prove_by_use(
     if key_type == KeyType.RSA:
         verifier = _verify_rsa(attrs, public)
         if verifier is not None and _bool(attrs, A.SIGN):
-            signature = _use(lambda: obj.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
+            signature = _rsa_sign(obj, message)
             try:
                 verifier.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
             except InvalidSignature:

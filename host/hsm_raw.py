@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any, TypeAlias
 
+from pkcs11 import Attribute
 from pkcs11.exceptions import PKCS11Error
 
 __all__ = [
@@ -43,6 +44,19 @@ _CKR_BUFFER_TOO_SMALL = 0x150
 _READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, _CKR_ATTRIBUTE_TYPE_INVALID)
 WRAP_ROOM = 8192  # an RSA-4096 private key wraps into ~2.4 KB
 VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values take two calls
+# Attributes held in a CK_BBOOL, CK_ULONG or CK_DATE, and key components no key in use makes
+# as long as the room: one of them that reads unavailable is absent or sensitive.
+_NEVER_LONG = frozenset(
+    int(Attribute[name])
+    for name in (
+        "CLASS TOKEN PRIVATE MODIFIABLE COPYABLE DESTROYABLE KEY_TYPE CERTIFICATE_TYPE "
+        "CERTIFICATE_CATEGORY TRUSTED LOCAL SENSITIVE ALWAYS_SENSITIVE EXTRACTABLE "
+        "NEVER_EXTRACTABLE ENCRYPT DECRYPT WRAP UNWRAP SIGN SIGN_RECOVER VERIFY VERIFY_RECOVER "
+        "DERIVE WRAP_WITH_TRUSTED ALWAYS_AUTHENTICATE VALUE_LEN MODULUS_BITS KEY_GEN_MECHANISM "
+        "START_DATE END_DATE CHECK_VALUE MODULUS PUBLIC_EXPONENT PRIME SUBPRIME BASE EC_PARAMS "
+        "EC_POINT"
+    ).split()
+)
 _FIND_BATCH = 4096
 # Positions in CK_FUNCTION_LIST (PKCS#11 v2.x, after the version).
 _FN_CREATE_OBJECT = 20
@@ -487,13 +501,29 @@ class RawModule:
             lengths = template.lengths()
             # A token that refuses the template may leave entries untouched (still showing
             # the room): those are read one by one below, never taken for values.
-            if rv == _CKR_OK or (rv in _READ_OK and VALUE_ROOM not in lengths):
+            answered = rv == _CKR_OK or (rv in _READ_OK and VALUE_ROOM not in lengths)
+            if answered:
                 view = template.view
-                return {
+                values = {
                     kind: view[offset : offset + length].tobytes()
                     for kind, offset, length in zip(types, template.offsets, lengths, strict=True)
                     if length != CK_UNAVAILABLE
                 }
+        if answered:
+            if rv != _CKR_OK:
+                # An entry too long for its room reads unavailable too, and the token may
+                # then answer for another entry (openCryptoki answers
+                # CKR_ATTRIBUTE_TYPE_INVALID, as the standard allows): the lengths of the
+                # unavailable ones that could be long tell which they are.
+                unsure = [
+                    kind
+                    for kind, length in zip(types, lengths, strict=True)
+                    if length == CK_UNAVAILABLE and kind not in _NEVER_LONG
+                ]
+                if unsure:
+                    with suppress(RawError):
+                        values.update(self._read_sized(session, handle, unsure))
+            return values
         if rv == _CKR_BUFFER_TOO_SMALL:
             return self._read_sized(session, handle, types)
         # Some tokens refuse a whole template for one attribute they do not know: one by one.

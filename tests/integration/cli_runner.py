@@ -1,8 +1,9 @@
 """The ``sealkeep`` command line in a subprocess, as the integration tests run it.
 
-``SealkeepCli(farm, tmp)`` runs ``python -m sealkeep`` with the farm's SoftHSM2 tokens, a
-cheap Argon2id (the floor lowered to match) and a private PIN file; every run is checked for
-its exit code and for the absence of a traceback, and every ``--json`` document against
+``SealkeepCli(farm, tmp)`` runs ``python -m sealkeep`` with the farm's SoftHSM2 tokens (or
+another PKCS#11 module and its PIN: ``module=``, ``pin=``), a cheap Argon2id (the floor
+lowered to match) and a private PIN file; every run is checked for its exit code and for
+the absence of a traceback, and every ``--json`` document against
 ``docs/json-schema.json``. ``custodians_file`` writes the passphrases of some drives.
 """
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from json_schemas import check
 from sealkeep.domain import ENV_KDF_FLOOR, ENV_KDF_MEMORY, ENV_KDF_TIME
+from sealkeep.hsm_base import ENV_MODULE
 
 if TYPE_CHECKING:
     from hsm_fixtures import SoftHsmFarm
@@ -38,16 +40,25 @@ def custodians_file(tmp: Path, drives: Iterable[EmulatedDrive], name: str = "cus
 
 class SealkeepCli:
     def __init__(
-        self, farm: SoftHsmFarm, tmp: Path, *, drives: str | None = None, cwd: Path | None = None
+        self,
+        farm: SoftHsmFarm,
+        tmp: Path,
+        *,
+        drives: str | None = None,
+        cwd: Path | None = None,
+        module: str | None = None,
+        pin: str = USER_PIN,
     ) -> None:
         self.env = {**farm.env, ENV_KDF_MEMORY: "8", ENV_KDF_TIME: "1", ENV_KDF_FLOOR: "m=8,t=1"}
         for name in ("SEALKEEP_PIN", "SEALKEEP_DRIVES", "SEALKEEP_CONFIG"):
             self.env.pop(name, None)
         if drives is not None:
             self.env["SEALKEEP_DRIVES"] = drives
+        if module is not None:
+            self.env[ENV_MODULE] = module
         self.cwd = cwd
         self.pin_file = tmp / "pin"
-        self.pin_file.write_text(f"{USER_PIN}\n")
+        self.pin_file.write_text(f"{pin}\n")
         self.pin_file.chmod(0o600)
 
     def __call__(

@@ -1,12 +1,14 @@
 """SoftHSM2 tokens for tests: a private token directory per test session (see
 :mod:`sealkeep.softhsm`); subprocesses see them through :attr:`SoftHsmFarm.env`. And
-openCryptoki's soft token, one per machine: :func:`opencryptoki`.
+openCryptoki's soft token, one per machine: :func:`opencryptoki`. A test that takes
+:func:`token` runs once on each (see :class:`Token`).
 
 Use from a test module with ``pytest_plugins = ["hsm_fixtures"]``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import glob
 import os
@@ -17,13 +19,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pkcs11
 import pytest
+from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
+from pkcs11.exceptions import PKCS11Error
 from sealkeep.hsm import Hsm, HsmSession
-from sealkeep.samples import sample_keys
+from sealkeep.hsm_caps import PORTABLE, STANDARD
+from sealkeep.samples import SAMPLE_LABELS, sample_keys, self_signed_certificate
 from sealkeep.softhsm import SoftHsmFarm as PrivateSoftHsm
 from sealkeep.softhsm import SoftHsmToken
 
@@ -98,6 +104,43 @@ OCK_SLOT = 3  # the soft token's slot in Debian's /etc/opencryptoki/opencryptoki
 OCK_SO_PIN = "87654321"  # the soft token's factory SO PIN; PINs are 4 to 8 characters
 OCK_LOCK = Path(tempfile.gettempdir()) / "sealkeep-opencryptoki.lock"
 OCK_LOCK_WAIT = 90.0
+
+
+class _TokenInfo(ctypes.Structure):
+    """CK_TOKEN_INFO, as far as the session counts."""
+
+    _fields_ = [
+        ("label", ctypes.c_char * 32),
+        ("manufacturer_id", ctypes.c_char * 32),
+        ("model", ctypes.c_char * 16),
+        ("serial_number", ctypes.c_char * 16),
+        ("flags", ctypes.c_ulong),
+        ("max_session_count", ctypes.c_ulong),
+        ("session_count", ctypes.c_ulong),
+        ("rest", ctypes.c_ulong * 8),
+        ("versions", ctypes.c_ubyte * 4),
+        ("utc_time", ctypes.c_char * 16),
+    ]
+
+
+_UNAVAILABLE = ctypes.c_ulong(-1).value
+
+
+def open_sessions(module: str, slot_id: int) -> int | None:
+    """How many sessions the token in ``slot_id`` has open (all processes), or None when the
+    module does not say (SoftHSM2). The module must be loaded and initialised already."""
+    info = _TokenInfo()
+    if ctypes.CDLL(module).C_GetTokenInfo(ctypes.c_ulong(slot_id), ctypes.byref(info)) != 0:
+        return None
+    return None if info.session_count == _UNAVAILABLE else int(info.session_count)
+
+
+def close_every_session(module: str, slot_id: int) -> None:
+    """C_CloseAllSessions: what this process left open on the token (python-pkcs11 leaves a
+    session open for every failed login) must not keep the next module from re-initialising
+    the machine's one openCryptoki token."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(module).C_CloseAllSessions(ctypes.c_ulong(slot_id))
 
 
 @dataclass
@@ -196,6 +239,9 @@ class OpenCryptokiService:
         """Stop the daemon if this process started it."""
         if self.started is None:
             return
+        # pkcsslotd waits some 10 s for a process still connected to it: disconnect first.
+        with suppress(PKCS11Error):
+            pkcs11.lib(self.module).finalize()
         self.started.terminate()
         try:
             self.started.wait(timeout=10)
@@ -247,4 +293,147 @@ def opencryptoki(opencryptoki_service: OpenCryptokiService) -> Iterator[OpenCryp
         opencryptoki_service.ensure_running()
         label = f"sk-{secrets.token_hex(4)}"
         pin = secrets.token_hex(4)  # 8 characters, the soft token's longest
-        yield opencryptoki_service.init_token(label, pin)
+        token = opencryptoki_service.init_token(label, pin)
+        yield token
+        close_every_session(token.module, token.slot_id)
+
+
+# --- every token ----------------------------------------------------------------------------
+
+
+@dataclass
+class Token:
+    """A token under test: where a domain is made, and where it is recovered to.
+
+    On SoftHSM2 the two are the farm's tokens "source" and "target"; openCryptoki has one
+    soft token per machine, so there both are that token, and a test that moves to the
+    "target" empties it first (:meth:`wipe`): the HSM is lost and replaced.
+    """
+
+    kind: str
+    hsm: Hsm
+    source: tuple[int, str]
+    target: tuple[int, str]
+    profile: str
+    mechanisms: frozenset[int] = field(default=frozenset(), repr=False)
+    sample_cert: ClassVar[str] = "sample-cert"
+
+    def __post_init__(self) -> None:
+        # Read once: a second session opened while a first is logged in costs openCryptoki
+        # a session that is never closed (see test_a_refused_login_leaves_no_session_open).
+        with self.open() as session:
+            listed = session.session.token.slot.get_mechanisms()
+            self.mechanisms = frozenset(int(m) for m in listed)
+
+    @property
+    def one_token(self) -> bool:
+        return self.source == self.target
+
+    def open(self, which: str = "source") -> HsmSession:
+        slot_id, pin = self.source if which == "source" else self.target
+        return self.hsm.open(slot_id, pin)
+
+    def open_sessions(self) -> int | None:
+        """The sessions open on the source token, where the module counts them."""
+        return open_sessions(self.hsm.module, self.source[0])
+
+    def has(self, mechanism: Mechanism) -> bool:
+        return int(mechanism) in self.mechanisms
+
+    @property
+    def has_ec(self) -> bool:
+        return self.has(Mechanism.EC_KEY_PAIR_GEN)
+
+    def open_target(self) -> HsmSession:
+        """The token a domain is recovered into: on openCryptoki the one token, emptied first
+        (the HSM lost and replaced)."""
+        if self.one_token:
+            self.wipe("target")
+        return self.open("target")
+
+    def wipe(self, which: str) -> None:
+        with self.open(which) as session:
+            for obj in list(session.session.get_objects()):
+                with suppress(PKCS11Error):
+                    obj.destroy()
+
+    def sample_keys(self, session: HsmSession) -> dict[str, Any]:
+        """:func:`sealkeep.samples.sample_keys` on a token with EC keys; on one without
+        (openCryptoki), the same but the EC pair, and the certificate under a label of its
+        own, :attr:`sample_cert` (id 04)."""
+        if self.has_ec:
+            return sample_keys(session)
+        return sample_keys_without_ec(session)
+
+
+def sample_keys_without_ec(session: HsmSession) -> dict[str, Any]:
+    """The sample keys a token without EC mechanisms can hold (see :meth:`Token.sample_keys`)."""
+    raw = session.session
+    made: dict[str, Any] = {}
+    made["aes"] = raw.generate_key(
+        KeyType.AES,
+        256,
+        label=SAMPLE_LABELS["aes"],
+        id=b"\x01",
+        store=True,
+        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+    )
+    made["aes_local"] = raw.generate_key(
+        KeyType.AES,
+        256,
+        label=SAMPLE_LABELS["aes_local"],
+        id=b"\x02",
+        store=True,
+        template={Attribute.EXTRACTABLE: False},
+    )
+    made["rsa_pub"], made["rsa"] = raw.generate_keypair(
+        KeyType.RSA,
+        2048,
+        label=SAMPLE_LABELS["rsa"],
+        id=b"\x03",
+        store=True,
+        private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+    )
+    der, subject, serial = self_signed_certificate("sealkeep sample")
+    made["cert"] = raw.create_object(
+        {
+            Attribute.CLASS: ObjectClass.CERTIFICATE,
+            Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+            Attribute.TOKEN: True,
+            Attribute.LABEL: Token.sample_cert,
+            Attribute.ID: b"\x04",
+            Attribute.VALUE: der,
+            Attribute.SUBJECT: subject,
+            Attribute.ISSUER: subject,
+            Attribute.SERIAL_NUMBER: serial,
+        }
+    )
+    return made
+
+
+@pytest.fixture(params=["softhsm", pytest.param("opencryptoki", marks=pytest.mark.opencryptoki)])
+def token(
+    request: pytest.FixtureRequest, hsm: Hsm, tokens: dict[str, SoftHsmToken]
+) -> Iterator[Token]:
+    """Each PKCS#11 implementation the suite has, emptied before and after the test."""
+    if request.param == "softhsm":
+        source, target = tokens["source"], tokens["target"]
+        yield Token(
+            "softhsm",
+            hsm,
+            (source.slot_id, source.pin),
+            (target.slot_id, target.pin),
+            STANDARD.name,
+        )
+        return
+    ock = request.getfixturevalue("opencryptoki")
+    under_test = Token(
+        "opencryptoki",
+        Hsm(ock.module),
+        (ock.slot_id, ock.pin),
+        (ock.slot_id, ock.pin),
+        PORTABLE.name,
+    )
+    under_test.wipe("source")
+    yield under_test
+    under_test.wipe("source")

@@ -1,13 +1,21 @@
-"""Backup, listing, verify and restore on real SoftHSM2 tokens and emulated drives."""
+"""Backup, listing, verify and restore on real SoftHSM2 tokens and emulated drives.
+
+Quick restore, disaster recovery and a tampered header run on openCryptoki's soft token
+too (the ``token`` fixture; there the "target" is the one token, emptied, and the sample
+keys have no EC pair). The rest is the drives' part (fallback, room, missing drives,
+listing) or is tried on openCryptoki in ``test_hsm`` (keys restored by label).
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pkcs11 import Attribute
 from sealkeep import manifest
 from sealkeep.backupset import (
     backup,
@@ -31,7 +39,7 @@ from sealkeep.recovery import recover_domain
 from sealkeep.restore import restore_set
 
 if TYPE_CHECKING:
-    from hsm_fixtures import SoftHsmToken
+    from hsm_fixtures import SoftHsmToken, Token
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cheap_kdf")]
 pytest_plugins = ["hsm_fixtures"]
@@ -64,22 +72,33 @@ def user_objects(session: HsmSession) -> list[tuple[int, str, bytes]]:
     return sorted((o.object_class, o.label, o.id) for o in session.objects() if not o.is_domain_key)
 
 
-def delete_samples(session: HsmSession) -> None:
+def delete_samples(session: HsmSession, labels: set[str] = SAMPLE_LABELS) -> None:
     for obj in session.objects():
-        if obj.label in SAMPLE_LABELS:
+        if obj.label in labels:
             obj.handle.destroy()
 
 
-@pytest.fixture
-def domain5(
-    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, make_sample_keys: Any
-) -> tuple[Emulator, bytes, bytes]:
-    """Five drives with a domain held by "source", sample keys, one backup set:
-    (emulator, domain id, set id)."""
-    emulator = start(5)
-    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+@dataclass
+class Backed:
+    """A domain over five drives, the sample keys and one set of them."""
+
+    emulator: Emulator
+    domain_id: bytes
+    set_id: bytes
+    in_set: int  # objects in the set
+    labels: set[str]  # labels of the keys in the set
+
+    def where(self) -> tuple[Emulator, bytes, bytes]:
+        """(emulator, domain id, set id), as :func:`domain5` gives them."""
+        return self.emulator, self.domain_id, self.set_id
+
+
+def back_up_samples(session: HsmSession, emulator: Emulator, make_samples: Any) -> Backed:
+    with DriveGroup(ports(emulator)) as group:
         domain_id = create_domain(session, group.drives, custodians(emulator)).domain_id
-        make_sample_keys(session)
+        samples = make_samples(session)
+        in_set = len(samples) - 1  # all but aes-local
+        labels = {str(o[Attribute.LABEL]) for o in samples.values()} - {"aes-local"}
         progress: dict[str, int] = {}
 
         def seen(serial: str, done: int, total: int) -> None:
@@ -94,58 +113,74 @@ def domain5(
             on_plan=lambda objects: planned.append(len(objects)),
         )
         # and the domain: three keys and the marker
-        assert made.keys == IN_SET and planned == [IN_SET + 1 + 4]
+        assert made.keys == in_set and planned == [in_set + 1 + 4]
         assert [s.label for s in made.skipped] == ["aes-local"]
         assert "not extractable" in made.skipped[0].reason
         assert progress == {d.serial: made.size for d in emulator.drives}
         assert all(w.verified and w.digest == made.digest for w in made.drives)
-    return emulator, domain_id, made.set_id
+    return Backed(emulator, domain_id, made.set_id, in_set, labels)
+
+
+@pytest.fixture
+def domain5(
+    hsm: Hsm, tokens: dict[str, SoftHsmToken], start: Start, make_sample_keys: Any
+) -> tuple[Emulator, bytes, bytes]:
+    """Five drives with a domain held by SoftHSM2's "source", sample keys, one backup set:
+    (emulator, domain id, set id)."""
+    with open_slot(hsm, tokens["source"]) as session:
+        backed = back_up_samples(session, start(5), make_sample_keys)
+    assert backed.in_set == IN_SET and backed.labels == SAMPLE_LABELS
+    return backed.emulator, backed.domain_id, backed.set_id
+
+
+@pytest.fixture
+def token_domain5(token: Token, start: Start) -> Backed:
+    """:func:`domain5` on the token under test."""
+    with token.open() as session:
+        return back_up_samples(session, start(5), token.sample_keys)
 
 
 def set_file(emulator: Emulator, index: int, set_id: bytes) -> Path:
     return emulator.drives[index].flash / "obj" / set_object_name(set_id)
 
 
-def test_quick_restore_from_one_drive(
-    hsm: Hsm, tokens: dict[str, SoftHsmToken], domain5: tuple[Emulator, bytes, bytes]
-) -> None:
-    emulator, domain_id, set_id = domain5
-    with open_slot(hsm, tokens["source"]) as session:
+def test_quick_restore_from_one_drive(token: Token, token_domain5: Backed) -> None:
+    emulator, domain_id, set_id = token_domain5.where()
+    in_set = token_domain5.in_set
+    with token.open() as session:
         before = user_objects(session)
-        delete_samples(session)
+        delete_samples(session, token_domain5.labels)
         assert len(user_objects(session)) == 1  # the non-extractable key stays
         for i in range(4):
             emulator.kill(i)
         with DriveGroup(ports(emulator, 4)) as group:
             listed, problems = list_sets(session, group.drives, domain_id)
             assert problems == [] and [s.header.set_id for s in listed] == [set_id]
-            assert listed[0].header.label == "nightly" and listed[0].header.key_count == IN_SET
+            assert listed[0].header.label == "nightly" and listed[0].header.key_count == in_set
             result = restore_set(session, group.drives, set_id.hex()[:8])
         assert result.ok and result.source == emulator.drives[4].serial
-        assert result.count("restored") == IN_SET and result.count("present") == 0
+        assert result.count("restored") == in_set and result.count("present") == 0
         assert all(o.proof is not None and o.proof.ok for o in result.outcomes)
         assert [s.label for s in result.skipped_at_backup] == ["aes-local"]
         assert user_objects(session) == before
         # Already present: reported, not duplicated.
         with DriveGroup(ports(emulator, 4)) as group:
             again = restore_set(session, group.drives, set_id.hex())
-        assert again.ok and again.count("present") == IN_SET
+        assert again.ok and again.count("present") == in_set
         assert user_objects(session) == before
 
 
-def test_disaster_recovery_into_target(
-    hsm: Hsm, tokens: dict[str, SoftHsmToken], domain5: tuple[Emulator, bytes, bytes]
-) -> None:
-    emulator, domain_id, set_id = domain5
-    with open_slot(hsm, tokens["target"]) as session, DriveGroup(ports(emulator, 0, 2, 4)) as group:
+def test_disaster_recovery_into_target(token: Token, token_domain5: Backed) -> None:
+    emulator, domain_id, set_id = token_domain5.where()
+    with token.open_target() as session, DriveGroup(ports(emulator, 0, 2, 4)) as group:
         with pytest.raises(DomainError, match="domain recover"):
             restore_set(session, group.drives, set_id.hex())
         recovered = recover_domain(session, group.drives, custodians(emulator))
         assert recovered.domain_id == domain_id
         result = restore_set(session, group.drives, set_id.hex())
-        assert result.ok and result.count("restored") == IN_SET
+        assert result.ok and result.count("restored") == token_domain5.in_set
         labels = {o.label for o in session.objects() if not o.is_domain_key}
-        assert labels == SAMPLE_LABELS
+        assert labels == token_domain5.labels
 
 
 def test_verify_names_a_corrupt_copy_and_restore_falls_back(
@@ -183,19 +218,17 @@ def tamper(emulator: Emulator, index: int, set_id: bytes) -> None:
     path.write_bytes(hashlib.sha256(data).digest() + len(data).to_bytes(8, "big") + data)
 
 
-def test_tampered_manifest_is_refused_everywhere(
-    hsm: Hsm, tokens: dict[str, SoftHsmToken], domain5: tuple[Emulator, bytes, bytes]
-) -> None:
-    emulator, domain_id, set_id = domain5
+def test_tampered_manifest_is_refused_everywhere(token: Token, token_domain5: Backed) -> None:
+    emulator, domain_id, set_id = token_domain5.where()
     tamper(emulator, 1, set_id)
-    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
+    with token.open() as session, DriveGroup(ports(emulator)) as group:
         checked = verify_set(session, group.drives, domain_id, set_id.hex())
         assert [c.serial for c in checked.bad] == [emulator.drives[1].serial]
         assert "does not authenticate" in checked.bad[0].detail
     for i in (0, 2, 3, 4):
         tamper(emulator, i, set_id)
-    with open_slot(hsm, tokens["source"]) as session, DriveGroup(ports(emulator)) as group:
-        delete_samples(session)
+    with token.open() as session, DriveGroup(ports(emulator)) as group:
+        delete_samples(session, token_domain5.labels)
         before = user_objects(session)
         with pytest.raises(DrivesCorrupt) as caught:
             restore_set(session, group.drives, set_id.hex())

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
-from contextlib import suppress
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
 from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
-from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 from sealkeep.backupset import backup, list_sets, set_object_name, verify_set
 from sealkeep.domain import (
@@ -28,7 +25,7 @@ from sealkeep.domain import (
     create_domain,
 )
 from sealkeep.emulator import Emulator
-from sealkeep.hsm import Hsm, HsmSession
+from sealkeep.hsm import HsmSession
 from sealkeep.hsm_caps import PORTABLE, STANDARD, MechanismMissing, profile_named
 from sealkeep.manifest import FORMAT_PROFILED, read_header
 from sealkeep.pins import Passphrases
@@ -38,65 +35,13 @@ from sealkeep.restore import restore_set
 from sealkeep.samples import self_signed_certificate
 
 if TYPE_CHECKING:
-    from hsm_fixtures import SoftHsmToken
+    from hsm_fixtures import Token
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cheap_kdf")]
 pytest_plugins = ["hsm_fixtures"]
 
 A = Attribute
 Start = Callable[..., Emulator]
-
-
-@dataclass
-class Token:
-    """A token under test: where a domain is made, and where it is recovered to."""
-
-    kind: str
-    hsm: Hsm
-    source: tuple[int, str]
-    target: tuple[int, str]
-    profile: str
-
-    def open(self, which: str = "source") -> HsmSession:
-        slot_id, pin = self.source if which == "source" else self.target
-        return self.hsm.open(slot_id, pin)
-
-    def has(self, mechanism: Mechanism) -> bool:
-        with self.open() as session:
-            return int(mechanism) in {int(m) for m in session.session.token.slot.get_mechanisms()}
-
-    def wipe(self, which: str) -> None:
-        with self.open(which) as session:
-            for obj in list(session.session.get_objects()):
-                with suppress(PKCS11Error):
-                    obj.destroy()
-
-
-@pytest.fixture(params=["softhsm", pytest.param("opencryptoki", marks=pytest.mark.opencryptoki)])
-def token(
-    request: pytest.FixtureRequest, hsm: Hsm, tokens: dict[str, SoftHsmToken]
-) -> Iterator[Token]:
-    if request.param == "softhsm":
-        source, target = tokens["source"], tokens["target"]
-        yield Token(
-            "softhsm",
-            hsm,
-            (source.slot_id, source.pin),
-            (target.slot_id, target.pin),
-            STANDARD.name,
-        )
-        return
-    ock = request.getfixturevalue("opencryptoki")
-    under_test = Token(
-        "opencryptoki",
-        Hsm(ock.module),
-        (ock.slot_id, ock.pin),
-        (ock.slot_id, ock.pin),
-        PORTABLE.name,
-    )
-    under_test.wipe("source")
-    yield under_test
-    under_test.wipe("source")
 
 
 def custodians(emulator: Emulator) -> Passphrases:

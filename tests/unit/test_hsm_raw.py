@@ -22,6 +22,7 @@ BUFFER_TOO_SMALL = 0x150
 UNAVAILABLE = hsm_raw.CK_UNAVAILABLE
 
 LABEL, ID, VALUE, SECRET = 0x3, 0x102, 0x11, 0x163
+TOKEN, SIGN = 0x1, 0x108  # a CK_BBOOL each
 
 
 class FakeToken:
@@ -67,10 +68,28 @@ def raw_module(token: FakeToken) -> hsm_raw.RawModule:
 
 
 def test_one_call_reads_every_attribute_the_object_has() -> None:
+    token = FakeToken({7: {LABEL: b"aes-1", ID: b"\x01", TOKEN: b"\x01"}})
+    got = raw_module(token).read(1, 7, (LABEL, ID, TOKEN, SIGN))
+    assert got == {LABEL: b"aes-1", ID: b"\x01", TOKEN: b"\x01"}
+    assert token.calls == [(LABEL, ID, TOKEN, SIGN)]
+
+
+def test_unavailable_values_that_could_be_long_have_their_lengths_asked() -> None:
+    """An entry too long for its room reads unavailable, like an absent or sensitive one."""
     token = FakeToken({7: {LABEL: b"aes-1", ID: b"\x01"}})
-    got = raw_module(token).read(1, 7, (LABEL, ID, VALUE, SECRET))
+    got = raw_module(token).read(1, 7, (LABEL, ID, SIGN, VALUE, SECRET))
     assert got == {LABEL: b"aes-1", ID: b"\x01"}
-    assert token.calls == [(LABEL, ID, VALUE, SECRET)]
+    # SIGN, absent, and SECRET (0x163, CKA_LOCAL), sensitive here, are CK_BBOOLs: never long.
+    assert token.calls == [(LABEL, ID, SIGN, VALUE, SECRET), (VALUE,)]
+
+
+def test_a_long_value_is_read_when_the_token_answers_for_another_entry() -> None:
+    """openCryptoki answers CKR_ATTRIBUTE_TYPE_INVALID for an absent attribute and leaves a
+    value too long for its room unavailable, without CKR_BUFFER_TOO_SMALL."""
+    big = bytes(range(256)) * 40
+    token = FakeToken({7: {LABEL: b"cert", VALUE: big}})
+    got = raw_module(token).read(1, 7, (LABEL, ID, VALUE))
+    assert got == {LABEL: b"cert", VALUE: big}
 
 
 def test_empty_values_are_values() -> None:
