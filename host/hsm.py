@@ -130,7 +130,7 @@ from .hsm_keys import (
     owner_key_template,
     probe_protections,
 )
-from .hsm_raw import RawError, RawModule, RawTemplate
+from .hsm_raw import HsmCallError, RawError, RawModule, RawTemplate
 from .hsm_sets import SetContents
 from .manifest import Attributes, AttrValue, SetHeader, TokenInfo
 
@@ -169,6 +169,17 @@ __all__ = [
     "resolve_module",
     "split_domain_secret",
 ]
+
+
+_CKR_USER_ALREADY_LOGGED_IN = 0x100
+# What a direct C_Login's refusal means, as python-pkcs11 names it.
+_LOGIN_ERRORS: dict[int, type[PKCS11Error]] = {
+    0xA0: pkcs11.exceptions.PinIncorrect,
+    0xA1: pkcs11.exceptions.PinInvalid,
+    0xA2: pkcs11.exceptions.PinLenRange,
+    0xA4: pkcs11.exceptions.PinLocked,
+    0x102: pkcs11.exceptions.UserPinNotInitialized,
+}
 
 
 class Hsm:
@@ -273,15 +284,27 @@ class Hsm:
         token = slot.get_token()
         digest = hmac.new(self._pin_key, pin.encode(), hashlib.sha256).digest()
         mapper = _Mapper()
+        raw = self.raw()
+        already = False  # another session of this process logged in to the token
         try:
-            session = token.open(rw=True, user_pin=pin, attribute_mapper=mapper)
+            if raw is None:  # python-pkcs11 logs in, and out as the session closes
+                session = token.open(rw=True, user_pin=pin, attribute_mapper=mapper)
+            else:
+                # The session first, then the login: python-pkcs11 leaves its session open
+                # when the login fails, one more per wrong PIN (openCryptoki then refuses to
+                # re-initialise the token, and sessions run out).
+                session = token.open(rw=True, attribute_mapper=mapper)
+                try:
+                    raw.login(int(session.handle), pin.encode())
+                except HsmCallError as exc:
+                    already = exc.rv == _CKR_USER_ALREADY_LOGGED_IN
+                    if not already:
+                        with suppress(PKCS11Error):
+                            session.close()
+                        raise _LOGIN_ERRORS.get(exc.rv, PKCS11Error)(exc.name) from None
         except pkcs11.exceptions.UserAlreadyLoggedIn:
-            # Another session of this process is logged in to the token already; a second
-            # login is refused by PKCS#11, so the PIN is checked against the first one's.
-            known = self._logins.get(slot_id)
-            if known is not None and not hmac.compare_digest(known[0], digest):
-                raise PinError(f"wrong PIN for {where}") from None
             session = token.open(rw=True, attribute_mapper=mapper)
+            already = True
         except (
             pkcs11.exceptions.PinIncorrect,
             pkcs11.exceptions.PinInvalid,
@@ -296,9 +319,17 @@ class Hsm:
             raise SlotError(f"the user PIN of {where} has not been set") from None
         except PKCS11Error as exc:
             raise SlotError(f"cannot open a session on {where}: {exc!r}") from None
+        if already:
+            # Another session of this process is logged in to the token already; a second
+            # login is refused by PKCS#11, so the PIN is checked against the first one's.
+            known = self._logins.get(slot_id)
+            if known is not None and not hmac.compare_digest(known[0], digest):
+                with suppress(PKCS11Error):
+                    session.close()
+                raise PinError(f"wrong PIN for {where}")
         _, count = self._logins.get(slot_id, (digest, 0))
         self._logins[slot_id] = (digest, count + 1)
-        return HsmSession(self, slot_id, info, session)
+        return HsmSession(self, slot_id, info, session, logs_out=raw is not None and not already)
 
     def _closed(self, slot_id: int) -> None:
         known = self._logins.get(slot_id)
@@ -371,11 +402,14 @@ class _DomainKeys:
 class HsmSession(SetContents):
     """A logged-in read/write session on one slot."""
 
-    def __init__(self, hsm: Hsm, slot_id: int, info: SlotInfo, session: Any) -> None:
+    def __init__(
+        self, hsm: Hsm, slot_id: int, info: SlotInfo, session: Any, logs_out: bool = False
+    ) -> None:
         self.hsm = hsm
         self.slot_id = slot_id
         self.info = info
         self.session = session
+        self._logs_out = logs_out  # it logged in by a direct call: it logs out as it closes
         self._closed = False
         self._domain_keys: _DomainKeys | None = None
         self._traits: TokenTraits | None = None
@@ -392,6 +426,10 @@ class HsmSession(SetContents):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            raw = self.hsm.raw()
+            if self._logs_out and raw is not None:
+                with suppress(PKCS11Error):
+                    raw.logout(int(self.session.handle))
             with suppress(PKCS11Error):
                 self.session.close()
             self.hsm._closed(self.slot_id)

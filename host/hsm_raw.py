@@ -41,6 +41,7 @@ _CKR_OK = 0x0
 _CKR_ATTRIBUTE_SENSITIVE = 0x11
 _CKR_ATTRIBUTE_TYPE_INVALID = 0x12
 _CKR_BUFFER_TOO_SMALL = 0x150
+CKU_USER = 1
 _READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, _CKR_ATTRIBUTE_TYPE_INVALID)
 WRAP_ROOM = 8192  # an RSA-4096 private key wraps into ~2.4 KB
 VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values take two calls
@@ -59,6 +60,8 @@ _NEVER_LONG = frozenset(
 )
 _FIND_BATCH = 4096
 # Positions in CK_FUNCTION_LIST (PKCS#11 v2.x, after the version).
+_FN_LOGIN = 18
+_FN_LOGOUT = 19
 _FN_CREATE_OBJECT = 20
 _FN_DESTROY_OBJECT = 22
 _FN_GET_ATTRIBUTE_VALUE = 24
@@ -324,6 +327,8 @@ class RawModule:
             return ctypes.CFUNCTYPE(CK_ULONG, *argtypes)(address)
 
         self._library = library  # keeps the module referenced while the functions are bound
+        self._login = bind(_FN_LOGIN, CK_ULONG, CK_ULONG, _BYTES, CK_ULONG)
+        self._logout = bind(_FN_LOGOUT, CK_ULONG)
         self._get = bind(_FN_GET_ATTRIBUTE_VALUE, CK_ULONG, CK_ULONG, _ATTRS, CK_ULONG)
         self._find_init = bind(_FN_FIND_OBJECTS_INIT, CK_ULONG, _ATTRS, CK_ULONG)
         self._find = bind(_FN_FIND_OBJECTS, CK_ULONG, _ULONGS, CK_ULONG, _ULONGS)
@@ -356,6 +361,14 @@ class RawModule:
         self._lock = threading.Lock()  # the templates' buffers are shared
 
     # -- keys, with templates python-pkcs11 cannot pass ------------------------------------
+
+    def login(self, session: int, pin: bytes) -> None:
+        """C_Login as the normal user."""
+        _check("C_Login", self._login(session, CKU_USER, pin, len(pin)))
+
+    def logout(self, session: int) -> None:
+        """C_Logout (every session of this process)."""
+        _check("C_Logout", self._logout(session))
 
     def create_object(self, session: int, template: RawTemplate) -> int:
         """C_CreateObject: the new object's handle."""

@@ -31,6 +31,7 @@ from .hsm_base import (
     ObjectInfo,
     Proof,
     RestoreOutcome,
+    _bool,
     _error_name,
     _ident,
     attributes_not_taken,
@@ -254,6 +255,12 @@ class SetContents:
             obj = self._recreate(kek, entry)
         except (PKCS11Error, ValueError) as exc:
             return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
+        if entry.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+            refusal = self._keep_sensitive(obj)
+            if refusal is not None:
+                with suppress(PKCS11Error):
+                    obj.destroy()
+                return outcome("failed", refusal)
         present.add(ident)
         proof = self.prove(obj, entry, kek, public)
         if existing is not None:
@@ -283,6 +290,28 @@ class SetContents:
             status,
             proof=proof,
             not_taken=attributes_not_taken(recorded, now),
+        )
+
+    def _keep_sensitive(self, obj: Any) -> str | None:
+        """Make sure a restored key is sensitive (None), else say why it cannot stay.
+
+        Its template asks for it, but a token may take the attribute and ignore it
+        (openCryptoki 3.8 does in C_UnwrapKey): then it is set afterwards, and a key the
+        token leaves readable is not kept, since anyone with the PIN could read it.
+        """
+        if _bool(self.read_attributes(obj, [A.SENSITIVE]), A.SENSITIVE) is True:
+            return None
+        try:
+            obj[A.SENSITIVE] = True
+        except PKCS11Error as exc:
+            detail = _error_name(exc)
+        else:
+            if _bool(self.read_attributes(obj, [A.SENSITIVE]), A.SENSITIVE) is True:
+                return None
+            detail = "it reads back not sensitive"
+        return (
+            f"not restored: the HSM would not make it sensitive ({detail}), so anyone with "
+            "the PIN could read its value; restore it into a token that keeps keys sensitive"
         )
 
     def _present_object(self, entry: KeyEntry) -> Any:

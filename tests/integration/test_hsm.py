@@ -75,24 +75,13 @@ def test_wrong_pin_is_named(token: Token) -> None:
             assert second.objects() == []
 
 
-SESSION_LEAK = (
-    "python-pkcs11's Token.open does not close the session it opened when C_Login fails: "
-    "Hsm.open leaves one open for each wrong PIN and for each session it opens on a token "
-    "this process is logged in to already (CKR_USER_ALREADY_LOGGED_IN)"
-)
-
-
-def test_a_refused_login_leaves_no_session_open(
-    token: Token, request: pytest.FixtureRequest
-) -> None:
+def test_a_refused_login_leaves_no_session_open(token: Token) -> None:
     """Every session sealkeep opens is closed again. Tokens limit their sessions, and
     openCryptoki will not re-initialise a token while any is open."""
     slot_id, _ = token.source
     before = token.open_sessions()
     if before is None:
         pytest.skip(f"{token.kind} does not count sessions (CK_TOKEN_INFO.ulSessionCount)")
-    if token.kind == "opencryptoki":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SESSION_LEAK))
     with pytest.raises(PinError):
         token.hsm.open(slot_id, "not-the-pin")
     with token.open(), token.open() as second:
@@ -358,15 +347,12 @@ def test_backup_and_restore_into_another_token(token: Token) -> None:
         # The same key: it decrypts what the source key encrypted.
         restored_aes = target.session.get_key(label="aes-data", object_class=ObjectClass.SECRET_KEY)
         assert restored_aes.decrypt(aes_ciphertext, mechanism=pkcs11.Mechanism.AES_ECB) == b"x" * 16
-        # Everything replayed is as it was (on openCryptoki but SENSITIVE, which
-        # test_a_restored_key_stays_sensitive follows).
+        # Everything replayed is as it was.
         differences = []
         for key, attrs in before.items():
             if key[0] in ("aes-local", "sealkeep-domain-wrap", "sealkeep-domain-owner"):
                 continue
             for attribute, value in replay_template(attrs).items():
-                if token.kind == "opencryptoki" and attribute == Attribute.SENSITIVE:
-                    continue
                 if after[key].get(int(attribute)) != value:
                     differences.append((key, attribute.name, value, after[key].get(int(attribute))))
         assert differences == []
@@ -377,18 +363,10 @@ def test_backup_and_restore_into_another_token(token: Token) -> None:
         assert len(target.objects()) == len(after)
 
 
-OCK_SENSITIVE_DROPPED = (
-    "openCryptoki 3.8 takes CKA_SENSITIVE=true in C_UnwrapKey's template and ignores it: "
-    "the restore leaves the key non-sensitive (the token accepts C_SetAttributeValue "
-    "SENSITIVE=true afterwards; restore does not set it)"
-)
-
-
-def test_a_restored_key_stays_sensitive(token: Token, request: pytest.FixtureRequest) -> None:
+def test_a_restored_key_stays_sensitive(token: Token) -> None:
     """A key that was sensitive in its slot is sensitive once restored: a PIN holder reads
-    no more of it than before the backup."""
-    if token.kind == "opencryptoki":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=OCK_SENSITIVE_DROPPED))
+    no more of it than before the backup. openCryptoki 3.8 takes CKA_SENSITIVE in
+    C_UnwrapKey's template and ignores it; the restore sets it afterwards."""
     with token.open() as source:
         import_domain(token, source)
         source.session.generate_key(
