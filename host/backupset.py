@@ -42,10 +42,10 @@ from .errors import (
     ObjectNotFound,
     SealkeepError,
 )
-from .hsm import HsmSession, ObjectInfo, SetKeyError, UnsealError
+from .hsm import HsmSession, ObjectInfo, SetKey, SetKeyError, UnsealError
 from .hsm_base import HIERARCHY_SHARED_KEK, class_name
 from .hsm_caps import profile_label
-from .manifest import ManifestError, SetHeader, SkippedEntry
+from .manifest import KeyEntry, ManifestError, SetHeader, SkippedEntry
 from .pins import InputError
 
 HEADER_PROBE = 4096
@@ -383,6 +383,33 @@ def _where_committed(drives: Sequence[Drive], results: dict[int, DriveWrite], na
     )
 
 
+def seal_set(
+    session: HsmSession,
+    kek: SetKey,
+    domain_id: bytes,
+    entries: list[KeyEntry],
+    skipped: list[SkippedEntry],
+    *,
+    label: str = "",
+    audit_head: bytes | None = None,
+) -> tuple[manifest.Manifest, bytes]:
+    """The manifest of a set of ``session``'s slot whose keys ``kek`` wrapped, and the set's
+    bytes as drives store it (its header, then the manifest sealed in the HSM)."""
+    sealed_manifest = manifest.Manifest.new(
+        label=label,
+        audit_head=audit_head,
+        token=session.token_info(),
+        domain_id=domain_id,
+        wrapped_kek=kek.wrapped,
+        wrapped_manifest_key=kek.wrapped_manifest_key,
+        entries=entries,
+        skipped=skipped,
+        wrapped_mac_key=kek.wrapped_mac_key,
+        profile=kek.profile.number,
+    )
+    return sealed_manifest, manifest.seal(sealed_manifest, kek)
+
+
 def backup(
     session: HsmSession,
     drives: Sequence[Drive],
@@ -427,19 +454,9 @@ def backup(
             entries, skipped = session.backup_entries(kek, objects)
             timings["wrap"] = time.monotonic() - mark
             mark = time.monotonic()
-            sealed_manifest = manifest.Manifest.new(
-                label=label,
-                audit_head=audit_head,
-                token=session.token_info(),
-                domain_id=domain_id,
-                wrapped_kek=kek.wrapped,
-                wrapped_manifest_key=kek.wrapped_manifest_key,
-                entries=entries,
-                skipped=skipped,
-                wrapped_mac_key=kek.wrapped_mac_key,
-                profile=kek.profile.number,
+            sealed_manifest, data = seal_set(
+                session, kek, domain_id, entries, skipped, label=label, audit_head=audit_head
             )
-            data = manifest.seal(sealed_manifest, kek)
         finally:
             kek.destroy()
         timings["seal"] = time.monotonic() - mark

@@ -105,18 +105,19 @@ class _KeyUse:
         self.direct = direct
 
     def encrypt(self, data: bytes, mechanism: Mechanism, iv: bytes | None = None) -> bytes:
-        if self.direct is None:
-            options = {"mechanism_param": iv} if iv is not None else {}
-            return _use(lambda: self.obj.encrypt(data, mechanism=mechanism, **options))
-        raw, session, key = self.direct.raw, self.direct.session, int(self.obj.handle)
-        return _use(lambda: raw.encrypt(session, int(mechanism), key, data, iv))
+        return self._run(True, data, mechanism, iv)
 
     def decrypt(self, data: bytes, mechanism: Mechanism, iv: bytes | None = None) -> bytes:
+        return self._run(False, data, mechanism, iv)
+
+    def _run(self, encrypt: bool, data: bytes, mechanism: Mechanism, iv: bytes | None) -> bytes:
         if self.direct is None:
+            call = self.obj.encrypt if encrypt else self.obj.decrypt
             options = {"mechanism_param": iv} if iv is not None else {}
-            return _use(lambda: self.obj.decrypt(data, mechanism=mechanism, **options))
+            return _use(lambda: call(data, mechanism=mechanism, **options))
         raw, session, key = self.direct.raw, self.direct.session, int(self.obj.handle)
-        return _use(lambda: raw.decrypt(session, int(mechanism), key, data, iv))
+        direct_call = raw.encrypt if encrypt else raw.decrypt
+        return _use(lambda: direct_call(session, int(mechanism), key, data, iv))
 
 
 def _prove(obj: Any, entry: KeyEntry, kek: SetKey | None, public: Attributes | None) -> Proof:

@@ -50,9 +50,13 @@ def self_signed_certificate(common_name: str) -> tuple[bytes, bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.DER), name.public_bytes(), serial_der
 
 
-def sample_keys(session: HsmSession) -> dict[str, Any]:
+def sample_keys(
+    session: HsmSession, with_ec: bool = True, cert_label: str | None = None
+) -> dict[str, Any]:
     """Create the sample keys in ``session``'s slot; returns the python-pkcs11 objects by name
-    (``aes``, ``aes_local``, ``rsa``, ``rsa_pub``, ``ec``, ``ec_pub``, ``cert``)."""
+    (``aes``, ``aes_local``, ``rsa``, ``rsa_pub``, ``ec``, ``ec_pub``, ``cert``). Without EC
+    (a token with no EC mechanism) the EC pair is left out, and the certificate (id 04)
+    takes ``cert_label`` in place of the EC pair's label."""
     raw = session.session
     made: dict[str, Any] = {}
     made["aes"] = raw.generate_key(
@@ -79,22 +83,25 @@ def sample_keys(session: HsmSession) -> dict[str, Any]:
         store=True,
         private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
     )
-    params = raw.create_domain_parameters(
-        KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
-    )
-    made["ec_pub"], made["ec"] = params.generate_keypair(
-        label=SAMPLE_LABELS["ec"],
-        id=b"\x04",
-        store=True,
-        private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-    )
+    if with_ec:
+        params = raw.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        made["ec_pub"], made["ec"] = params.generate_keypair(
+            label=SAMPLE_LABELS["ec"],
+            id=b"\x04",
+            store=True,
+            private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+        )
     der, subject, serial = self_signed_certificate("sealkeep sample")
     made["cert"] = raw.create_object(
         {
             Attribute.CLASS: ObjectClass.CERTIFICATE,
             Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
             Attribute.TOKEN: True,
-            Attribute.LABEL: SAMPLE_LABELS["ec"],
+            Attribute.LABEL: cert_label or SAMPLE_LABELS["ec"],
             Attribute.ID: b"\x04",
             Attribute.VALUE: der,
             Attribute.SUBJECT: subject,

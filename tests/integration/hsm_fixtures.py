@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 
 import pkcs11
 import pytest
-from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
+from pkcs11 import Mechanism
 from pkcs11.exceptions import PKCS11Error
 from sealkeep.hsm import Hsm, HsmSession
 from sealkeep.hsm_caps import PORTABLE, STANDARD
-from sealkeep.samples import SAMPLE_LABELS, sample_keys, self_signed_certificate
+from sealkeep.samples import sample_keys
 from sealkeep.softhsm import SoftHsmFarm as PrivateSoftHsm
 from sealkeep.softhsm import SoftHsmToken
 
@@ -363,52 +363,7 @@ class Token:
         own, :attr:`sample_cert` (id 04)."""
         if self.has_ec:
             return sample_keys(session)
-        return sample_keys_without_ec(session)
-
-
-def sample_keys_without_ec(session: HsmSession) -> dict[str, Any]:
-    """The sample keys a token without EC mechanisms can hold (see :meth:`Token.sample_keys`)."""
-    raw = session.session
-    made: dict[str, Any] = {}
-    made["aes"] = raw.generate_key(
-        KeyType.AES,
-        256,
-        label=SAMPLE_LABELS["aes"],
-        id=b"\x01",
-        store=True,
-        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-    )
-    made["aes_local"] = raw.generate_key(
-        KeyType.AES,
-        256,
-        label=SAMPLE_LABELS["aes_local"],
-        id=b"\x02",
-        store=True,
-        template={Attribute.EXTRACTABLE: False},
-    )
-    made["rsa_pub"], made["rsa"] = raw.generate_keypair(
-        KeyType.RSA,
-        2048,
-        label=SAMPLE_LABELS["rsa"],
-        id=b"\x03",
-        store=True,
-        private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-    )
-    der, subject, serial = self_signed_certificate("sealkeep sample")
-    made["cert"] = raw.create_object(
-        {
-            Attribute.CLASS: ObjectClass.CERTIFICATE,
-            Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
-            Attribute.TOKEN: True,
-            Attribute.LABEL: Token.sample_cert,
-            Attribute.ID: b"\x04",
-            Attribute.VALUE: der,
-            Attribute.SUBJECT: subject,
-            Attribute.ISSUER: subject,
-            Attribute.SERIAL_NUMBER: serial,
-        }
-    )
-    return made
+        return sample_keys(session, with_ec=False, cert_label=self.sample_cert)
 
 
 @pytest.fixture(params=["softhsm", pytest.param("opencryptoki", marks=pytest.mark.opencryptoki)])

@@ -11,6 +11,7 @@ import pkcs11
 import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 from sealkeep import manifest
+from sealkeep.backupset import seal_set
 from sealkeep.hsm import (
     DOMAIN_SECRET_LEN,
     DomainError,
@@ -26,7 +27,7 @@ from sealkeep.hsm import (
     replay_template,
 )
 from sealkeep.hsm_caps import profile_named
-from sealkeep.manifest import KeyEntry, Manifest, ManifestError
+from sealkeep.manifest import KeyEntry, ManifestError
 
 if TYPE_CHECKING:
     from hsm_fixtures import SoftHsmFarm, SoftHsmToken, Token
@@ -288,18 +289,7 @@ def test_domain_secret_must_have_the_right_length(
 def back_up(session: HsmSession) -> bytes:
     kek = session.new_set_key()
     entries, skipped = session.backup_entries(kek)
-    m = Manifest.new(
-        label="nightly",
-        token=session.token_info(),
-        domain_id=session.require_domain(),
-        wrapped_kek=kek.wrapped,
-        wrapped_manifest_key=kek.wrapped_manifest_key,
-        entries=entries,
-        skipped=skipped,
-        wrapped_mac_key=kek.wrapped_mac_key,
-        profile=kek.profile.number,
-    )
-    blob = manifest.seal(m, kek)
+    _, blob = seal_set(session, kek, session.require_domain(), entries, skipped, label="nightly")
     kek.destroy()
     return blob
 
