@@ -180,25 +180,6 @@ class BackupResult:
         }
 
 
-def check_drives(
-    session: HsmSession,
-    drives: Sequence[Drive],
-    domain_id: bytes,
-    size: int,
-    *,
-    allow_missing: bool = False,
-    note: Note = _quiet,
-) -> tuple[list[Drive], list[str]]:
-    """The set's drives: present, of this domain, owner sessions open, room for ``size``.
-
-    Raises naming every problem. Drives that are blank or of another domain are skipped
-    with a warning through ``note``. Returns the drives, and the serials of members of the
-    domain that are absent (only when ``allow_missing``).
-    """
-    logins = start_drive_check(session, drives, domain_id)
-    return finish_drive_check(logins, size, allow_missing=allow_missing, note=note)
-
-
 def _free_space(client: DriveClient) -> int:
     return client.space().free
 
@@ -218,7 +199,13 @@ def finish_drive_check(
     allow_missing: bool = False,
     note: Note = _quiet,
 ) -> tuple[list[Drive], list[str]]:
-    """What :func:`check_drives` returns, once ``logins`` are done."""
+    """The set's drives, once ``logins`` are done: present, of this domain, owner sessions
+    open, room for ``size``.
+
+    Raises naming every problem. Drives that are blank or of another domain are skipped
+    with a warning through ``note``. Returns the drives, and the serials of members of the
+    domain that are absent (only when ``allow_missing``).
+    """
     logged, found, record = logins.finish()
     problems = [p for p in found if not p.foreign]
     for skipped in (p for p in found if p.foreign):

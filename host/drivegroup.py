@@ -30,10 +30,7 @@ from .errors import (
     SealkeepError,
     where,
 )
-from .hsm import (
-    OWNER_KEY_INFO,
-    HsmSession,
-)
+from .hsm import HsmSession
 from .pins import InputError
 from .protocol import messages
 from .transport import open_transport
@@ -344,7 +341,7 @@ class OwnerKeys:
     def __call__(self, serial: str) -> bytes:
         credential = self._cache.get(serial)
         if credential is None:
-            credential = self.session.owner_hmac(OWNER_KEY_INFO + serial.encode())
+            credential = self.session.owner_credential(serial)
             self._cache[serial] = credential
         return credential
 
