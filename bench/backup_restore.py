@@ -20,7 +20,8 @@ making the token's keys takes a few minutes. `--aes 200 --rsa 4 --ec 4 --restore
 is a quick check.
 
 `--token opencryptoki` runs the same on openCryptoki's soft token (slot 3; its daemon
-pkcsslotd must run; it has no EC keys, so `--ec 0`). It re-initialises that machine-wide
+pkcsslotd must run; it has no EC keys, so `--ec 0`; it holds about 2,000 objects, so
+`--aes 2000 --rsa 20 --ec 0 --restore-keys 500`). It re-initialises that machine-wide
 token under the test suite's lock, and, having one token, recovers into it emptied. The bare
 loops use the domain's profile's mechanism (AES-CBC-PAD there).
 """
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+from pkcs11.exceptions import HostMemory
 from pkcs11.util.ec import encode_named_curve_parameters
 from sealkeep.backupset import authenticate_copy, backup, set_object_name
 from sealkeep.domain import ENV_KDF_MEMORY, ENV_KDF_TIME, DriveGroup, create_domain, owner_login
@@ -332,7 +334,14 @@ def measure(
         ports = emulator.ports
         custodians = phrases(emulator)
         with hsm.open(*tokens.source) as session:
-            _, seconds = timed(lambda: populate(session, args.aes, args.rsa, args.ec))
+            try:
+                _, seconds = timed(lambda: populate(session, args.aes, args.rsa, args.ec))
+            except HostMemory:
+                made = len(list(session.session.get_objects()))
+                raise SystemExit(
+                    f"the token has no room for more than {made} objects (CKR_HOST_MEMORY): "
+                    "give fewer keys (openCryptoki's soft token: --aes 2000 --rsa 20 --ec 0)"
+                ) from None
             figures["make_keys_s"] = seconds
             with DriveGroup(ports) as group:
                 create_domain(session, group.drives, custodians)
