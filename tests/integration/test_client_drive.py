@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from conftest import StartDrives
 from sealkeep.client import DriveClient, Role
 from sealkeep.emulator import EmulatedDrive
+
+if TYPE_CHECKING:
+    from conftest import StartDrives
 
 
 def test_line_noise_before_auth_counts_no_failure(

@@ -14,17 +14,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import serial
 import serial.rfc2217
-from conftest import StartDrives
 from sealkeep.client import DriveClient
 from sealkeep.domain import DriveGroup
 from sealkeep.emulator import EmulatedDrive
 from sealkeep.errors import EXIT_UNREACHABLE, LinkError
 from sealkeep.transport import SerialTransport, open_transport
+
+if TYPE_CHECKING:
+    from conftest import StartDrives
 
 pytestmark = pytest.mark.integration
 

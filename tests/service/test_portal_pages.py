@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ADMIN, ADMIN_PASSWORD, USER_PIN, Domain, Service
+from service_support import ADMIN, ADMIN_PASSWORD, USER_PIN, Domain, Service
 
 pytestmark = pytest.mark.integration
 

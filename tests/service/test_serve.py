@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN, Service, init_state, run_sealkeep, start_service, stop_service
+from service_support import ADMIN, Service, init_state, run_sealkeep, start_service, stop_service
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_PASSWORD, Service
 from sealkeep.service.app import create_app
 from sealkeep.service.settings import Settings
+from service_support import ADMIN, ADMIN_PASSWORD, Service
 
 pytestmark = pytest.mark.integration
 

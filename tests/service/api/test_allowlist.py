@@ -6,7 +6,7 @@ import sqlite3
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_PASSWORD, Service
+from service_support import ADMIN, ADMIN_PASSWORD, Service
 
 pytestmark = pytest.mark.integration
 

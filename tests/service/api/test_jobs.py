@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import USER_PIN, Domain, Service, start_service, stop_service
+from service_support import USER_PIN, Domain, Service, start_service, stop_service
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import USER_PIN, Domain, Service
 from pkcs11 import Attribute
 from sealkeep.backupset import set_object_name
 from sealkeep.hsm import Hsm
+from service_support import USER_PIN, Domain, Service
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_PASSWORD, USER_PIN, Domain, Service
 from pkcs11 import Attribute
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from sealkeep.hsm import Hsm
+from service_support import ADMIN, ADMIN_PASSWORD, USER_PIN, Domain, Service
 
 pytestmark = pytest.mark.integration
 
