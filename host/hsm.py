@@ -7,7 +7,8 @@ naming the domain and its key hierarchy); the per-drive owner credential (an HMA
 inside the HSM); and each set's keys. The pieces: :mod:`sealkeep.hsm_raw` (direct calls, for
 speed and for templates python-pkcs11 cannot pass), :mod:`sealkeep.hsm_base` (errors,
 attributes, records), :mod:`sealkeep.hsm_keys` (the key hierarchy and its templates),
-:mod:`sealkeep.hsm_sets` (backup and restore of a slot's keys), :mod:`sealkeep.hsm_proof`
+:mod:`sealkeep.hsm_listing` (listing a slot), :mod:`sealkeep.hsm_setkeys` (a slot's set
+keys), :mod:`sealkeep.hsm_sets` (backup and restore of a slot's keys), :mod:`sealkeep.hsm_proof`
 (proving a restored key by use). Public names are importable from here.
 
 Nothing here is specific to one vendor. Where SoftHSM2 needs a workaround it says so.
@@ -33,8 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -44,15 +44,12 @@ from pkcs11 import (
     Attribute,
     KeyType,
     Mechanism,
-    MechanismFlag,
     ObjectClass,
     TokenFlag,
 )
 from pkcs11.exceptions import PKCS11Error
 
 from .hsm_base import (
-    CAPTURE,
-    CK_UNAVAILABLE_INFORMATION,
     DOMAIN_APPLICATION,
     DOMAIN_ID_INFO,
     DOMAIN_ID_LEN,
@@ -80,16 +77,8 @@ from .hsm_base import (
     SlotError,
     SlotInfo,
     UnsealError,
-    _bytes,
-    _exportability,
-    _ident,
-    _int,
     _ListedObject,
     _Mapper,
-    _plain,
-    _python_class,
-    _read,
-    _str,
     _text,
     class_name,
     domain_id_from_secret,
@@ -109,7 +98,6 @@ from .hsm_caps import (
     MechanismMissing,
     Profile,
     choose_profile,
-    mechanism_failure,
     possible_profiles,
     require_capabilities,
     require_mechanisms,
@@ -119,10 +107,7 @@ from .hsm_keys import (
     PORTABLE_SEALED_TEMPLATE,
     SET_KEY_TEMPLATE,
     DomainKeyValues,
-    SessionKeys,
-    SetCarrier,
     SetKey,
-    SetKeyFormatError,
     TokenTraits,
     detect_traits,
     domain_key_template,
@@ -130,9 +115,11 @@ from .hsm_keys import (
     owner_key_template,
     probe_protections,
 )
+from .hsm_listing import SlotListing
 from .hsm_raw import HsmCallError, RawError, RawModule, RawTemplate
+from .hsm_setkeys import SetKeys
 from .hsm_sets import SetContents
-from .manifest import Attributes, AttrValue, SetHeader, TokenInfo
+from .manifest import Attributes, AttrValue, TokenInfo
 
 # --- module and session -------------------------------------------------------------------
 
@@ -399,7 +386,7 @@ class _DomainKeys:
     seal: Any | None
 
 
-class HsmSession(SetContents):
+class HsmSession(SlotListing, SetKeys, SetContents):
     """A logged-in read/write session on one slot."""
 
     def __init__(
@@ -452,79 +439,6 @@ class HsmSession(SetContents):
 
     # -- objects ---------------------------------------------------------------------------
 
-    def _token_objects(self, template: dict[Attribute, Any] | None = None) -> Iterator[Any]:
-        query: dict[Attribute, Any] = {A.TOKEN: True}
-        if template:
-            query.update(template)
-        yield from self.session.get_objects(query)
-
-    def _raw_objects(self, first: tuple[Attribute, ...]) -> Iterator[tuple[int, Attributes]]:
-        """(handle, attributes among ``first``) of every token object, by direct calls.
-
-        Raises :class:`RawError` before yielding anything when direct calls do not work.
-        """
-        raw = self.hsm.raw()
-        if raw is None:
-            raise RawError("no direct access to the module")
-        handle = int(self.session.handle)
-        token_true = self._mapper.pack_attribute(A.TOKEN, True)
-        found = raw.find(handle, {int(A.TOKEN): token_true})
-        types = tuple(int(a) for a in first)
-
-        def objects() -> Iterator[tuple[int, Attributes]]:
-            for obj in found:
-                yield obj, self._decode(raw.read(handle, obj, types))
-
-        return objects()
-
-    def _decode(self, values: dict[int, bytes]) -> Attributes:
-        """Raw attribute values as :func:`_read` gives them (python-pkcs11's conversions).
-
-        A value python-pkcs11 cannot convert is left out, as :func:`_read` leaves it out.
-        Flags and numbers take few distinct values, so their conversions are remembered.
-        """
-        result: Attributes = {}
-        known = self._decoded
-        for kind, raw in values.items():
-            key = (kind, raw)
-            try:
-                value = known[key]
-            except KeyError:
-                value = self._convert(kind, raw)
-                if len(raw) <= 8:
-                    known[key] = value
-            if value is not None:
-                result[kind] = value
-        return result
-
-    def _convert(self, kind: int, raw: bytes) -> AttrValue | None:
-        try:
-            unpack = self._mapper._handler(Attribute(kind))[1]
-            value = _plain(unpack(raw))
-        except (NotImplementedError, ValueError, TypeError, struct.error):
-            return None
-        if kind == A.KEY_GEN_MECHANISM and value == CK_UNAVAILABLE_INFORMATION:
-            return None
-        return value
-
-    def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
-        """What :func:`_read` gives for ``obj``, in one direct call where that works."""
-        raw = self.hsm.raw()
-        if raw is not None:
-            with suppress(RawError, PKCS11Error):
-                types = tuple(int(a) for a in attributes)
-                return self._decode(raw.read(int(self.session.handle), int(obj.handle), types))
-        return _read(obj, attributes)
-
-    def _listed(self, handle: int, attrs: Attributes) -> _ListedObject:
-        template = {
-            A.TOKEN: True,
-            A.CLASS: _int(attrs, A.CLASS) or 0,
-            A.LABEL: _str(attrs, A.LABEL),
-            A.ID: _bytes(attrs, A.ID) or b"",
-        }
-        return _ListedObject(self.session, handle, template)
-
     def objects(self) -> list[ObjectInfo]:
         """Every token object of the slot: keys, certificates and data objects with what is
         captured of them, objects of other classes with their class and label."""
@@ -560,58 +474,6 @@ class HsmSession(SetContents):
             return
         self._domain_keys = _DomainKeys(wrap[0], owner[0], seal[0] if seal else None)
         self._profile = profile
-
-    def _objects_direct(self) -> list[ObjectInfo]:
-        # Most objects of a slot are secret keys: read their attributes (CLASS among them) at
-        # once, and read again only the few objects of another class. The secret-key set holds
-        # no key material of any class, so reading it from any object reveals nothing.
-        result = []
-        handle = int(self.session.handle)
-        raw = self.hsm.raw()
-        if raw is None:
-            raise RawError("no direct access to the module")
-        secret = CAPTURE[ObjectClass.SECRET_KEY]
-        for obj, attrs in self._raw_objects(secret):
-            value = _int(attrs, A.CLASS)
-            try:
-                object_class = ObjectClass(value) if value is not None else None
-            except ValueError:
-                continue
-            if object_class is None:
-                continue
-            if object_class not in CAPTURE:
-                # Listed, so that nothing in the slot goes unmentioned; never backed up.
-                attrs = {
-                    int(A.CLASS): int(object_class),
-                    **self._decode(raw.read(handle, obj, (int(A.LABEL),))),
-                }
-            elif object_class != ObjectClass.SECRET_KEY:
-                types = tuple(int(a) for a in CAPTURE[object_class])
-                attrs = self._decode(raw.read(handle, obj, types))
-            exportable, reason = _exportability(attrs)
-            result.append(ObjectInfo(attrs, exportable, reason, self._listed(obj, attrs)))
-        return result
-
-    def _objects_pkcs11(self) -> list[ObjectInfo]:
-        result = []
-        for obj in self._token_objects():
-            # python-pkcs11 already read CLASS to pick the object's Python class; asking the
-            # token again costs a call (~35 µs on SoftHSM2's file store, per object).
-            object_class = _python_class(obj)
-            if object_class is None:
-                continue
-            attrs = _read(obj, CAPTURE[object_class])
-            exportable, reason = _exportability(attrs)
-            result.append(ObjectInfo(attrs, exportable, reason, obj))
-        return result
-
-    def present_keys(self) -> set[tuple[int, str, bytes]]:
-        """(class, label, id) of every token object: one scan, for cheap presence checks."""
-        wanted = (A.CLASS, A.LABEL, A.ID)
-        try:
-            return {_ident(attrs) for _, attrs in self._raw_objects(wanted)}
-        except RawError:
-            return {_ident(_read(obj, wanted)) for obj in self._token_objects()}
 
     # -- backup domain ---------------------------------------------------------------------
 
@@ -947,147 +809,3 @@ class HsmSession(SetContents):
         if wrap_key is None or owner_key is None:
             self.require_domain()
         return wrap_key
-
-    # -- set keys --------------------------------------------------------------------------
-
-    # The KEK of a set of hierarchy 1 (which sealkeep still opens and makes in slots that
-    # hold a domain of that hierarchy, until a re-share replaces it).
-    _SHARED_KEK_CAPABILITIES = (
-        MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
-    )
-
-    def _session_keys(self, profile: Profile | None = None) -> SessionKeys:
-        return SessionKeys(
-            self._direct(),
-            int(self.session.handle),
-            self._resolve_session_key,
-            profile or self.domain_profile(),
-            self.traits(),
-        )
-
-    def _resolve_session_key(self, handle: int, label: str, key_id: bytes) -> Any:
-        template = {A.TOKEN: False, A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: label, A.ID: key_id}
-        return _ListedObject(self.session, handle, template)
-
-    def new_set_key(self) -> SetKey:
-        """Fresh keys for a set (session objects), and their values wrapped by the domain,
-        with the mechanisms of the domain's profile."""
-        wrap_key, seal_key = self._wrap_key(), self._keys().seal
-        profile = self.domain_profile()
-        try:
-            if seal_key is None:
-                return self._new_shared_kek(wrap_key)
-            keys = self._session_keys(profile)
-            return keys.generate(int(wrap_key.handle), int(seal_key.handle))
-        except PKCS11Error as exc:
-            doing = f"cannot make a set key in {self.where}"
-            needs = [n for n in profile.needs if n.mechanism != Mechanism.SHA256_HMAC]
-            missing = mechanism_failure(exc, self.session.token.slot, doing, needs)
-            raise missing or HsmError(f"{doing}: {exc!r}") from None
-
-    def _new_shared_kek(self, wrap_key: Any) -> SetKey:
-        kek = self.session.generate_key(
-            KeyType.AES,
-            256,
-            store=False,
-            capabilities=self._SHARED_KEK_CAPABILITIES,
-            template={A.SENSITIVE: True, A.EXTRACTABLE: True, A.PRIVATE: True},
-        )
-        return SetKey(kek, bytes(wrap_key.wrap_key(kek, mechanism=WRAP_MECHANISM)))
-
-    def open_set_key(
-        self,
-        wrapped: bytes,
-        wrapped_manifest_key: bytes | None = None,
-        wrapped_mac_key: bytes | None = None,
-        profile: Profile = STANDARD,
-    ) -> SetKey:
-        """Unwrap a set's keys with this slot's domain keys (as session objects), with the
-        mechanisms of the set's own ``profile`` (its header says which)."""
-        wrap_key, seal_key = self._wrap_key(), self._keys().seal
-        if (seal_key is None) != (wrapped_manifest_key is None):
-            raise SetKeyError(self._hierarchy_mismatch(seal_key is None))
-        # A set names the mechanisms it needs; a token without them cannot open it, which
-        # says nothing of the set.
-        self.require_mechanisms(
-            f"cannot open the keys of a set of the {profile.name} profile in {self.where}",
-            profile,
-        )
-        try:
-            if seal_key is None or wrapped_manifest_key is None:
-                kek = wrap_key.unwrap_key(
-                    ObjectClass.SECRET_KEY,
-                    KeyType.AES,
-                    wrapped,
-                    mechanism=WRAP_MECHANISM,
-                    store=False,
-                    capabilities=self._SHARED_KEK_CAPABILITIES,
-                    template={A.SENSITIVE: True, A.EXTRACTABLE: False, A.PRIVATE: True},
-                )
-                return SetKey(kek, bytes(wrapped))
-            return self._session_keys(profile).open(
-                int(wrap_key.handle),
-                int(seal_key.handle),
-                wrapped,
-                wrapped_manifest_key,
-                wrapped_mac_key,
-            )
-        except SetKeyFormatError as exc:
-            raise SetKeyError(f"the set's header is malformed: {exc}") from None
-        except PKCS11Error as exc:
-            doing = f"cannot open the set's keys in {self.where}"
-            # Opening only unwraps: the profile's wrap mechanism is the one at fault.
-            needs = [n for n in profile.needs if n.mechanism == profile.wrap_mechanism]
-            missing = mechanism_failure(exc, self.session.token.slot, doing, needs)
-            if missing is not None:
-                raise missing from None
-            # SoftHSM2 reports a failed integrity check of AES key wrap as GeneralError.
-            raise SetKeyError(
-                f"the set key does not unwrap with the domain key of {self.where}: the set "
-                "belongs to another backup domain, or its wrapped key is corrupt"
-            ) from None
-
-    def open_set(self, header: SetHeader) -> SetKey:
-        """The keys of the set ``header`` heads, opened with the mechanisms it names."""
-        profile = PROFILES.get(header.profile)
-        if profile is None:
-            raise MechanismMissing(
-                f"set {header.set_id_hex} uses profile {header.profile}, which this sealkeep "
-                "does not know: nothing on the drives is corrupt; open it with a newer sealkeep"
-            )
-        return self.open_set_key(
-            header.wrapped_kek, header.wrapped_manifest_key, header.wrapped_mac_key, profile
-        )
-
-    def set_carrier(
-        self, old_secret: bytes | bytearray, new_secret: bytes | bytearray
-    ) -> SetCarrier:
-        """What moves this slot's sets to the domain of ``new_secret`` (see :class:`SetCarrier`).
-
-        ``old_secret`` is the secret of the domain the slot holds now. Close it after use.
-        """
-        hierarchy = self.domain_hierarchy()
-        if hierarchy is None:
-            self.require_domain()
-            raise AssertionError("unreachable")
-        try:
-            with (
-                DomainKeyValues(old_secret, hierarchy) as old,
-                DomainKeyValues(new_secret) as new,
-            ):
-                return SetCarrier(self._session_keys(self.domain_profile()), old, new)
-        except PKCS11Error as exc:
-            raise DomainError(f"cannot load the domain keys into {self.where}: {exc!r}") from None
-
-    def _hierarchy_mismatch(self, slot_is_old: bool) -> str:
-        if slot_is_old:
-            return (
-                f"the set was made under the current key hierarchy and {self.where} holds its "
-                "domain under the old one: re-share the domain (`sealkeep domain reshare`), "
-                "which upgrades the slot, then restore"
-            )
-        return (
-            f"the set was made under the old key hierarchy, which the domain in {self.where} "
-            "no longer opens: a re-share of the domain (`sealkeep domain reshare`) carries "
-            "the sets it finds on the drives over to the current one"
-        )
