@@ -422,6 +422,9 @@ def measure(
             figures["bare_unwrap_s"] = reference
             figures["bare_unwrap_keys_per_s"] = len(wanted) / reference
             figures["restore_s"] = seconds
+            figures["restore_fetch_s"] = result.fetch_seconds
+            figures["restore_per_key_ms"] = 1000 * (seconds - result.fetch_seconds) / len(wanted)
+            figures["bare_unwrap_per_key_ms"] = 1000 * reference / len(wanted)
             figures["restore_keys_per_s"] = len(wanted) / seconds
             figures["restore_ratio"] = reference / seconds
 

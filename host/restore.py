@@ -128,6 +128,7 @@ class RestoreResult:
     skipped_at_backup: list[manifest.SkippedEntry]
     seconds: float
     dry_run: bool = False
+    fetch_seconds: float = 0.0  # of ``seconds``: reading the set and opening it in the HSM
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -195,6 +196,7 @@ def restore_set(
     puts the set's object in place of a different one with the same class, label and id."""
     started = time.monotonic()
     fetched = fetch_set(session, drives, reference, note)
+    fetched_after = time.monotonic() - started
     try:
         opened = fetched.manifest
         if labels:
@@ -222,6 +224,7 @@ def restore_set(
         # With --key, only what was asked for: the rest of the slot is not this restore's news.
         skipped_at_backup=[s for s in opened.skipped if not labels or s.label in labels],
         seconds=time.monotonic() - started,
+        fetch_seconds=fetched_after,
         dry_run=dry_run,
     )
 
