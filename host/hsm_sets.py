@@ -255,8 +255,11 @@ class SetContents:
             obj = self._recreate(kek, entry)
         except (PKCS11Error, ValueError) as exc:
             return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
+        recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
+        kinds = [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
+        now = self.read_attributes(obj, [*kinds, A.SENSITIVE])  # one call for both checks
         if entry.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
-            refusal = self._keep_sensitive(obj)
+            refusal = self._keep_sensitive(obj, now)
             if refusal is not None:
                 with suppress(PKCS11Error):
                     obj.destroy()
@@ -278,10 +281,6 @@ class SetContents:
                 with suppress(PKCS11Error):
                     obj.destroy()
                 return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
-        recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
-        now = self.read_attributes(
-            obj, [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
-        )
         return RestoreOutcome(
             entry.object_class,
             entry.key_type,
@@ -292,14 +291,15 @@ class SetContents:
             not_taken=attributes_not_taken(recorded, now),
         )
 
-    def _keep_sensitive(self, obj: Any) -> str | None:
-        """Make sure a restored key is sensitive (None), else say why it cannot stay.
+    def _keep_sensitive(self, obj: Any, read: Attributes) -> str | None:
+        """Make sure a restored key is sensitive (None), else say why it cannot stay;
+        ``read`` is what was read of it as it was made.
 
         Its template asks for it, but a token may take the attribute and ignore it
         (openCryptoki 3.8 does in C_UnwrapKey): then it is set afterwards, and a key the
         token leaves readable is not kept, since anyone with the PIN could read it.
         """
-        if _bool(self.read_attributes(obj, [A.SENSITIVE]), A.SENSITIVE) is True:
+        if _bool(read, A.SENSITIVE) is True:
             return None
         try:
             obj[A.SENSITIVE] = True

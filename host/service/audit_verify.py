@@ -296,6 +296,19 @@ def _open_readonly(state_dir: Path) -> sqlite3.Connection:
         raise AuditError(f"cannot open {path}: {exc}") from None
 
 
+def _read_state(
+    state_dir: Path,
+) -> tuple[Ed25519PublicKey, list[StoredRecord], list[HsmHeadSignature]]:
+    """The service's public key, and the log's records and slot-signed heads as stored."""
+    key = _state_public_key(state_dir)
+    conn = _open_readonly(state_dir)
+    try:
+        rows, hsm_heads = _stored(conn)
+    finally:
+        conn.close()
+    return key, rows, hsm_heads
+
+
 def _stored(conn: sqlite3.Connection) -> tuple[list[StoredRecord], list[HsmHeadSignature]]:
     try:
         # One snapshot for both tables, so a head the running service signs meanwhile is
@@ -325,12 +338,7 @@ def _state_public_key(state_dir: Path) -> Ed25519PublicKey:
 def verify_state(state_dir: Path, heads: Iterable[AuditHead] = ()) -> AuditVerification:
     """Check the log in a state folder offline: no HSM, no service running. ``heads`` are
     heads carried by backup sets, each of which must be in the log."""
-    key = _state_public_key(state_dir)
-    conn = _open_readonly(state_dir)
-    try:
-        rows, hsm_heads = _stored(conn)
-    finally:
-        conn.close()
+    key, rows, hsm_heads = _read_state(state_dir)
     return _check(rows, hsm_heads, key, heads)
 
 
@@ -338,12 +346,7 @@ def export_bundle(state_dir: Path, out: Path) -> None:
     """Write the log as one JSON file an auditor checks elsewhere (:func:`verify_bundle`):
     every record with its signature, the service's public key, the heads signed in slots
     with their public keys. Exported as stored, whether the chain holds or not."""
-    key = _state_public_key(state_dir)
-    conn = _open_readonly(state_dir)
-    try:
-        rows, hsm_heads = _stored(conn)
-    finally:
-        conn.close()
+    key, rows, hsm_heads = _read_state(state_dir)
     records = []
     for row in rows:
         try:

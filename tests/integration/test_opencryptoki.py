@@ -90,6 +90,22 @@ class Cli:
 
 
 @pytest.fixture
+def domain_secrets(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every domain secret a ceremony makes during the test, kept so that the test can put a
+    domain into a token by hand."""
+    made: list[bytes] = []
+    new_secret = ceremonies.new_domain_secret
+
+    def recorded() -> bytearray:
+        secret = new_secret()
+        made.append(bytes(secret))
+        return secret
+
+    monkeypatch.setattr(ceremonies, "new_domain_secret", recorded)
+    return made
+
+
+@pytest.fixture
 def cli(opencryptoki: OpenCryptokiToken, softhsm: SoftHsmFarm, tmp_path: Path) -> Cli:
     return Cli(opencryptoki, softhsm, tmp_path)
 
@@ -257,19 +273,9 @@ def test_restore_of_a_softhsm_set_names_the_mechanism_not_corruption(
     tokens: dict[str, SoftHsmToken],
     emulated_drives: StartDrives,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    domain_secrets: list[bytes],
 ) -> None:
     emulator = emulated_drives(3)
-    secrets_made: list[bytes] = []
-    new_secret = ceremonies.new_domain_secret
-
-    def recorded() -> bytearray:
-        secret = new_secret()
-        secrets_made.append(bytes(secret))
-        return secret
-
-    # The test keeps the domain secret to put the domain into openCryptoki by hand below.
-    monkeypatch.setattr(ceremonies, "new_domain_secret", recorded)
     source = tokens["source"]
     with (
         hsm.open(source.slot_id, source.pin) as session,
@@ -281,7 +287,7 @@ def test_restore_of_a_softhsm_set_names_the_mechanism_not_corruption(
             KeyType.AES, 256, label="kept", store=True, template={A.EXTRACTABLE: True}
         )
         set_id = backup(session, group.drives, label="nightly").set_id.hex()
-    (secret,) = secrets_made
+    (secret,) = domain_secrets
 
     slot = str(opencryptoki.slot_id)
     # The domain cannot be rebuilt there: the token can hold only portable domains (said
@@ -384,21 +390,12 @@ def test_restore_of_a_portable_set_into_softhsm_names_the_mechanism_not_corrupti
     hsm: Hsm,
     tokens: dict[str, SoftHsmToken],
     emulated_drives: StartDrives,
-    monkeypatch: pytest.MonkeyPatch,
+    domain_secrets: list[bytes],
 ) -> None:
     """SoftHSM2 2.6.1 lists CKM_AES_CBC_PAD but will not unwrap with it: a portable domain
     put into it by hand (as a token that lost a mechanism would hold one) opens no set, and
     restore says which mechanism, not that any copy is corrupt."""
     emulator = emulated_drives(3)
-    secrets_made: list[bytes] = []
-    new_secret = ceremonies.new_domain_secret
-
-    def recorded() -> bytearray:
-        secret = new_secret()
-        secrets_made.append(bytes(secret))
-        return secret
-
-    monkeypatch.setattr(ceremonies, "new_domain_secret", recorded)
     with open_token(opencryptoki) as session:
         for obj in list(session.session.get_objects()):
             obj.destroy()
@@ -410,7 +407,7 @@ def test_restore_of_a_portable_set_into_softhsm_names_the_mechanism_not_corrupti
             KeyType.AES, 256, label="ock-aes", store=True, template={A.EXTRACTABLE: True}
         )
         set_id = backup(session, group.drives, label="portable").set_id.hex()
-    (secret,) = secrets_made
+    (secret,) = domain_secrets
     target = tokens["target"]
     with hsm.open(target.slot_id, target.pin) as session, DriveGroup(ports) as group:
         session.import_domain(secret, profile=PORTABLE)

@@ -44,7 +44,8 @@ class _Slot(SetContents):
     ],
 )
 def test_a_key_left_readable_is_refused_naming_why(key: _Key, kept: bool) -> None:
-    refusal = _Slot()._keep_sensitive(key)
+    made = {int(Attribute.SENSITIVE): key.sensitive}  # as read when the key was made
+    refusal = _Slot()._keep_sensitive(key, made)
     if kept:
         assert refusal is None and key.sensitive
     else:
