@@ -28,6 +28,7 @@ from pkcs11.attributes import AttributeMapper, handle_bytes, handle_ulong
 from pkcs11.exceptions import PKCS11Error
 
 from .errors import SealkeepError
+from .hsm_raw import HsmCallError
 from .manifest import Attributes, AttrValue
 
 ENV_MODULE = "SEALKEEP_PKCS11_MODULE"
@@ -746,5 +747,7 @@ def replay_template(attrs: Attributes) -> dict[Attribute, Any]:
 
 def _error_name(exc: Exception) -> str:
     text = str(exc)
+    if isinstance(exc, HsmCallError):
+        return text  # the call and its return value: "C_UnwrapKey: CKR_WRAPPED_KEY_INVALID"
     name = type(exc).__name__
     return f"{name}: {text}" if text else name

@@ -204,16 +204,16 @@ def _prove_by_use(
                 return Proof(False, "sign/verify", "its signature does not verify")
             methods.append("sign/verify")
     elif key_type == KeyType.AES and _bool(attrs, A.ENCRYPT) and _bool(attrs, A.DECRYPT):
-        iv = secrets.token_bytes(16)
-        ciphertext = use.encrypt(message, Mechanism.AES_CBC_PAD, iv)
-        if use.decrypt(ciphertext, Mechanism.AES_CBC_PAD, iv) != message:
+        # A zero block first under a zero IV: the first CBC block is then E(K, 0^128), whose
+        # first bytes are the PKCS#11 check value, so one encryption serves both checks.
+        message = bytes(16) + message
+        ciphertext = use.encrypt(message, Mechanism.AES_CBC_PAD, bytes(16))
+        if use.decrypt(ciphertext, Mechanism.AES_CBC_PAD, bytes(16)) != message:
             return Proof(False, "encrypt/decrypt", "it does not decrypt what it encrypts")
         methods.append("encrypt/decrypt")
         check = _bytes(attrs, A.CHECK_VALUE)
         if check:
-            # The PKCS#11 check value of an AES key: the first bytes of E(K, 0^128).
-            block = use.encrypt(bytes(16), Mechanism.AES_ECB)
-            if block[: len(check)] != check:
+            if ciphertext[: len(check)] != check:
                 return Proof(False, "check value", "its check value differs from the set's")
             methods.append("check value")
     return None

@@ -65,6 +65,7 @@ _FN_LOGOUT = 19
 _FN_CREATE_OBJECT = 20
 _FN_DESTROY_OBJECT = 22
 _FN_GET_ATTRIBUTE_VALUE = 24
+_FN_SET_ATTRIBUTE_VALUE = 25
 _FN_FIND_OBJECTS_INIT = 26
 _FN_FIND_OBJECTS = 27
 _FN_FIND_OBJECTS_FINAL = 28
@@ -330,6 +331,7 @@ class RawModule:
         self._login = bind(_FN_LOGIN, CK_ULONG, CK_ULONG, _BYTES, CK_ULONG)
         self._logout = bind(_FN_LOGOUT, CK_ULONG)
         self._get = bind(_FN_GET_ATTRIBUTE_VALUE, CK_ULONG, CK_ULONG, _ATTRS, CK_ULONG)
+        self._set = bind(_FN_SET_ATTRIBUTE_VALUE, CK_ULONG, CK_ULONG, _ATTRS, CK_ULONG)
         self._find_init = bind(_FN_FIND_OBJECTS_INIT, CK_ULONG, _ATTRS, CK_ULONG)
         self._find = bind(_FN_FIND_OBJECTS, CK_ULONG, _ULONGS, CK_ULONG, _ULONGS)
         self._find_final = bind(_FN_FIND_OBJECTS_FINAL, CK_ULONG)
@@ -380,6 +382,11 @@ class RawModule:
     def destroy_object(self, session: int, handle: int) -> None:
         """C_DestroyObject."""
         _check("C_DestroyObject", self._destroy(session, handle))
+
+    def set_attributes(self, session: int, handle: int, template: RawTemplate) -> None:
+        """C_SetAttributeValue."""
+        packed = PackedTemplate(template)
+        _check("C_SetAttributeValue", self._set(session, handle, packed.array, packed.count))
 
     def decrypt(
         self, session: int, mechanism: int, key: int, data: bytes, parameter: bytes | None = None

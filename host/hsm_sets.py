@@ -18,6 +18,7 @@ from pkcs11 import (
     MechanismFlag,
     ObjectClass,
 )
+from pkcs11.attributes import AttributeMapper
 from pkcs11.exceptions import (
     AttributeReadOnly,
     AttributeTypeInvalid,
@@ -34,23 +35,64 @@ from .hsm_base import (
     _bool,
     _error_name,
     _ident,
+    _ListedObject,
     attributes_not_taken,
     replay_template,
 )
 from .hsm_caps import Profile, is_mechanism_error, mechanism_name
 from .hsm_keys import (
     SetKey,
+    Wrapping,
 )
 from .hsm_proof import (
     _prove,
 )
+from .hsm_raw import HsmCallError, RawTemplate
 from .manifest import Attributes, KeyEntry, SkippedEntry
 
 # SENSITIVE is made true on purpose (a restored key is never more readable than it left).
 _NOT_COMPARED = frozenset({int(A.SENSITIVE)})
 _TEMPLATE_REFUSALS = (AttributeReadOnly, AttributeTypeInvalid, AttributeValueInvalid)
+# The same refusals as return values of a direct call: CKR_ATTRIBUTE_READ_ONLY, _TYPE_INVALID
+# and _VALUE_INVALID.
+_TEMPLATE_REFUSAL_RVS = frozenset({0x10, 0x12, 0x13})
 # What no restored key goes without: left out, the key would be another or more readable.
 _NEVER_LEFT_OUT = frozenset({A.CLASS, A.KEY_TYPE, A.TOKEN, A.SENSITIVE, A.LABEL, A.ID})
+
+
+def _refuses_template(exc: Exception) -> bool:
+    """Whether the token refused an attribute of a template (by either way of calling)."""
+    if isinstance(exc, HsmCallError):
+        return exc.rv in _TEMPLATE_REFUSAL_RVS
+    return isinstance(exc, _TEMPLATE_REFUSALS)
+
+
+class _RestoredKey(_ListedObject):
+    """A secret key a restore unwrapped by a direct call, known by its handle.
+
+    python-pkcs11 would read ten attributes of each new key and make a Python class for it
+    (~0.25 ms per key on SoftHSM2) that the restore never uses: the proofs, the read-back,
+    making it sensitive and destroying it go by direct calls on the handle.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        handle: int,
+        template: dict[Attribute, Any],
+        direct: Wrapping,
+        mapper: AttributeMapper,
+    ) -> None:
+        super().__init__(session, handle, template)
+        self._direct = direct
+        self._mapper = mapper
+
+    def __setitem__(self, key: Attribute, value: Any) -> None:
+        packed = {int(key): self._mapper.pack_attribute(key, value)}
+        self._direct.raw.set_attributes(self._direct.session, self._handle, packed)
+
+    def destroy(self) -> None:
+        self._direct.raw.destroy_object(self._direct.session, self._handle)
 
 
 def _known_attribute(kind: int) -> bool:
@@ -65,6 +107,7 @@ class SetContents:
     """Backup and restore of a slot's objects under a set's keys (a part of HsmSession)."""
 
     session: Any
+    _mapper: AttributeMapper
     _refused_attributes: dict[tuple[int, int], Attribute]
 
     def objects(self) -> list[ObjectInfo]:
@@ -185,6 +228,7 @@ class SetContents:
         progress: Callable[[int, int], None] | None = None,
         replace: bool = False,
         dry_run: bool = False,
+        present: set[tuple[int, str, bytes]] | None = None,
     ) -> list[RestoreOutcome]:
         """Recreate the entries (or those whose label is in ``labels``) in this slot.
 
@@ -195,9 +239,10 @@ class SetContents:
         nothing can tell them apart: the detail says so), ``"different"`` when its material
         is another; with ``replace`` a different one is destroyed and the set's restored in
         its place (``"replaced"``). With ``dry_run`` nothing is created or destroyed: what
-        would be is ``"would restore"`` or ``"would replace"``.
+        would be is ``"would restore"`` or ``"would replace"``. ``present`` is
+        :meth:`present_keys` where the caller listed the slot already (it is added to).
         """
-        present = self.present_keys()
+        present = self.present_keys() if present is None else present
         publics = {
             (entry.key_type, entry.id): entry.attributes
             for entry in entries
@@ -364,14 +409,36 @@ class SetContents:
             for flag in _CAPABILITY_FLAGS:
                 template.setdefault(flag, DEFAULT)
             wrapped = entry.wrapped
+            direct = kek.direct if object_class == ObjectClass.SECRET_KEY else None
 
             def unwrap(chosen: dict[Attribute, Any]) -> Any:
+                if direct is not None:
+                    return self._unwrap_direct(kek, direct, wrapped, chosen)
                 return kek.unwrap(
                     object_class, key_type, wrapped, store=True, capabilities=0, template=chosen
                 )
 
             return self._with_refused_attribute_left_out(object_class, key_type, template, unwrap)
         return self.session.create_object(template)
+
+    def _unwrap_direct(
+        self, kek: SetKey, direct: Wrapping, wrapped: bytes, template: dict[Attribute, Any]
+    ) -> _RestoredKey:
+        """The key unwrapped by one direct call, with the template python-pkcs11 would pass
+        (the same values packed by the same mapper; DEFAULT leaves an attribute out)."""
+        packed: RawTemplate = {
+            int(kind): self._mapper.pack_attribute(kind, value)
+            for kind, value in template.items()
+            if value is not DEFAULT
+        }
+        handle = kek.unwrap_direct(wrapped, packed)
+        found_by = {
+            A.TOKEN: True,
+            A.CLASS: template[A.CLASS],
+            A.LABEL: template.get(A.LABEL, ""),
+            A.ID: template.get(A.ID, b""),
+        }
+        return _RestoredKey(self.session, handle, found_by, direct, self._mapper)
 
     def _with_refused_attribute_left_out(
         self,
@@ -395,14 +462,16 @@ class SetContents:
             template = {k: v for k, v in template.items() if k != refused[kind]}
         try:
             return make(template)
-        except _TEMPLATE_REFUSALS as first:
-            if kind in refused:
+        except PKCS11Error as first:
+            if kind in refused or not _refuses_template(first):
                 raise
             for attribute in [k for k in template if k not in _NEVER_LEFT_OUT]:
                 try:
                     made = make({k: v for k, v in template.items() if k != attribute})
-                except _TEMPLATE_REFUSALS:
-                    continue
+                except PKCS11Error as again:
+                    if _refuses_template(again):
+                        continue
+                    raise
                 refused[kind] = attribute
                 return made
             raise first

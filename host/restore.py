@@ -10,6 +10,7 @@ restored key is proven by use.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
@@ -61,13 +62,47 @@ class Fetched:
     attempts: list[Problem]
 
 
+class _CopyReader(threading.Thread):
+    """One drive's copy of a set, read in the background while the HSM does other work
+    (only the drive is called here: the HSM is never called from two threads at once)."""
+
+    def __init__(self, drive: Drive, name: str) -> None:
+        super().__init__(daemon=True)  # Ctrl-C ends the process without waiting for it
+        self.drive = drive
+        self.name = name
+        self._data: bytes | None = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._data = self.drive.use()[0].get(self.name)
+        except BaseException as exc:  # raised again in the caller's thread by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait in short steps, so that Ctrl-C reaches the main thread."""
+        while self.is_alive():
+            self.join(0.1)
+
+    def result(self) -> bytes:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        if self._data is None:
+            raise RuntimeError("the copy was not read")
+        return self._data
+
+
 def fetch_set(
     session: HsmSession,
     drives: Sequence[Drive],
     reference: str,
     note: Note = _quiet,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Fetched:
-    """The set from the first drive whose copy is intact and authentic; errors are named."""
+    """The set from the first drive whose copy is intact and authentic; errors are named.
+
+    ``meanwhile`` is HSM work run while the first drive's copy is read."""
     domain_id = session.domain_id()
     if domain_id is None:
         raise DomainError(
@@ -82,10 +117,17 @@ def fetch_set(
         )
     name = find_set(logged, reference)
     attempts: list[Problem] = []
+    first = _CopyReader(logged[0], name)
+    first.start()
+    try:
+        if meanwhile is not None:
+            meanwhile()
+    finally:
+        first.wait()  # the drive is not left in the middle of a read, whatever happened
     for drive in logged:
         client, hello = drive.use()
         try:
-            data = client.get(name)
+            data = first.result() if drive is first.drive else client.get(name)
             header = manifest.read_header(data)
             if set_object_name(header.set_id) != name:
                 raise ManifestError(f"the object holds set {header.set_id_hex} instead")
@@ -128,7 +170,8 @@ class RestoreResult:
     skipped_at_backup: list[manifest.SkippedEntry]
     seconds: float
     dry_run: bool = False
-    fetch_seconds: float = 0.0  # of ``seconds``: reading the set and opening it in the HSM
+    # of ``seconds``: reading the set (the slot listed meanwhile) and opening it in the HSM
+    fetch_seconds: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -195,7 +238,11 @@ def restore_set(
     """Restore the set (or the keys with ``labels``) into ``session``'s slot; ``replace``
     puts the set's object in place of a different one with the same class, label and id."""
     started = time.monotonic()
-    fetched = fetch_set(session, drives, reference, note)
+    present: list[set[tuple[int, str, bytes]]] = []
+    # The slot is listed (what is in it already) while a drive sends the set.
+    fetched = fetch_set(
+        session, drives, reference, note, lambda: present.append(session.present_keys())
+    )
     fetched_after = time.monotonic() - started
     try:
         opened = fetched.manifest
@@ -208,6 +255,7 @@ def restore_set(
             progress=progress,
             replace=replace,
             dry_run=dry_run,
+            present=present[0],
         )
     finally:
         with suppress(Exception):
