@@ -388,6 +388,36 @@ def test_a_restored_key_stays_sensitive(token: Token) -> None:
             assert obj.handle[Attribute.SENSITIVE] is True, obj.label
 
 
+def test_a_key_the_hsm_will_not_recreate_is_named_and_nothing_is_left(token: Token) -> None:
+    """A wrapped value the token refuses (cut short by a byte: no wrapping mechanism takes
+    that length) fails that key alone, naming the call and the token's answer; no object is
+    left half-made under its name, and the other keys are restored."""
+    with token.open() as source:
+        import_domain(token, source)
+        for label, key_id in (("aes-cut", b"\x01"), ("aes-whole", b"\x02")):
+            source.session.generate_key(
+                KeyType.AES, 256, label=label, id=key_id, store=True,
+                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+            )  # fmt: skip
+        blob = back_up(source)
+        for obj in source.objects():
+            if not obj.is_domain_key:
+                obj.handle.destroy()
+        kek = source.open_set(manifest.read_header(blob))
+        entries = [
+            dataclasses.replace(e, wrapped=e.wrapped[:-1]) if e.label == "aes-cut" and e.wrapped
+            else e
+            for e in manifest.unseal(blob, kek).entries
+        ]  # fmt: skip
+        outcomes = {o.label: o for o in source.restore(kek, entries)}
+        left = sorted(o.label for o in source.objects() if not o.is_domain_key)
+    assert outcomes["aes-cut"].status == "failed"
+    refused = "the HSM refused to recreate it (C_UnwrapKey: CKR_"
+    assert outcomes["aes-cut"].detail.startswith(refused), outcomes["aes-cut"].detail
+    assert outcomes["aes-whole"].status == "restored" and outcomes["aes-whole"].ok
+    assert left == ["aes-whole"]
+
+
 def test_restore_selected_keys_only(token: Token) -> None:
     with token.open() as source:
         import_domain(token, source)
