@@ -19,6 +19,7 @@ from sealkeep.hsm import (
     HsmSession,
     ModuleError,
     PinError,
+    SetKey,
     SetKeyError,
     SlotError,
     domain_id_from_secret,
@@ -353,6 +354,17 @@ def test_backup_and_restore_into_another_token(token: Token) -> None:
         assert len(target.objects()) == len(after)
 
 
+def _backed_up_then_emptied(session: HsmSession) -> tuple[SetKey, list[KeyEntry]]:
+    """The slot backed up, then every object but the domain's destroyed: the set's key and
+    entries, ready to restore."""
+    blob = back_up(session)
+    for obj in session.objects():
+        if not obj.is_domain_key:
+            obj.handle.destroy()
+    kek = session.open_set(manifest.read_header(blob))
+    return kek, list(manifest.unseal(blob, kek).entries)
+
+
 def test_a_restored_key_stays_sensitive(token: Token) -> None:
     """A key that was sensitive in its slot is sensitive once restored: a PIN holder reads
     no more of it than before the backup. openCryptoki 3.8 takes CKA_SENSITIVE in
@@ -367,12 +379,8 @@ def test_a_restored_key_stays_sensitive(token: Token) -> None:
             KeyType.RSA, 2048, label="rsa-sign", id=b"\x03", store=True,
             private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
         )  # fmt: skip
-        blob = back_up(source)
-        for obj in source.objects():
-            if not obj.is_domain_key:
-                obj.handle.destroy()
-        kek = source.open_set(manifest.read_header(blob))
-        outcomes = source.restore(kek, manifest.unseal(blob, kek).entries)
+        kek, entries = _backed_up_then_emptied(source)
+        outcomes = source.restore(kek, entries)
         assert all(o.ok for o in outcomes), [o.to_json() for o in outcomes]
         secret_values = {
             ObjectClass.SECRET_KEY: Attribute.VALUE,
@@ -399,15 +407,11 @@ def test_a_key_the_hsm_will_not_recreate_is_named_and_nothing_is_left(token: Tok
                 KeyType.AES, 256, label=label, id=key_id, store=True,
                 template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
             )  # fmt: skip
-        blob = back_up(source)
-        for obj in source.objects():
-            if not obj.is_domain_key:
-                obj.handle.destroy()
-        kek = source.open_set(manifest.read_header(blob))
+        kek, entries = _backed_up_then_emptied(source)
         entries = [
             dataclasses.replace(e, wrapped=e.wrapped[:-1]) if e.label == "aes-cut" and e.wrapped
             else e
-            for e in manifest.unseal(blob, kek).entries
+            for e in entries
         ]  # fmt: skip
         outcomes = {o.label: o for o in source.restore(kek, entries)}
         left = sorted(o.label for o in source.objects() if not o.is_domain_key)
