@@ -113,9 +113,9 @@ from .hsm_keys import (
     domain_key_template,
     hierarchy_1_wrap_key_template,
     owner_key_template,
-    probe_protections,
 )
 from .hsm_listing import SlotListing
+from .hsm_protections import probe_protections
 from .hsm_raw import HsmCallError, RawError, RawModule, RawTemplate
 from .hsm_setkeys import SetKeys
 from .hsm_sets import SetContents
