@@ -16,42 +16,44 @@ Rules the client keeps:
 - In a session every reply must carry a valid MAC. An unMACed ``ERROR SESSION_MAC`` or
   ``NOT_AUTHENTICATED`` means the drive has no session any more (:class:`SessionLost`);
   a reply whose MAC fails is rejected (:class:`ForgedReply`) and ends the session.
-- Transfers (:meth:`DriveClient.put`, :meth:`DriveClient.get`) keep up to ``window``
-  requests in flight. When the session is lost mid-transfer, the drive stops answering
-  for a while, or it reports a bad offset, the client authenticates again with the
-  credential it was given and resumes where the drive stands, a bounded number of times.
+- Transfers (:meth:`DriveClient.put`, :meth:`DriveClient.get`) are pipelined and resume
+  after a lost session: see :mod:`sealkeep.client_storage`, where the storage commands are.
 """
 
 from __future__ import annotations
 
-import builtins
-import hashlib
 import hmac
-import io
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import IntEnum
+from collections.abc import Callable
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .client_storage import StorageCommands
+from .client_types import (
+    Hello,
+    ObjectInfo,
+    OpenSession,
+    PendingRequest,
+    Progress,
+    PutResult,
+    Role,
+    Space,
+    VerifyResult,
+)
 from .errors import (
     AuthenticationFailed,
-    BadName,
     BadOffset,
-    DigestMismatch,
     DriveError,
     ForgedReply,
     ImpostorDrive,
     LinkError,
     NoPutOpen,
-    ObjectExists,
     OutdatedFirmware,
     ProtocolError,
     SealkeepError,
@@ -77,16 +79,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Progress = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` in bytes while an object moves."""
-
 MAX_RESENDS = 3
 # How long to wait for the reply to a request after the drive reported an unreadable frame.
 LINE_ERROR_GRACE = 0.15
 MAX_RECOVERIES = 3
-DEFAULT_WINDOW = 4
-# Extra seconds to allow per byte when the drive hashes a whole object (commit, verify).
-HASH_SECONDS_PER_BYTE = 1 / (256 * 1024)
 # Extra seconds for AUTH_PROVE when failures are on record: the drive delays its answer.
 BACKOFF_ALLOWANCE = 61.0
 # The drive delays its answer to a proof once this many failures are on record.
@@ -101,195 +97,9 @@ MIN_MAX_FRAME = 128
 REPL_TAIL = 128
 REPL_SIGNS = (b"raw REPL; CTRL-B to exit", b"\r\n>>> ", b"MicroPython ")
 _LINE_CODES = frozenset({codes.MALFORMED_FRAME, codes.CRC, codes.FRAME_TOO_LARGE})
-_HASH_BLOCK = 1 << 20
 
 
-class Role(IntEnum):
-    """Who a session speaks for."""
-
-    OWNER = transcript.ROLE_OWNER
-    CUSTODIAN = transcript.ROLE_CUSTODIAN
-    ENROL = transcript.ROLE_ENROL
-
-
-@dataclass(frozen=True)
-class Hello:
-    """A drive's HELLO: who it is and what it holds, given to anyone who asks."""
-
-    protocol: int
-    firmware: str
-    serial: str
-    state: str
-    domain: bytes | None
-    max_frame: int
-    capabilities: tuple[str, ...]
-    salt: bytes | None
-    kdf: dict[Any, Any] | None
-    capacity: int
-    free: int
-    #: how long the drive would wait before answering the next attempt of each role
-    owner_delay_ms: int = 0
-    custodian_delay_ms: int = 0
-    #: the drive's Ed25519 identity public key (protocol 2), pinned in the domain record
-    identity: bytes | None = None
-    #: newer sets that let the owner drop a set on this drive (its claim's rule); 0: none
-    retention: int = 0
-
-    @property
-    def blank(self) -> bool:
-        return self.state == messages.STATE_BLANK
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """An object on a drive; ``digest`` (SHA-256) is None in listings."""
-
-    name: str
-    size: int
-    digest: bytes | None = None
-    #: from STAT, on a drive with a retention rule: how many sets committed after this set
-    #: the drive holds (None: not said, e.g. not a set or stored before numbering)
-    newer: int | None = None
-
-
-@dataclass(frozen=True)
-class PutResult:
-    """A committed put: the drive's digest and size; where it started and how often it
-    recovered from a lost session or a silent drive."""
-
-    name: str
-    size: int
-    digest: bytes
-    resumed_from: int
-    recoveries: int
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """The drive rehashed what it stores: ``intact`` when that matches the recorded digest."""
-
-    digest: bytes
-    size: int
-    intact: bool
-
-
-@dataclass(frozen=True)
-class Space:
-    capacity: int
-    free: int
-    #: exact failed attempts on record per role (said only inside a session)
-    owner_failures: int = 0
-    custodian_failures: int = 0
-
-
-class _Session:
-    """MAC state of an open session (one SessionMac per direction) and its role."""
-
-    __slots__ = ("d2h", "h2d", "role")
-
-    def __init__(self, role: int, key_h2d: bytes, key_d2h: bytes) -> None:
-        self.role = role
-        self.h2d = transcript.SessionMac(key_h2d)
-        self.d2h = transcript.SessionMac(key_d2h)
-
-
-class _Pending:
-    """A request on its way: what to resend, what reply it wants, when to give up."""
-
-    __slots__ = (
-        "deadline",
-        "end",
-        "expect",
-        "heard",
-        "msg_id",
-        "resend_due",
-        "resend_wire",
-        "resends",
-        "seq",
-        "session",
-        "timeout",
-    )
-
-    def __init__(
-        self, seq: int, msg_id: int, expect: int, timeout: float, session: _Session | None
-    ) -> None:
-        self.seq = seq
-        self.msg_id = msg_id
-        self.expect = expect
-        self.timeout = timeout
-        self.session = session
-        self.deadline = 0.0
-        self.resends = 0
-        self.resend_due = 0.0  # when to send resend_wire again (0: nothing to resend)
-        self.resend_wire = b""
-        self.end = 0  # for transfers: the offset just past this request's data
-        self.heard = 0  # bytes received while waiting for this reply
-
-
-class _Source:
-    """Random access to the bytes of a put: a buffer, or a seekable file from its position."""
-
-    def __init__(self, data: bytes | bytearray | memoryview | IO[bytes]) -> None:
-        self._view: memoryview | None = None
-        self._file: IO[bytes] | None = None
-        self._base = 0
-        self._pos = 0
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            self._view = memoryview(data).cast("B")
-            self.size = len(self._view)
-            self.digest = hashlib.sha256(self._view).digest()
-            return
-        seekable = False
-        try:
-            seekable = data.seekable()
-        except (AttributeError, OSError, ValueError):
-            seekable = False
-        if not seekable:
-            self._view = memoryview(data.read())
-            self.size = len(self._view)
-            self.digest = hashlib.sha256(self._view).digest()
-            return
-        self._file = data
-        self._base = data.tell()
-        sha = hashlib.sha256()
-        size = 0
-        while True:
-            block = data.read(_HASH_BLOCK)
-            if not block:
-                break
-            sha.update(block)
-            size += len(block)
-        self.size = size
-        self.digest = sha.digest()
-        data.seek(self._base)
-        self._pos = 0
-
-    def chunk(self, offset: int, length: int) -> bytes:
-        if self._view is not None:
-            return bytes(self._view[offset : offset + length])
-        assert self._file is not None
-        if offset != self._pos:
-            self._file.seek(self._base + offset)
-        block = self._file.read(length)
-        if len(block) != length:
-            raise SealkeepError(
-                f"the file being stored shrank while it was read (at byte {offset}). "
-                "To fix: keep it unchanged during the transfer and try again."
-            )
-        self._pos = offset + length
-        return block
-
-
-class _GetState:
-    """Progress of a get, kept across recoveries."""
-
-    def __init__(self, sink: IO[bytes]) -> None:
-        self.sink = sink
-        self.offset = 0
-        self.sha = hashlib.sha256()
-
-
-class DriveClient:
+class DriveClient(StorageCommands):
     """Talks to one drive over a transport.
 
     ``timeout`` is how long to wait for each reply. ``serial_hint`` names the drive in
@@ -321,7 +131,7 @@ class DriveClient:
         self._damaged = 0
         self._tail = b""  # the last bytes heard: what a port that is no drive says
         self._seq = secrets.randbelow(0xFFFF) + 1
-        self._session: _Session | None = None
+        self._session: OpenSession | None = None
         self._auth: tuple[int, bytes, bytes | None] | None = None
         self._failed_since_hello = [0, 0]  # our refused proofs per role, since the last HELLO
 
@@ -415,7 +225,7 @@ class DriveClient:
 
     def _prepare(
         self, msg_id: int, body: dict[int, Any], expect: int, timeout: float | None
-    ) -> tuple[_Pending, bytes]:
+    ) -> tuple[PendingRequest, bytes]:
         """Build the frame for a request (tagging it in the session) without sending it."""
         payload = cbor2.dumps(body, canonical=True)
         # HELLO never touches a session; AUTH_BEGIN ends it.
@@ -435,7 +245,7 @@ class DriveClient:
         frame += payload
         mac = session.h2d.tag(frame) if session is not None else None
         wire = bytes(writer.finish(frame, mac))
-        pending = _Pending(
+        pending = PendingRequest(
             seq, msg_id, expect, self.timeout if timeout is None else timeout, session
         )
         return pending, wire
@@ -446,7 +256,7 @@ class DriveClient:
 
     def _send(
         self, msg_id: int, body: dict[int, Any], expect: int, timeout: float | None = None
-    ) -> tuple[_Pending, bytes]:
+    ) -> tuple[PendingRequest, bytes]:
         pending, wire = self._prepare(msg_id, body, expect, timeout)
         self._transmit(wire)
         pending.deadline = time.monotonic() + pending.timeout
@@ -455,7 +265,7 @@ class DriveClient:
     # -- frames in -----------------------------------------------------------------------
 
     def _next_frame(
-        self, head: _Pending
+        self, head: PendingRequest
     ) -> tuple[int, int, memoryview, memoryview | None, memoryview]:
         """The next intact frame, parsed; its views are valid until the next call."""
         while True:
@@ -500,14 +310,14 @@ class DriveClient:
                 if head.heard > BABBLE_FRAMES * self._max_frame:
                     self._babbling(head)
 
-    def _babbling(self, head: _Pending) -> None:
+    def _babbling(self, head: PendingRequest) -> None:
         """The drive sends what makes no reply (damaged or oversized frames, a stream of
         bytes): it is not quietly busy, so a request given extra time gets the ordinary
         timeout from now."""
         if head.timeout > self.timeout:
             head.deadline = min(head.deadline, time.monotonic() + self.timeout)
 
-    def _timed_out(self, head: _Pending) -> LinkError:
+    def _timed_out(self, head: PendingRequest) -> LinkError:
         name = messages.NAMES.get(head.msg_id, str(head.msg_id))
         if any(sign in self._tail for sign in REPL_SIGNS):
             return LinkError(
@@ -565,11 +375,11 @@ class DriveClient:
             )
         raise self._error(code, text, expected=expected, retry_ms=retry_ms)
 
-    def _drop_session(self, session: _Session | None) -> None:
+    def _drop_session(self, session: OpenSession | None) -> None:
         if session is not None and self._session is session:
             self._session = None
 
-    def _await(self, pending: deque[_Pending], wires: dict[int, bytes]) -> dict[int, Any]:
+    def _await(self, pending: deque[PendingRequest], wires: dict[int, bytes]) -> dict[int, Any]:
         """Wait for the reply to pending[0], pop it and return its checked body.
 
         ``wires`` maps a sequence number to the frame to send again after a line error.
@@ -602,7 +412,7 @@ class DriveClient:
                 session.d2h.counter += 1
 
     def _line_error(
-        self, pending: deque[_Pending], wires: dict[int, bytes], body: memoryview
+        self, pending: deque[PendingRequest], wires: dict[int, bytes], body: memoryview
     ) -> None:
         """An unMACed sequence-0 ERROR: the drive could not read a frame."""
         try:
@@ -639,7 +449,7 @@ class DriveClient:
 
     def _accept(
         self,
-        head: _Pending,
+        head: PendingRequest,
         msg_id: int,
         body: memoryview,
         mac: memoryview | None,
@@ -911,7 +721,7 @@ class DriveClient:
             {1: transcript.derive(key, transcript.HOST_CONFIRM, th)},
             messages.AUTH_OK,
         )
-        self._session = _Session(
+        self._session = OpenSession(
             role,
             transcript.derive(key, transcript.SESSION_H2D, th),
             transcript.derive(key, transcript.SESSION_D2H, th),
@@ -934,292 +744,3 @@ class DriveClient:
         finally:
             self._session = None
             self._auth = None
-
-    # -- commands: storage ---------------------------------------------------------------
-
-    def _check_name(self, name: str) -> None:
-        if not messages.name_ok(name):
-            raise BadName(
-                codes.BAD_NAME,
-                f"{name!r} is not a valid object name",
-                serial=self.serial,
-                port=self.port,
-            )
-
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
-        """Every object whose name starts with prefix, sorted by name (follows pages)."""
-        return self._retrying(lambda: list(self._list_pages(prefix)))
-
-    def _list_pages(self, prefix: str) -> Iterator[ObjectInfo]:
-        after = ""
-        while True:
-            body: dict[int, Any] = {2: prefix} if prefix else {}
-            if after:
-                body[1] = after
-            r = self.call(messages.LIST, body, messages.LIST_R)
-            entries = r[1]
-            for entry in entries:
-                if (
-                    not isinstance(entry, list)
-                    or len(entry) < 2
-                    or not isinstance(entry[0], str)
-                    or not isinstance(entry[1], int)
-                    or entry[0] <= after
-                ):
-                    raise self._protocol(f"its LIST reply has a malformed entry {entry!r}")
-                after = entry[0]
-                yield ObjectInfo(entry[0], entry[1])
-            if not r[2]:
-                return
-            if not entries:
-                raise self._protocol("its LIST reply says more follow but lists nothing")
-
-    def stat(self, name: str) -> ObjectInfo:
-        """Size and SHA-256 of an object (ObjectNotFound when there is none)."""
-        self._check_name(name)
-
-        def once() -> ObjectInfo:
-            r = self.call(messages.STAT, {1: name}, messages.STAT_R)
-            return ObjectInfo(r[1], r[2], bytes(r[3]), r.get(4))
-
-        return self._retrying(once)
-
-    def read(self, name: str, offset: int, length: int) -> bytes:
-        """Up to length bytes of an object from offset; shorter only at its end."""
-        self._check_name(name)
-        room = framing.payload_room(self._hello_once().max_frame)
-        out = bytearray()
-        while len(out) < length:
-            ask = min(room, length - len(out))
-            at = offset + len(out)
-
-            def once(at: int = at, ask: int = ask) -> bytes:
-                r = self.call(messages.READ, {1: name, 2: at, 3: ask}, messages.DATA)
-                return bytes(r[1])
-
-            data = self._retrying(once)
-            out += data
-            if len(data) < ask:
-                break
-        return bytes(out)
-
-    def get(
-        self, name: str, progress: Progress | None = None, window: int = DEFAULT_WINDOW
-    ) -> bytes:
-        """The whole object, checked against the SHA-256 the drive recorded for it."""
-        buf = io.BytesIO()
-        self.get_into(name, buf, progress, window)
-        return buf.getvalue()
-
-    def get_into(
-        self,
-        name: str,
-        fileobj: IO[bytes],
-        progress: Progress | None = None,
-        window: int = DEFAULT_WINDOW,
-    ) -> ObjectInfo:
-        """Stream an object into fileobj with up to window reads in flight; check its digest.
-
-        Returns what the drive holds (name, size, digest). On DigestMismatch the data
-        written to fileobj must not be trusted.
-        """
-        self._hello_once()
-        info = self.stat(name)
-        assert info.digest is not None
-        state = _GetState(fileobj)
-        if progress is not None:
-            progress(0, info.size)
-        recoveries = 0
-        while True:
-            try:
-                self._get_stream(name, info.size, state, max(1, window), progress)
-                break
-            except (SessionLost, LinkError) as exc:
-                if recoveries >= self.max_recoveries or not self._can_recover(exc):
-                    raise
-                recoveries += 1
-                self._recover(exc)
-        if state.offset != info.size or not hmac.compare_digest(state.sha.digest(), info.digest):
-            raise DigestMismatch(
-                codes.DIGEST_MISMATCH,
-                f"{name}: read back {state.offset} bytes that do not hash to the recorded digest",
-                serial=self.serial,
-                port=self.port,
-                summary="the data read back does not match the digest recorded at commit",
-                advice=(
-                    "The object on this drive is damaged or was replaced while it was read: "
-                    "run verify on it, and restore from the other drives of the set."
-                ),
-            )
-        return info
-
-    def _get_stream(
-        self, name: str, size: int, state: _GetState, window: int, progress: Progress | None
-    ) -> None:
-        room = framing.payload_room(self._max_frame)
-        pending: deque[_Pending] = deque()
-        wires: dict[int, bytes] = {}
-        asked = state.offset
-        while state.offset < size:
-            fresh: builtins.list[tuple[_Pending, bytes]] = []
-            while len(pending) < window and asked < size:
-                ask = min(room, size - asked)
-                p, wire = self._prepare(
-                    messages.READ, {1: name, 2: asked, 3: ask}, messages.DATA, None
-                )
-                p.end = asked + ask
-                pending.append(p)
-                wires[p.seq] = wire
-                fresh.append((p, wire))
-                asked += ask
-            if fresh:
-                self._flush(fresh)
-            head = pending[0]
-            data = self._await(pending, wires)[1]
-            start = state.offset
-            if len(data) != head.end - start:
-                raise self._protocol(
-                    f"it returned {len(data)} bytes of {name} at offset {start}, expected "
-                    f"{head.end - start} (did the object change while it was read?)"
-                )
-            state.sink.write(data)
-            state.sha.update(data)
-            state.offset = head.end
-            if progress is not None:
-                progress(state.offset, size)
-
-    def put(
-        self,
-        name: str,
-        data: bytes | bytearray | memoryview | IO[bytes],
-        progress: Progress | None = None,
-        window: int = DEFAULT_WINDOW,
-    ) -> PutResult:
-        """Store an object (bytes, or a binary file from its current position).
-
-        Resumable and pipelined: the drive says where to start (a previous interrupted put
-        of the same object continues), then up to window data frames are in flight; the
-        commit checks the SHA-256 on the drive, and the result is compared here too.
-        """
-        self._check_name(name)
-        self._hello_once()
-        src = _Source(data)
-        size, digest = src.size, src.digest
-        recoveries = 0
-        resumed_from: int | None = None
-        while True:
-            try:
-                r = self.call(messages.PUT_OPEN, {1: name, 2: size, 3: digest}, messages.PUT_READY)
-                offset: int = r[1]
-                if offset > size:
-                    raise self._protocol(f"it offers to resume {name} at {offset} of {size} bytes")
-                if resumed_from is None:
-                    resumed_from = offset
-                if progress is not None:
-                    progress(offset, size)
-                self._put_stream(src, offset, size, max(1, window), progress)
-                wait = self.timeout + size * HASH_SECONDS_PER_BYTE
-                done = self.call(messages.PUT_COMMIT, {1: name}, messages.PUT_DONE, timeout=wait)
-                break
-            except (SessionLost, LinkError, BadOffset, NoPutOpen) as exc:
-                if recoveries >= self.max_recoveries or not self._can_recover(exc):
-                    raise
-                recoveries += 1
-                self._recover(exc)
-            except ObjectExists:
-                # After a recovery the commit may have happened with its answer lost: the
-                # object the drive keeps (never replaced) is ours if it is these bytes.
-                if not recoveries:
-                    raise
-                held = self.stat(name)
-                if held.size != size or not hmac.compare_digest(held.digest or b"", digest):
-                    raise
-                done = {1: held.digest, 2: held.size}
-                break
-        if done[2] != size or not hmac.compare_digest(bytes(done[1]), digest):
-            raise DigestMismatch(
-                codes.DIGEST_MISMATCH,
-                f"{name}: the drive committed {done[2]} bytes with another digest",
-                serial=self.serial,
-                port=self.port,
-                summary="the drive committed data that does not match what was sent",
-                advice="Do not rely on this copy: delete it and put it again.",
-            )
-        return PutResult(name, size, bytes(done[1]), resumed_from or 0, recoveries)
-
-    def _put_stream(
-        self, src: _Source, offset: int, size: int, window: int, progress: Progress | None
-    ) -> None:
-        room = framing.payload_room(self._max_frame)
-        pending: deque[_Pending] = deque()
-        wires: dict[int, bytes] = {}
-        sent = offset
-        while True:
-            fresh: builtins.list[tuple[_Pending, bytes]] = []
-            while len(pending) < window and sent < size:
-                n = min(room, size - sent)
-                p, wire = self._prepare(
-                    messages.PUT_DATA, {1: sent, 2: src.chunk(sent, n)}, messages.PUT_ACK, None
-                )
-                p.end = sent + n
-                pending.append(p)
-                wires[p.seq] = wire
-                fresh.append((p, wire))
-                sent += n
-            if fresh:
-                self._flush(fresh)
-            if not pending:
-                return
-            head = pending[0]
-            nxt = self._await(pending, wires)[1]
-            if nxt != head.end:
-                raise self._protocol(f"it acknowledged data up to {nxt}, expected {head.end}")
-            if progress is not None:
-                progress(nxt, size)
-
-    def _flush(self, frames: builtins.list[tuple[_Pending, bytes]]) -> None:
-        """Send prepared frames, as few writes as the link's MTU allows; start their clocks."""
-        mtu = max(1, self.transport.mtu)
-        group: list[bytes] = []
-        grouped = 0
-        for _, wire in frames:
-            if group and grouped + len(wire) > mtu:
-                self._transmit(b"".join(group))
-                group, grouped = [], 0
-            group.append(wire)
-            grouped += len(wire)
-        if group:
-            self._transmit(group[0] if len(group) == 1 else b"".join(group))
-        now = time.monotonic()
-        for p, _ in frames:
-            p.deadline = now + p.timeout
-
-    def delete(self, name: str) -> None:
-        """Remove an object (ObjectNotFound when there is none)."""
-        self._check_name(name)
-        self.call(messages.DELETE, {1: name}, messages.OK)
-
-    def verify(self, name: str) -> VerifyResult:
-        """Have the drive rehash an object; ``intact`` says whether it matches its digest."""
-        self._check_name(name)
-        size = 0
-        try:
-            size = self.stat(name).size
-        except DriveError:
-            pass  # VERIFY reports the problem itself
-
-        def once() -> VerifyResult:
-            wait = self.timeout + size * HASH_SECONDS_PER_BYTE
-            r = self.call(messages.VERIFY, {1: name}, messages.VERIFY_R, timeout=wait)
-            return VerifyResult(bytes(r[1]), r[2], r[3])
-
-        return self._retrying(once)
-
-    def space(self) -> Space:
-        """Capacity and free bytes."""
-
-        def once() -> Space:
-            r = self.call(messages.SPACE, {}, messages.SPACE_R)
-            return Space(r[1], r[2], r.get(3, 0), r.get(4, 0))
-
-        return self._retrying(once)
