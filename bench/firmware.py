@@ -38,6 +38,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sealkeep import firmware as fw
+from sealkeep import firmware_update
 from sealkeep.client import DriveClient, Hello, Role
 from sealkeep.emulator import Emulator, find_micropython, pty_echo_throughput
 from sealkeep.install import install_image
@@ -285,7 +286,7 @@ def measure_update(images: dict[str, Path], work: Path, owned: bool) -> dict[str
                 marks.append(time.perf_counter())
 
         start = time.perf_counter()
-        result = fw.update_drive(
+        result = firmware_update.update_drive(
             port, target, owner if owned else (lambda h: None), progress=progress
         )
         total = time.perf_counter() - start
@@ -360,7 +361,7 @@ def drive_works(images: dict[str, Path], work: Path, heap: int) -> str | None:
             client.list()
             client.close()
             step = "update"
-            fw.update_drive(port, fw.load_image(images["v2"]), owner)
+            firmware_update.update_drive(port, fw.load_image(images["v2"]), owner)
             client = DriveClient(open_transport(port), timeout=5)
             client.authenticate(Role.OWNER, OWNER)
             step = "read"

@@ -11,7 +11,7 @@ from .client import DriveClient, Hello
 from .config import DRIVE_TIMEOUT
 from .drivespec import DriveAddress
 from .errors import DriveError, SealkeepError
-from .firmware import FirmwareStatus, firmware_status
+from .firmware_update import FirmwareStatus, firmware_status
 from .transport import open_transport
 
 DOMAIN_SHOWN = 12  # hex digits of the domain id in the table

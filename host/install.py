@@ -41,17 +41,14 @@ from .errors import (
     where,
 )
 from .firmware import (
-    PROBE_TIMEOUT,
-    REBOOT_WAIT,
     RECORD_FILE,
     SLOT_DIR,
     FirmwareImage,
     boot_record,
-    firmware_status,
-    reconnect_after_reboot,
     require_signature,
     slot_files,
 )
+from .firmware_update import PROBE_TIMEOUT, REBOOT_WAIT, firmware_status, reconnect_after_reboot
 from .protocol import serials
 from .transport import open_transport
 

@@ -23,7 +23,6 @@ from ..drivespec import DriveAddress, UsageError, parse_drives
 from ..errors import EXIT_GENERIC, SealkeepError
 from ..firmware import (
     FirmwareImage,
-    UpdateResult,
     build_image,
     check_counter,
     keygen,
@@ -32,8 +31,8 @@ from ..firmware import (
     load_signing_key,
     parse_image,
     require_signature,
-    update_drive,
 )
+from ..firmware_update import UpdateResult, update_drive
 from ..hsm import HsmSession
 from ..install import install_image
 from ..vendorkey import TokenSigner, token_keygen

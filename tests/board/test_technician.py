@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pexpect
 import pytest
 from sealkeep import firmware as fw
+from sealkeep import firmware_update
 from sealkeep.client import DriveClient
 from sealkeep.install import install_image
 from sealkeep.transport import open_transport
@@ -62,11 +63,11 @@ class Repl:
         self.dut.serial.close()
 
 
-def hello_of(port: str) -> tuple[str, str, str, fw.FirmwareStatus]:
+def hello_of(port: str) -> tuple[str, str, str, firmware_update.FirmwareStatus]:
     client = DriveClient(open_transport(port), timeout=5.0)
     try:
         hello = client.hello()
-        return hello.serial, hello.firmware, hello.state, fw.firmware_status(client)
+        return hello.serial, hello.firmware, hello.state, firmware_update.firmware_status(client)
     finally:
         client.close()
 

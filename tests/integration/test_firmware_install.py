@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from json_schemas import check
-from sealkeep import cli
+from sealkeep import cli, firmware_update
 from sealkeep import firmware as fw
 from sealkeep.client import DriveClient, Role
 from sealkeep.emulator import Emulator
@@ -45,10 +45,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def hello_of(port: str) -> tuple[str, fw.FirmwareStatus]:
+def hello_of(port: str) -> tuple[str, firmware_update.FirmwareStatus]:
     client = DriveClient(open_transport(port), timeout=3.0)
     try:
-        return client.hello().serial, fw.firmware_status(client)
+        return client.hello().serial, firmware_update.firmware_status(client)
     finally:
         client.close()
 
@@ -116,7 +116,7 @@ def test_a_board_that_is_a_drive_is_left_alone(
     client.authenticate(Role.OWNER, OWNER)
     assert client.get("kept.bin") == data
     client.close()
-    result = fw.update_drive(port, fw.load_image(images["v2"]), lambda hello: OWNER)
+    result = firmware_update.update_drive(port, fw.load_image(images["v2"]), lambda hello: OWNER)
     assert (result.old_version, result.version, result.slot) == ("1.0.0", "1.1.0", "b")
     client = DriveClient(open_transport(port), timeout=3.0)
     client.authenticate(Role.OWNER, OWNER)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cbor2
 import pytest
 from json_schemas import check
-from sealkeep import cli
+from sealkeep import cli, firmware_update
 from sealkeep import firmware as fw
 from sealkeep.client import DriveClient, Hello, Role
 from sealkeep.drivespec import UsageError
@@ -68,10 +68,10 @@ def owner(hello: Hello) -> bytes | None:
     return OWNER
 
 
-def status(connect: Connect, emu: Emulator) -> fw.FirmwareStatus:
+def status(connect: Connect, emu: Emulator) -> firmware_update.FirmwareStatus:
     client = connect(emu.drives[0])
     try:
-        return fw.firmware_status(client)
+        return firmware_update.firmware_status(client)
     finally:
         client.close()
 
@@ -107,7 +107,7 @@ def test_update_confirms_the_new_slot_and_keeps_data(
         "confirmed",
     )
     data = claim_and_store(connect, emu)
-    result = fw.update_drive(emu.drives[0].port, images["v2"], owner)
+    result = firmware_update.update_drive(emu.drives[0].port, images["v2"], owner)
     assert (result.old_version, result.version, result.slot, result.resumed_from) == (
         "1.0.0",
         "1.1.0",
@@ -122,22 +122,22 @@ def test_update_confirms_the_new_slot_and_keeps_data(
         "confirmed",
         2,
     )
-    assert after.inactive == fw.SlotInfo("a", "1.0.0", 1)
+    assert after.inactive == firmware_update.SlotInfo("a", "1.0.0", 1)
     assert read_back(connect, emu) == data  # objects and credentials survive
     # and back to A with the next image of the same counter
-    same = fw.update_drive(emu.drives[0].port, images["v2"], owner)
+    same = firmware_update.update_drive(emu.drives[0].port, images["v2"], owner)
     assert same.already and same.slot == "b"  # the very firmware it runs: nothing sent
-    again = fw.update_drive(emu.drives[0].port, images["v2"], owner, force=True)
+    again = firmware_update.update_drive(emu.drives[0].port, images["v2"], owner, force=True)
     assert again.slot == "a" and not again.already
     assert read_back(connect, emu) == data
 
 
 def refused(
     emu: Emulator, image: fw.FirmwareImage, code: int, credential: fw.CredentialFor = blank
-) -> fw.FirmwareRefused:
-    with pytest.raises(fw.FirmwareRefused) as exc:
+) -> firmware_update.FirmwareRefused:
+    with pytest.raises(firmware_update.FirmwareRefused) as exc:
         # force: some of these claim the very version the drive runs, and must be sent
-        fw.update_drive(emu.drives[0].port, image, credential, force=True)
+        firmware_update.update_drive(emu.drives[0].port, image, credential, force=True)
     assert exc.value.code == code, str(exc.value)
     assert "keeps running its previous firmware" in str(exc.value)
     return exc.value
@@ -193,7 +193,7 @@ def test_bad_images_are_refused_by_the_drive(
 
     assert read_back(connect, emu) == data
     # and it still takes a good one
-    assert fw.update_drive(emu.drives[0].port, v2, owner, force=True).slot == "b"
+    assert firmware_update.update_drive(emu.drives[0].port, v2, owner, force=True).slot == "b"
 
 
 def flip(data: bytes, at: int) -> bytes:
@@ -221,7 +221,7 @@ def test_a_transfer_cut_short_resumes(
     client.close()
     emu.kill(0, restart=True)  # power cut mid-transfer
     assert status(connect, emu).version == "1.0.0"
-    result = fw.update_drive(emu.drives[0].port, v2, blank)
+    result = firmware_update.update_drive(emu.drives[0].port, v2, blank)
     assert 0 < result.resumed_from <= v2.size // 2
     assert status(connect, emu).version == "1.1.0"
 
@@ -239,7 +239,7 @@ def test_an_install_cut_short_runs_again(
     tree.mkdir(parents=True)
     (tree / "link.mpy").write_bytes(b"half a file")
     # the image as the store keeps a committed object: SHA-256, size, bytes
-    obj = flash / "obj" / fw.IMAGE_OBJECT
+    obj = flash / "obj" / firmware_update.IMAGE_OBJECT
     obj.parent.mkdir(exist_ok=True)
     obj.write_bytes(v2.sha256 + v2.size.to_bytes(8, "big") + v2.data)
     emu.restart(0)
@@ -254,8 +254,8 @@ def test_an_install_cut_short_runs_again(
 
 
 def status_when(
-    connect: Connect, emu: Emulator, ok: Callable[[fw.FirmwareStatus], bool]
-) -> fw.FirmwareStatus:
+    connect: Connect, emu: Emulator, ok: Callable[[firmware_update.FirmwareStatus], bool]
+) -> firmware_update.FirmwareStatus:
     """The drive's status once ok() holds (it restarts after some steps)."""
     last = None
     for _ in range(50):
@@ -286,9 +286,9 @@ def test_a_trial_that_is_never_confirmed_reverts(
     emu.restart(0)  # restarted before anyone confirmed it: back to A
     back = status_when(connect, emu, lambda s: s.state == "confirmed")
     assert (back.version, back.active, back.counter) == ("1.0.0", "a", 1)
-    assert back.inactive == fw.SlotInfo("b", "1.1.0", 2)
+    assert back.inactive == firmware_update.SlotInfo("b", "1.1.0", 2)
     # the floor did not rise: the same image can be installed again, properly this time
-    assert fw.update_drive(emu.drives[0].port, images["v2"], blank).slot == "b"
+    assert firmware_update.update_drive(emu.drives[0].port, images["v2"], blank).slot == "b"
 
 
 def test_a_trial_that_fails_its_self_test_goes_back(
@@ -302,8 +302,8 @@ def test_a_trial_that_fails_its_self_test_goes_back(
         calls.append(hello.firmware)
         return OWNER if len(calls) == 1 else bytes(32)  # the self-test's is wrong
 
-    with pytest.raises(fw.TrialFailed, match="failed its self-test") as failed:
-        fw.update_drive(emu.drives[0].port, images["v2"], credential)
+    with pytest.raises(firmware_update.TrialFailed, match="failed its self-test") as failed:
+        firmware_update.update_drive(emu.drives[0].port, images["v2"], credential)
     assert calls == ["1.0.0", "1.1.0"]
     # Without the owner's session nobody may restart a drive on trial (else anyone on the
     # line could keep it on old firmware): the next power cycle sends it back.
@@ -327,7 +327,7 @@ def test_who_may_update(images: Images, emulated_drives: StartDrives, connect: C
         client.call(messages.FIRMWARE, {1: 0, 2: v2.size, 3: v2.sha256}, messages.PUT_READY)
     client.close()
     with pytest.raises(UsageError, match="needs an owner session"):
-        fw.update_drive(emu.drives[0].port, v2, blank)
+        firmware_update.update_drive(emu.drives[0].port, v2, blank)
     assert status(connect, emu).version == "1.0.0"
 
 
@@ -335,8 +335,8 @@ def test_the_source_tree_firmware_takes_no_update(
     images: Images, emulated_drives: StartDrives
 ) -> None:
     emu = emulated_drives(1)
-    with pytest.raises(fw.FirmwareRefused, match="trusts no vendor key"):
-        fw.update_drive(emu.drives[0].port, images["v2"], blank)
+    with pytest.raises(firmware_update.FirmwareRefused, match="trusts no vendor key"):
+        firmware_update.update_drive(emu.drives[0].port, images["v2"], blank)
     # and the drive itself refuses an image, whoever sends it
     client = DriveClient(open_transport(emu.drives[0].port), timeout=2)
     v2 = images["v2"]
@@ -437,10 +437,10 @@ def test_a_signed_image_that_cannot_start_is_sent_back(
     broken = fw.parse_image(fw.build_image("6.6.6", 6, key, root=tree))
     emu = emulated_drives(1, image=images.paths["v1"])
     data = claim_and_store(connect, emu)
-    with pytest.raises(fw.TrialFailed, match="did not start the new firmware"):
-        fw.update_drive(emu.drives[0].port, broken, owner)
+    with pytest.raises(firmware_update.TrialFailed, match="did not start the new firmware"):
+        firmware_update.update_drive(emu.drives[0].port, broken, owner)
     back = status_when(connect, emu, lambda s: s.state == "confirmed")
     assert (back.version, back.active, back.floor) == ("1.0.0", "a", 1)
-    assert back.inactive == fw.SlotInfo("b", "6.6.6", 6)
+    assert back.inactive == firmware_update.SlotInfo("b", "6.6.6", 6)
     assert read_back(connect, emu) == data
     assert "this build cannot start" in emu.drives[0].log.read_text()

@@ -15,7 +15,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from json_schemas import check
-from sealkeep import cli
+from sealkeep import cli, firmware_update
 from sealkeep import firmware as fw
 from sealkeep.drivespec import UsageError
 from sealkeep.protocol import errors, messages
@@ -247,8 +247,11 @@ def test_drive_constants_agree_with_the_protocol() -> None:
             checked += 1
     assert checked >= 20
     update = (REPO / "device" / "fw" / "update.py").read_text()
-    assert f'"{fw.IMAGE_OBJECT}"' in update and f'/obj/{fw.CONFIRM_OBJECT}"' in update
-    assert fw.IMAGE_OBJECT in (REPO / "device" / "board.py").read_text()
+    assert (
+        f'"{firmware_update.IMAGE_OBJECT}"' in update
+        and f'/obj/{firmware_update.CONFIRM_OBJECT}"' in update
+    )
+    assert firmware_update.IMAGE_OBJECT in (REPO / "device" / "board.py").read_text()
     wire = (REPO / "device" / "fw" / "wire.py").read_text()
     assert "if step == 4:" in wire and "if step == 5:" in wire and "return 0xA0, reply" in wire
     assert messages.FIRMWARE_STEPS[4:6] == ("reboot", "status")
@@ -263,17 +266,19 @@ def test_drive_constants_agree_with_the_protocol() -> None:
 
 
 def test_firmware_status_from_reply() -> None:
-    built_in = fw.status_from_reply({1: "1.0.0", 2: 0})
+    built_in = firmware_update.status_from_reply({1: "1.0.0", 2: 0})
     assert built_in.active is None and built_in.state == "built-in" and built_in.counter == 0
     assert built_in.vendor_key is None
-    status = fw.status_from_reply(
+    status = firmware_update.status_from_reply(
         {1: "1.1.0", 2: 2, 3: "b a 2 1", 4: "1.0.0 1", 5: "1.1.0 2", 6: "0 installed in b"}
     )
     assert (status.active, status.state, status.floor, status.counter) == ("b", "trial", 1, 2)
-    assert status.inactive == fw.SlotInfo("a", "1.0.0", 1)
+    assert status.inactive == firmware_update.SlotInfo("a", "1.0.0", 1)
     assert status.result == (0, "installed in b")
-    refused = fw.status_from_reply({1: "1.0.0", 2: 1, 3: "a - 0 1", 6: "36 counter 0 below 1"})
-    assert refused.inactive == fw.SlotInfo("b", None, None)
+    refused = firmware_update.status_from_reply(
+        {1: "1.0.0", 2: 1, 3: "a - 0 1", 6: "36 counter 0 below 1"}
+    )
+    assert refused.inactive == firmware_update.SlotInfo("b", None, None)
     assert refused.result == (36, "counter 0 below 1")
     assert refused.as_json()["last_install"] == {"code": 36, "text": "counter 0 below 1"}
 

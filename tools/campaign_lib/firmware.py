@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from sealkeep import firmware as fw
+from sealkeep import firmware_update
 from sealkeep.client import DriveClient, Hello, Role
 from sealkeep.drivespec import UsageError
 from sealkeep.emulator import Emulator
@@ -366,7 +367,7 @@ class Cutter:
             self.start(lambda: self._watch_boots(want, pid))
 
     def _watch_image(self) -> None:
-        image = self.flash / "obj" / fw.IMAGE_OBJECT
+        image = self.flash / "obj" / firmware_update.IMAGE_OBJECT
         while not self.stop.is_set():
             if image.exists():
                 self.later("the image whole on the drive")
@@ -471,7 +472,7 @@ class Trial:
         cutter.watch()
         try:
             return guarded(
-                lambda: fw.update_drive(
+                lambda: firmware_update.update_drive(
                     port, v2, credential, timeout=UPDATE_TIMEOUT, progress=cutter.progress
                 ),
                 OP_LIMIT,
@@ -487,7 +488,9 @@ class Trial:
         outcome = Outcome()
         for _ in range(3):
             outcome = guarded(
-                lambda: fw.update_drive(port, v2, lambda h: creds.owner, timeout=UPDATE_TIMEOUT),
+                lambda: firmware_update.update_drive(
+                    port, v2, lambda h: creds.owner, timeout=UPDATE_TIMEOUT
+                ),
                 OP_LIMIT,
             )
             if outcome.succeeded or outcome.unclear is not None:
@@ -540,7 +543,7 @@ class Trial:
         def bad(text: str) -> None:
             self.unclear.append(f"{when}: {text}")
 
-        status = fw.status_from_reply(reply)
+        status = firmware_update.status_from_reply(reply)
         image = self.images.by_version(status.version)
         if image is None:
             bad(f"it runs firmware {status.version!r}, neither v1 nor v2")
