@@ -119,7 +119,8 @@ class Progress:
     Call it as ``progress(done, total)`` (the client's progress callback), or give each of
     several parallel transfers its own callback with :meth:`part`; the line shows their sum.
     Drawn only when the stream is a terminal unless ``enabled`` says otherwise; always
-    finish with :meth:`close` (or use it as a context manager).
+    finish with :meth:`close` (or use it as a context manager). Amounts are bytes, or with
+    ``noun`` counts of it ("objects").
     """
 
     def __init__(
@@ -131,8 +132,10 @@ class Progress:
         enabled: bool | None = None,
         interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        noun: str | None = None,
     ) -> None:
         self.label = label
+        self.noun = noun
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
             isatty = getattr(self.stream, "isatty", None)
@@ -181,14 +184,21 @@ class Progress:
         if total is None and totals and all(t is not None for t in totals):
             total = sum(t for t in totals if t is not None)
         elapsed = max(self.clock() - self._started, 1e-9)
-        text = f"{self.label}: {human_size(done)}"
+        noun = f" {self.noun}" if self.noun is not None else ""
+        text = f"{self.label}: {self._amount(done)}"
         if total:
-            text += f" of {human_size(total)} ({100 * done / total:.0f}%)"
+            text += f" of {self._amount(total)}{noun} ({100 * done / total:.0f}%)"
+        elif noun:
+            text += noun
         if done and elapsed > 0.2:
-            text += f", {human_rate(done / elapsed)}"
+            rate = done / elapsed
+            text += f", {rate:,.0f}{noun}/s" if noun else f", {human_rate(rate)}"
             if total and done < total:
                 text += f", {human_duration((total - done) * elapsed / done)} left"
         return text
+
+    def _amount(self, n: int) -> str:
+        return f"{n:,}" if self.noun is not None else human_size(n)
 
     def _draw(self, text: str) -> None:
         if not self.enabled or self._closed:
@@ -203,7 +213,8 @@ class Progress:
         with self._lock:
             if self._closed:
                 return
-            if self.enabled:
+            # A line never drawn (the work failed before it began) is not drawn now either.
+            if self.enabled and (self._parts or message is not None):
                 self._draw(message if message is not None else self.text())
                 self.stream.write("\n")
                 self.stream.flush()

@@ -118,12 +118,18 @@ def print_result(result: RestoreResult) -> None:
 
 def run(args: argparse.Namespace) -> int:
     hsm = load_module(args)
-    with open_slot(hsm, args.slot, args) as session, open_drives(args) as group:
+    with (
+        open_slot(hsm, args.slot, args) as session,
+        open_drives(args) as group,
+        # A key takes ~10 ms to unwrap and prove on a file-backed token: minutes for a slot.
+        ui.Progress("restoring", noun="objects") as progress,
+    ):
         result = restore_set(
             session,
             group.drives,
             args.set,
             args.key,
+            progress=progress,
             note=note,
             replace=args.replace,
             dry_run=args.dry_run,

@@ -70,6 +70,24 @@ def test_progress_says_how_long_is_left() -> None:
     assert ui.human_duration(3720) == "1 h 2 min"
 
 
+def test_a_progress_of_objects_counts_them() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    progress = ui.Progress(
+        "restoring", stream=out, enabled=True, interval=0, clock=lambda: now[0], noun="objects"
+    )
+    now[0] = 2.0
+    progress(250, 1000)
+    assert progress.text() == "restoring: 250 of 1,000 objects (25%), 125 objects/s, 6 s left"
+    progress(1000, 1000)
+    assert progress.text() == "restoring: 1,000 of 1,000 objects (100%), 500 objects/s"
+    progress.close()
+    assert out.getvalue().endswith("500 objects/s\n")
+    failed_early = io.StringIO()  # nothing reported before the work failed: nothing drawn
+    ui.Progress("restoring", stream=failed_early, enabled=True, noun="objects").close()
+    assert failed_early.getvalue() == ""
+
+
 def test_the_backup_line_ends_with_the_slowest_drive() -> None:
     from sealkeep.commands.backup import DriveProgress
 
