@@ -32,7 +32,7 @@ from .domain import (
     login_domain_drives,
     short,
 )
-from .drivegroup import DomainLogins
+from .drivegroup import DomainLogins, join_all
 from .errors import (
     EXIT_INTEGRITY,
     EXIT_INTERRUPTED,
@@ -329,13 +329,13 @@ def write_everywhere(
         writer.start()
     interrupted = False
     try:
-        _join(writers)
+        join_all(writers)
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
         note("stopping at the next frame; Ctrl-C again to abandon the drives now")
         try:
-            _join(writers)
+            join_all(writers)
         except KeyboardInterrupt:
             raise BackupInterrupted(
                 "backup abandoned: " + _where_committed(drives, results, name)
@@ -349,13 +349,6 @@ def write_everywhere(
             _where_committed(drives, results, name) + "; fix the problem and run the backup again.",
         )
     return [results[i] for i in range(len(drives))]
-
-
-def _join(threads: Sequence[threading.Thread]) -> None:
-    """Wait for ``threads`` in short steps, so that Ctrl-C reaches the main thread at once."""
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.1)
 
 
 def _where_committed(drives: Sequence[Drive], results: dict[int, DriveWrite], name: str) -> str:

@@ -366,6 +366,13 @@ def read_record(client: DriveClient, owners: OwnerKeys | None = None) -> DomainR
     return record
 
 
+def join_all(threads: Sequence[threading.Thread]) -> None:
+    """Wait for ``threads`` in short steps, so that Ctrl-C reaches the main thread at once."""
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.1)
+
+
 class DomainLogins:
     """Owner sessions on the drives of a domain, opened in parallel in the background.
 
@@ -430,10 +437,8 @@ class DomainLogins:
             self.results[index] = outcome
 
     def wait(self) -> None:
-        """Wait for every drive, in short steps so that Ctrl-C reaches the main thread."""
-        for thread in self._threads:
-            while thread.is_alive():
-                thread.join(0.1)
+        """Wait for every drive."""
+        join_all(self._threads)
 
     def finish(self) -> tuple[list[Drive], list[Problem], DomainRecord | None]:
         """The drives with an owner session, a problem for each other drive, and the record."""

@@ -83,6 +83,8 @@ from .hsm_caps import (
 )
 from .hsm_raw import (
     CKA_UNWRAP_TEMPLATE,
+    CKR_ATTRIBUTE_READ_ONLY,
+    CKR_ATTRIBUTE_TYPE_INVALID,
     GcmParameter,
     HsmCallError,
     RawModule,
@@ -95,8 +97,6 @@ SET_KEY_LABEL = "sealkeep-set-key"
 MANIFEST_KEY_LABEL = "sealkeep-manifest-key"
 MAC_KEY_LABEL = "sealkeep-manifest-mac-key"
 MAC_LEN = 32
-_CKR_ATTRIBUTE_TYPE_INVALID = 0x12
-_CKR_ATTRIBUTE_READ_ONLY = 0x10
 SET_KEY_WRAP_INFO = b"sealkeep set-key wrap"
 MANIFEST_KEY_WRAP_INFO = b"sealkeep manifest-key wrap"
 _SESSION_ID_LEN = 16
@@ -183,7 +183,7 @@ def detect_traits(raw: RawModule, session: int) -> TokenTraits:
         try:
             handle = raw.create_object(session, _modifiable_last(template))
         except HsmCallError as exc:
-            if exc.rv == _CKR_ATTRIBUTE_TYPE_INVALID:
+            if exc.rv == CKR_ATTRIBUTE_TYPE_INVALID:
                 return False
             raise
         with suppress(PKCS11Error):
@@ -507,7 +507,7 @@ class SetCarrier:
         try:
             return self.keys.wrapping.unwrap(unwrapping, wrapped, template)
         except HsmCallError as exc:
-            if exc.rv != _CKR_ATTRIBUTE_READ_ONLY:
+            if exc.rv != CKR_ATTRIBUTE_READ_ONLY:
                 raise
         plain = {k: v for k, v in template.items() if k != A.EXTRACTABLE}
         return self.keys.wrapping.unwrap(unwrapping, wrapped, plain)

@@ -38,11 +38,17 @@ __all__ = [
 CK_ULONG = ctypes.c_ulong
 CK_UNAVAILABLE = (1 << (8 * ctypes.sizeof(CK_ULONG))) - 1
 _CKR_OK = 0x0
+CKR_ATTRIBUTE_READ_ONLY = 0x10
 _CKR_ATTRIBUTE_SENSITIVE = 0x11
-_CKR_ATTRIBUTE_TYPE_INVALID = 0x12
+CKR_ATTRIBUTE_TYPE_INVALID = 0x12
+CKR_ATTRIBUTE_VALUE_INVALID = 0x13
+# What a token answers when it will not take an attribute of a template.
+TEMPLATE_REFUSALS = frozenset(
+    {CKR_ATTRIBUTE_READ_ONLY, CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID}
+)
 _CKR_BUFFER_TOO_SMALL = 0x150
 CKU_USER = 1
-_READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, _CKR_ATTRIBUTE_TYPE_INVALID)
+_READ_OK = (_CKR_OK, _CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID)
 WRAP_ROOM = 8192  # an RSA-4096 private key wraps into ~2.4 KB
 VALUE_ROOM = 8192  # bytes per attribute in the one-call read; larger values take two calls
 # Attributes held in a CK_BBOOL, CK_ULONG or CK_DATE, and key components no key in use makes

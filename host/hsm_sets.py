@@ -47,15 +47,12 @@ from .hsm_keys import (
 from .hsm_proof import (
     _prove,
 )
-from .hsm_raw import HsmCallError, RawTemplate
+from .hsm_raw import TEMPLATE_REFUSALS, HsmCallError, RawTemplate
 from .manifest import Attributes, KeyEntry, SkippedEntry
 
 # SENSITIVE is made true on purpose (a restored key is never more readable than it left).
 _NOT_COMPARED = frozenset({int(A.SENSITIVE)})
 _TEMPLATE_REFUSALS = (AttributeReadOnly, AttributeTypeInvalid, AttributeValueInvalid)
-# The same refusals as return values of a direct call: CKR_ATTRIBUTE_READ_ONLY, _TYPE_INVALID
-# and _VALUE_INVALID.
-_TEMPLATE_REFUSAL_RVS = frozenset({0x10, 0x12, 0x13})
 # What no restored key goes without: left out, the key would be another or more readable.
 _NEVER_LEFT_OUT = frozenset({A.CLASS, A.KEY_TYPE, A.TOKEN, A.SENSITIVE, A.LABEL, A.ID})
 
@@ -63,7 +60,7 @@ _NEVER_LEFT_OUT = frozenset({A.CLASS, A.KEY_TYPE, A.TOKEN, A.SENSITIVE, A.LABEL,
 def _refuses_template(exc: Exception) -> bool:
     """Whether the token refused an attribute of a template (by either way of calling)."""
     if isinstance(exc, HsmCallError):
-        return exc.rv in _TEMPLATE_REFUSAL_RVS
+        return exc.rv in TEMPLATE_REFUSALS
     return isinstance(exc, _TEMPLATE_REFUSALS)
 
 

@@ -28,6 +28,7 @@ from .domain import (
     login_domain_drives,
     short,
 )
+from .drivegroup import join_all
 from .errors import EXIT_INCOMPLETE, EXIT_INTEGRITY, SealkeepError
 from .hsm import DomainError, HsmError, HsmSession, RestoreOutcome, SetKey, SetKeyError, UnsealError
 from .manifest import Manifest, ManifestError
@@ -80,9 +81,7 @@ class _CopyReader(threading.Thread):
             self._error = exc
 
     def wait(self) -> None:
-        """Wait in short steps, so that Ctrl-C reaches the main thread."""
-        while self.is_alive():
-            self.join(0.1)
+        join_all([self])
 
     def result(self) -> bytes:
         self.wait()
