@@ -349,6 +349,13 @@ def measure(
                 create_domain(session, group.drives, custodians)
             figures["profile_number"] = session.domain_profile().number
 
+        if args.profile_backup:  # apart from the measured runs, which it would slow
+            with (
+                hsm.open(*tokens.source) as session,
+                DriveGroup(ports) as group,
+                profiled(args.profile_backup),
+            ):
+                backup(session, group.drives, label="bench-profiled")
         # Each run: the bare loop, then a backup in a session of its own (as the CLI
         # opens one), so no run profits from what an earlier one found.
         finds: list[float] = []
@@ -356,17 +363,12 @@ def measure(
         backups: list[float] = []
         set_ids: list[bytes] = []
         stages: list[dict[str, float]] = []
-        for run_index in range(args.runs):
+        for _ in range(args.runs):
             with hsm.open(*tokens.source) as session:
                 keys, find_s, wrap_s = bare_wrap_loop(session)
             finds.append(find_s)
             wraps.append(wrap_s)
-            profile = args.profile_backup if run_index == 0 else None
-            with (
-                hsm.open(*tokens.source) as session,
-                DriveGroup(ports) as group,
-                profiled(profile),
-            ):
+            with hsm.open(*tokens.source) as session, DriveGroup(ports) as group:
                 made, seconds = timed(lambda: backup(session, group.drives, label="bench"))
             if made.keys != keys + args.rsa + args.ec:  # with the public keys
                 raise SystemExit(f"the set holds {made.keys} objects, not {keys} keys and more")
@@ -410,11 +412,14 @@ def measure(
             labels = {e.label for e in wanted}
             # Each restore between two bare loops into the same token, left as it was; the
             # token's speed drifts by ±10 % from one loop to the next on a shared machine.
+            if args.profile_restore:  # apart from the measured runs, which it would slow
+                with DriveGroup(ports) as group, profiled(args.profile_restore):
+                    restore_set(session, group.drives, set_id.hex(), labels)
+                destroy_labelled(session, labels)
             refs = [bare_unwrap_loop(session, opened, wanted)]
             restores: list[tuple[float, float]] = []  # (seconds, of them fetching)
-            for run_index in range(args.restore_runs):
-                profile = args.profile_restore if run_index == 0 else None
-                with DriveGroup(ports) as group, profiled(profile):
+            for _ in range(args.restore_runs):
+                with DriveGroup(ports) as group:
                     result, seconds = timed(
                         lambda: restore_set(session, group.drives, set_id.hex(), labels)
                     )
@@ -468,8 +473,14 @@ def main() -> int:
         default=3,
         help="restores measured (each between two bare loops); the median is shown",
     )
-    parser.add_argument("--profile-backup", metavar="FILE", help="cProfile the backup into FILE")
-    parser.add_argument("--profile-restore", metavar="FILE", help="cProfile the restore into FILE")
+    parser.add_argument(
+        "--profile-backup", metavar="FILE", help="cProfile one more backup (not measured) into FILE"
+    )
+    parser.add_argument(
+        "--profile-restore",
+        metavar="FILE",
+        help="cProfile one more restore (not measured) into FILE",
+    )
     parser.add_argument(
         "--token",
         choices=["softhsm", "opencryptoki"],

@@ -201,6 +201,8 @@ def _rewrap_sets(
                     wrapped_manifest_key=new.wrapped_manifest_key,
                     wrapped_mac_key=new.wrapped_mac_key,
                     profile=new.profile.number,
+                    # moved sets take the format a backup makes now (format 1 and 2 upgraded)
+                    compressed=new.wrapped_manifest_key is not None,
                 )
                 result[name] = manifest.seal(moved, new)
             finally:

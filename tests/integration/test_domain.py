@@ -486,7 +486,7 @@ def test_a_domain_of_the_old_key_hierarchy_is_flagged_and_a_reshare_upgrades_it(
         assert session.domain_hierarchy() == HIERARCHY
         listed, problems = list_sets(session, group.drives, result.domain_id)
         assert problems == [] and [s.header.set_id for s in listed] == [old_set.set_id]
-        assert listed[0].header.format_version == manifest.FORMAT_VERSION
+        assert listed[0].header.format_version == manifest.FORMAT_COMPRESSED  # upgraded
         delete_aes_data(session)
         restored = restore_set(session, group.drives, old_set.set_id.hex())
         assert restored.ok and restored.count("restored") == 1

@@ -27,7 +27,7 @@ from sealkeep.domain import (
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import HsmSession
 from sealkeep.hsm_caps import PORTABLE, STANDARD, MechanismMissing, profile_named
-from sealkeep.manifest import FORMAT_PROFILED, read_header
+from sealkeep.manifest import FORMAT_COMPRESSED, read_header
 from sealkeep.pins import Passphrases
 from sealkeep.recovery import recover_domain
 from sealkeep.reshare import reshare_domain
@@ -154,7 +154,7 @@ def test_the_set_records_its_profile(
     stored = (emulator.drives[0].flash / "obj" / set_object_name(set_id)).read_bytes()[40:]
     header = read_header(stored)
     assert header.profile == profile_named(token.profile).number
-    assert (header.format_version == FORMAT_PROFILED) == (token.profile == PORTABLE.name)
+    assert header.format_version == FORMAT_COMPRESSED  # on every token, for every profile
     # and the slot says it without a PIN, as `sealkeep slots` shows it
     (slot,) = [i for i in token.hsm.slots() if i.slot_id == token.source[0]]
     assert slot.profile_name == token.profile and slot.to_json()["profile"] == token.profile

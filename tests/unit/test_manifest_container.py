@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import zlib
 
 import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sealkeep import manifest as manifest_module
 from sealkeep.manifest import (
+    FORMAT_COMPRESSED,
     MAGIC,
     PREFIX_LEN,
     AesGcmSealer,
@@ -78,6 +81,51 @@ def test_sets_with_a_manifest_key_are_format_2_and_older_ones_format_1(
     forged = new_blob[: len(MAGIC)] + b"\x01" + new_blob[len(MAGIC) + 1 :]
     with pytest.raises(ManifestError):
         unseal(forged, sealer)
+
+
+def test_new_sets_are_format_4_with_the_body_compressed_before_it_is_sealed(
+    sealer: AesGcmSealer,
+) -> None:
+    made = Manifest.new(
+        label="nightly",
+        token=TOKEN,
+        domain_id=b"D" * 16,
+        wrapped_kek=b"K" * 40,
+        wrapped_manifest_key=b"M" * 40,
+        entries=[
+            entry(f"key-{i:04d}", i.to_bytes(2, "big"), secrets.token_bytes(40)) for i in range(500)
+        ],
+    )
+    blob = seal(made, sealer)
+    assert blob[len(MAGIC)] == FORMAT_COMPRESSED and read_header(blob).compressed
+    assert unseal(blob, sealer) == made
+    # Attributes repeat from key to key: the set takes well under the room of format 2.
+    plain = seal(dataclasses.replace(made, compressed=False), sealer)
+    assert plain[len(MAGIC)] == 2 and len(blob) < 0.6 * len(plain)
+    # The format byte is authenticated: a format-4 set passed off as format 2 fails.
+    for forged_format in (b"\x02", b"\x03"):
+        forged = blob[: len(MAGIC)] + forged_format + blob[len(MAGIC) + 1 :]
+        with pytest.raises(ManifestError):
+            unseal(forged, sealer)
+
+
+def test_a_format_4_body_that_does_not_decompress_whole_is_refused(
+    sealer: AesGcmSealer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = dataclasses.replace(sample(2), wrapped_manifest_key=b"M" * 40, compressed=True)
+    prefix = seal(made, sealer)[: header_length(seal(made, sealer))]
+    whole = zlib.compress(made.body())
+    for body, message in (
+        (b"not deflate at all", "does not decompress"),
+        (whole[:-5], "not one whole compressed stream"),
+        (whole + b"trailing", "not one whole compressed stream"),
+    ):
+        with pytest.raises(ManifestError, match=message):
+            unseal(prefix + sealer.seal(body, prefix), sealer)
+    # A body that inflates past the bound is refused before it fills the memory.
+    monkeypatch.setattr(manifest_module, "MAX_BODY_LEN", 64)
+    with pytest.raises(ManifestError, match="decompresses past 64 bytes"):
+        unseal(prefix + sealer.seal(whole, prefix), sealer)
 
 
 def test_header_is_readable_without_the_key(sealer: AesGcmSealer) -> None:

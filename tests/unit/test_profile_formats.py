@@ -1,5 +1,5 @@
 """Where a domain's profile is written down: the domain record (an eighth field, only when it
-is not ``standard``) and a set's header (format 3, authenticated with the body)."""
+is not ``standard``) and a set's header (formats 3 and 4, authenticated with the body)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sealkeep.hsm import new_domain_secret
 from sealkeep.hsm_caps import PORTABLE, STANDARD, cbc_pad_reference
 from sealkeep.kdf import KdfParams
 from sealkeep.manifest import (
+    FORMAT_COMPRESSED,
     FORMAT_PROFILED,
     FORMAT_VERSION,
     AesGcmSealer,
@@ -64,10 +65,17 @@ def manifest(profile: int) -> Manifest:
 def test_a_portable_set_names_its_profile_in_the_authenticated_header() -> None:
     sealer = AesGcmSealer(secrets.token_bytes(32))
     standard = seal(manifest(STANDARD.number), sealer)
-    assert standard[5] == FORMAT_VERSION and read_header(standard).profile == STANDARD.number
+    assert standard[5] == FORMAT_COMPRESSED and read_header(standard).profile == STANDARD.number
+    assert b"gprofile\x01" in standard  # format 4 names every profile, standard included
+    uncompressed = dataclasses.replace(manifest(STANDARD.number), compressed=False)
+    assert seal(uncompressed, sealer)[5] == FORMAT_VERSION
     portable = seal(manifest(PORTABLE.number), sealer)
     header = read_header(portable)
-    assert portable[5] == FORMAT_PROFILED
+    assert portable[5] == FORMAT_COMPRESSED
+    assert (
+        seal(dataclasses.replace(manifest(PORTABLE.number), compressed=False), sealer)[5]
+        == FORMAT_PROFILED
+    )
     assert header.profile == PORTABLE.number and header.wrapped_mac_key == b"H" * 48
     assert unseal(portable, sealer).profile == PORTABLE.number
     # The profile is covered by the authentication: a header naming another fails.
