@@ -89,32 +89,38 @@ def _attrs(names: str) -> tuple[Attribute, ...]:
     return tuple(Attribute[name] for name in names.split())
 
 
+def _captured(names: str) -> tuple[Attribute, ...]:
+    """Attribute types in numeric order: the order of a canonical CBOR map, so a manifest
+    encodes what is read as it comes (see ``sealkeep.manifest.Manifest.body``)."""
+    return tuple(sorted(_attrs(names), key=int))
+
+
 # What is read of each class. Never key material: no VALUE of a secret key and no private
 # component of a private key, even when the token would hand them out.
 _COMMON = "CLASS TOKEN PRIVATE MODIFIABLE COPYABLE DESTROYABLE LABEL "
 _KEY_COMMON = "KEY_TYPE ID START_DATE END_DATE DERIVE LOCAL KEY_GEN_MECHANISM "
 CAPTURE: dict[ObjectClass, tuple[Attribute, ...]] = {
-    ObjectClass.SECRET_KEY: _attrs(
+    ObjectClass.SECRET_KEY: _captured(
         _COMMON + _KEY_COMMON + "SENSITIVE ENCRYPT DECRYPT SIGN VERIFY WRAP UNWRAP EXTRACTABLE "
         "ALWAYS_SENSITIVE NEVER_EXTRACTABLE CHECK_VALUE WRAP_WITH_TRUSTED TRUSTED VALUE_LEN"
     ),
     # With the public half, as far as the private object shows it.
-    ObjectClass.PRIVATE_KEY: _attrs(
+    ObjectClass.PRIVATE_KEY: _captured(
         _COMMON + _KEY_COMMON + "SUBJECT SENSITIVE DECRYPT SIGN SIGN_RECOVER UNWRAP EXTRACTABLE "
         "ALWAYS_SENSITIVE NEVER_EXTRACTABLE WRAP_WITH_TRUSTED ALWAYS_AUTHENTICATE "
         "MODULUS PUBLIC_EXPONENT EC_PARAMS"
     ),
-    ObjectClass.PUBLIC_KEY: _attrs(
+    ObjectClass.PUBLIC_KEY: _captured(
         _COMMON + _KEY_COMMON + "SUBJECT ENCRYPT VERIFY VERIFY_RECOVER WRAP TRUSTED "
         "MODULUS MODULUS_BITS PUBLIC_EXPONENT EC_PARAMS EC_POINT PRIME SUBPRIME BASE VALUE"
     ),
-    ObjectClass.CERTIFICATE: _attrs(
+    ObjectClass.CERTIFICATE: _captured(
         _COMMON + "ID CERTIFICATE_TYPE CERTIFICATE_CATEGORY TRUSTED CHECK_VALUE SUBJECT ISSUER "
         "SERIAL_NUMBER VALUE URL HASH_OF_SUBJECT_PUBLIC_KEY HASH_OF_ISSUER_PUBLIC_KEY "
         "START_DATE END_DATE"
     ),
     # A data object's value is no key: it travels inside the sealed manifest.
-    ObjectClass.DATA: _attrs(_COMMON + "APPLICATION OBJECT_ID VALUE"),
+    ObjectClass.DATA: _captured(_COMMON + "APPLICATION OBJECT_ID VALUE"),
 }
 
 # What is replayed when an object is recreated (besides CLASS, KEY_TYPE and TOKEN). Read-only

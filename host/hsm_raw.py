@@ -212,8 +212,14 @@ class PackedTemplate:
         self.array = self._pack(template)
 
     def _pack(self, template: RawTemplate) -> Any:
+        # The values are laid out in one buffer, each at an 8-byte boundary (a module may
+        # read a CK_ULONG in place): one allocation per template, not one per attribute,
+        # which is most of the cost of a call that recreates a key from a set.
         array = (CkAttribute * max(1, len(template)))()
         self._keep.append(array)
+        placed: list[tuple[int, int, int]] = []  # (entry, offset in the buffer, length)
+        chunks: list[bytes] = []
+        offset = 0
         for i, (kind, value) in enumerate(template.items()):
             array[i].type = kind
             if isinstance(value, Mapping):
@@ -222,15 +228,25 @@ class PackedTemplate:
                 array[i].ulValueLen = len(value) * ctypes.sizeof(CkAttribute)
                 continue
             buffer = _in_place(value)
-            if buffer is None:
-                data = _pack_value(value)
-                buffer = ctypes.create_string_buffer(data, max(1, len(data)))
-                length = len(data)
-            else:
-                length = ctypes.sizeof(buffer)
-            self._keep.append(buffer)
-            array[i].pValue = ctypes.addressof(buffer)
-            array[i].ulValueLen = length
+            if buffer is not None:  # a key value: read where it is, never copied here
+                self._keep.append(buffer)
+                array[i].pValue = ctypes.addressof(buffer)
+                array[i].ulValueLen = ctypes.sizeof(buffer)
+                continue
+            data = _pack_value(value)
+            placed.append((i, offset, len(data)))
+            chunks.append(data)
+            padding = -len(data) % 8 or (8 if not data else 0)
+            if padding:
+                chunks.append(bytes(padding))
+            offset += len(data) + padding
+        if placed:
+            values = ctypes.create_string_buffer(b"".join(chunks), offset)
+            self._keep.append(values)
+            base = ctypes.addressof(values)
+            for i, start, length in placed:
+                array[i].pValue = base + start
+                array[i].ulValueLen = length
         return array
 
 

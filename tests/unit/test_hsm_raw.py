@@ -129,3 +129,33 @@ def test_a_module_that_cannot_be_loaded_is_reported_for_the_fallback(tmp_path: A
     if not_pkcs11 is not None:
         with pytest.raises(hsm_raw.RawError):
             hsm_raw.RawModule(not_pkcs11)
+
+
+def _entry_bytes(entry: Any) -> bytes:
+    return ctypes.string_at(entry.pValue, entry.ulValueLen)
+
+
+def test_a_packed_template_points_each_attribute_at_its_value() -> None:
+    secret = bytearray(b"\x11" * 32)
+    template: hsm_raw.RawTemplate = {
+        0x001: True,  # CKA_TOKEN
+        0x100: 0x1F,  # CKA_KEY_TYPE
+        0x003: "aes-00001",  # CKA_LABEL
+        0x102: b"",  # CKA_ID, empty
+        0x011: secret,  # CKA_VALUE: read in place
+        0x40000211: {0x104: True, 0x162: False},  # CKA_UNWRAP_TEMPLATE
+    }
+    packed = hsm_raw.PackedTemplate(template)
+    entries = packed.array
+    assert packed.count == 6 and [entries[i].type for i in range(6)] == list(template)
+    assert _entry_bytes(entries[0]) == b"\x01"
+    assert _entry_bytes(entries[1]) == bytes(hsm_raw.CK_ULONG(0x1F))
+    assert _entry_bytes(entries[2]) == b"aes-00001"
+    assert entries[3].ulValueLen == 0 and entries[3].pValue
+    # The key value is the caller's own buffer: no copy of it is made.
+    assert entries[4].pValue == ctypes.addressof(ctypes.c_char.from_buffer(secret))
+    inner = (hsm_raw.CkAttribute * 2).from_address(entries[5].pValue)
+    assert [inner[0].type, inner[1].type] == [0x104, 0x162]
+    assert [_entry_bytes(inner[0]), _entry_bytes(inner[1])] == [b"\x01", b"\x00"]
+    # Values a module may read as a CK_ULONG in place sit at 8-byte boundaries.
+    assert all(entries[i].pValue % 8 == 0 for i in (0, 1, 2, 3))

@@ -281,3 +281,37 @@ def test_attribute_values_survive_exactly(sealer: AesGcmSealer) -> None:
     assert {k: type(v) for k, v in back.attributes.items()} == {
         k: type(v) for k, v in attrs.items()
     }
+
+
+_attribute_values = st.one_of(
+    st.booleans(), st.integers(0, 2**64 - 1), st.binary(max_size=40), st.text(max_size=20)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.dictionaries(st.integers(0, 2**40), _attribute_values, max_size=12),
+            st.none() | st.binary(min_size=1, max_size=48),
+        ),
+        max_size=12,
+    ),
+    audit_head=st.none() | st.binary(min_size=32, max_size=32),
+)
+def test_the_body_is_the_canonical_cbor_of_the_manifest(
+    entries: list[tuple[Attributes, bytes | None]], audit_head: bytes | None
+) -> None:
+    made = dataclasses.replace(
+        sample(1),
+        entries=tuple(KeyEntry(attrs, wrapped) for attrs, wrapped in entries),
+        audit_head=audit_head,
+    )
+    reference: dict[str, object] = {
+        "set_id": made.set_id,
+        "entries": [e.to_cbor() for e in made.entries],
+        "skipped": [e.to_cbor() for e in made.skipped],
+    }
+    if audit_head is not None:
+        reference["audit_head"] = audit_head
+    assert made.body() == cbor2.dumps(reference, canonical=True)
