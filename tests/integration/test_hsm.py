@@ -422,6 +422,43 @@ def test_a_key_the_hsm_will_not_recreate_is_named_and_nothing_is_left(token: Tok
     assert left == ["aes-whole"]
 
 
+def test_a_restored_key_that_fails_its_proof_is_removed(token: Token) -> None:
+    """A key whose proof tells it is not the set's (its signature does not verify against
+    the public half the set recorded) does not stay in the slot under the set's label,
+    where applications would take it for the original; the other keys are restored."""
+    with token.open() as source:
+        import_domain(token, source)
+        for label, key_id in (("rsa-a", b"\x01"), ("rsa-b", b"\x02")):
+            source.session.generate_keypair(
+                KeyType.RSA, 2048, label=label, id=key_id, store=True,
+                private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+            )  # fmt: skip
+        kek, entries = _backed_up_then_emptied(source)
+        modulus = int(Attribute.MODULUS)
+        other = next(
+            e.attributes[modulus]
+            for e in entries
+            if e.label == "rsa-b" and e.object_class == ObjectClass.PRIVATE_KEY
+        )
+        entries = [
+            KeyEntry({**e.attributes, modulus: other}, e.wrapped)
+            if e.label == "rsa-a" and e.object_class == ObjectClass.PRIVATE_KEY
+            else e
+            for e in entries
+        ]  # fmt: skip
+        outcomes = {(o.label, o.object_class): o for o in source.restore(kek, entries)}
+        left = sorted(
+            (o.label, o.object_class) for o in source.objects() if not o.is_domain_key
+        )
+    failed = outcomes[("rsa-a", ObjectClass.PRIVATE_KEY)]
+    assert failed.status == "failed" and not failed.ok
+    assert "its proof failed (sign/verify" in failed.detail and "removed" in failed.detail
+    assert failed.proof is not None and not failed.proof.ok
+    assert all(o.ok for key, o in outcomes.items() if key != ("rsa-a", ObjectClass.PRIVATE_KEY))
+    assert ("rsa-a", ObjectClass.PRIVATE_KEY) not in left
+    assert ("rsa-b", ObjectClass.PRIVATE_KEY) in left and ("rsa-a", ObjectClass.PUBLIC_KEY) in left
+
+
 def test_restore_selected_keys_only(token: Token) -> None:
     with token.open() as source:
         import_domain(token, source)
