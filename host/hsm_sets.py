@@ -308,6 +308,19 @@ class SetContents:
                 return outcome("failed", refusal)
         present.add(ident)
         proof = self.prove(obj, entry, kek, public)
+        if existing is None and not proof.ok and proof.method not in ("none", "error"):
+            # A check told it apart from the set's key: it does not stay under the set's
+            # label, where applications would take it for the original.
+            try:
+                obj.destroy()
+                fate = "the key the HSM made was removed"
+            except PKCS11Error as exc:
+                fate = f"removing the key the HSM made failed ({_error_name(exc)}): delete it"
+            else:
+                present.discard(ident)
+            return outcome(
+                "failed", f"its proof failed ({proof.method}: {proof.detail}); {fate}", proof
+            )
         if existing is not None:
             # The other object goes only once the set's stands proven beside it: a replace
             # that fails halfway leaves the slot as it was.

@@ -447,9 +447,7 @@ def test_a_restored_key_that_fails_its_proof_is_removed(token: Token) -> None:
             for e in entries
         ]  # fmt: skip
         outcomes = {(o.label, o.object_class): o for o in source.restore(kek, entries)}
-        left = sorted(
-            (o.label, o.object_class) for o in source.objects() if not o.is_domain_key
-        )
+        left = sorted((o.label, o.object_class) for o in source.objects() if not o.is_domain_key)
     failed = outcomes[("rsa-a", ObjectClass.PRIVATE_KEY)]
     assert failed.status == "failed" and not failed.ok
     assert "its proof failed (sign/verify" in failed.detail and "removed" in failed.detail
