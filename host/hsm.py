@@ -7,7 +7,8 @@ naming the domain and its key hierarchy); the per-drive owner credential (an HMA
 inside the HSM); and each set's keys. The pieces: :mod:`sealkeep.hsm_raw` (direct calls, for
 speed and for templates python-pkcs11 cannot pass), :mod:`sealkeep.hsm_base` (errors,
 attributes, records), :mod:`sealkeep.hsm_keys` (the key hierarchy and its templates),
-:mod:`sealkeep.hsm_listing` (listing a slot), :mod:`sealkeep.hsm_setkeys` (a slot's set
+:mod:`sealkeep.hsm_listing` (listing a slot), :mod:`sealkeep.hsm_marker` (the domain's public
+marker), :mod:`sealkeep.hsm_setkeys` (a slot's set
 keys), :mod:`sealkeep.hsm_sets` (backup and restore of a slot's keys), :mod:`sealkeep.hsm_proof`
 (proving a restored key by use). Public names are importable from here.
 
@@ -115,6 +116,7 @@ from .hsm_keys import (
     owner_key_template,
 )
 from .hsm_listing import SlotListing
+from .hsm_marker import marker_value, parse_marker, read_marker
 from .hsm_protections import probe_protections
 from .hsm_raw import HsmCallError, RawError, RawModule, RawTemplate
 from .hsm_setkeys import SetKeys
@@ -239,7 +241,7 @@ class Hsm:
                 manufacturer = token.manufacturer_id
                 initialized = bool(token.flags & TokenFlag.TOKEN_INITIALIZED)
                 if initialized:
-                    marker = _read_marker(token)
+                    marker = read_marker(token)
                     if marker is not None:
                         domain_id, hierarchy, profile = marker
             except PKCS11Error:
@@ -344,39 +346,6 @@ def _matches(attributes: Attributes, template: dict[Attribute, Any]) -> bool:
     return True
 
 
-def _read_marker(token: Any) -> tuple[bytes, int, int] | None:
-    """(domain id, key hierarchy, profile number) from the public marker object, without
-    logging in."""
-    with token.open() as session:
-        for obj in session.get_objects({A.CLASS: ObjectClass.DATA, A.LABEL: DOMAIN_MARKER_LABEL}):
-            parsed = _parse_marker(obj[A.VALUE])
-            if parsed is not None:
-                return parsed
-    return None
-
-
-def _parse_marker(value: object) -> tuple[bytes, int, int] | None:
-    """(domain id, key hierarchy, profile number) of a marker's value.
-
-    The marker of key hierarchy 1 holds the domain id alone; later ones add a version byte,
-    and domains of a profile other than ``standard`` its number after that.
-    """
-    if not isinstance(value, bytes) or not DOMAIN_ID_LEN <= len(value) <= DOMAIN_ID_LEN + 2:
-        return None
-    if len(value) == DOMAIN_ID_LEN:
-        return value, HIERARCHY_SHARED_KEK, STANDARD.number
-    profile = value[DOMAIN_ID_LEN + 1] if len(value) == DOMAIN_ID_LEN + 2 else STANDARD.number
-    return value[:DOMAIN_ID_LEN], value[DOMAIN_ID_LEN], profile
-
-
-def marker_value(domain_id: bytes, hierarchy: int, profile: Profile) -> bytes:
-    """What :func:`_parse_marker` reads back."""
-    if hierarchy == HIERARCHY_SHARED_KEK:
-        return domain_id
-    extra = b"" if profile is STANDARD else bytes([profile.number])
-    return domain_id + bytes([hierarchy]) + extra
-
-
 @dataclass(frozen=True)
 class _DomainKeys:
     """The domain's keys in a slot: wrap and owner always, seal in key hierarchy 2."""
@@ -468,7 +437,7 @@ class HsmSession(SlotListing, SetKeys, SetContents):
         wrap, owner, seal = (keys[label] for label in _DOMAIN_KEY_ORDER)
         if not wrap or not owner:
             return
-        parsed = _parse_marker(markers[0].attributes.get(int(A.VALUE)))
+        parsed = parse_marker(markers[0].attributes.get(int(A.VALUE)))
         profile = PROFILES.get(parsed[2]) if parsed is not None else None
         if profile is None:
             return
@@ -653,7 +622,7 @@ class HsmSession(SlotListing, SetKeys, SetContents):
         if self._profile is not None and self._domain_keys is not None:
             return self._profile
         marker = self._find_one(ObjectClass.DATA, DOMAIN_MARKER_LABEL)
-        parsed = _parse_marker(marker[A.VALUE]) if marker is not None else None
+        parsed = parse_marker(marker[A.VALUE]) if marker is not None else None
         number = parsed[2] if parsed is not None else STANDARD.number
         profile = PROFILES.get(number)
         if profile is None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from sealkeep.client import DriveClient, Role
-from sealkeep.emulator import Emulator, EmulatorError, pty_echo_throughput
+from sealkeep.emulator import Emulator, EmulatorError
 from sealkeep.errors import LinkError, SealkeepError
+from sealkeep.ptyecho import pty_echo_throughput
 
 pytestmark = pytest.mark.integration
 
