@@ -7,10 +7,10 @@ naming the domain and its key hierarchy); the per-drive owner credential (an HMA
 inside the HSM); and each set's keys. The pieces: :mod:`sealkeep.hsm_raw` (direct calls, for
 speed and for templates python-pkcs11 cannot pass), :mod:`sealkeep.hsm_base` (errors,
 attributes, records), :mod:`sealkeep.hsm_keys` (the key hierarchy and its templates),
-:mod:`sealkeep.hsm_listing` (listing a slot), :mod:`sealkeep.hsm_marker` (the domain's public
-marker), :mod:`sealkeep.hsm_setkeys` (a slot's set
-keys), :mod:`sealkeep.hsm_sets` (backup and restore of a slot's keys), :mod:`sealkeep.hsm_proof`
-(proving a restored key by use). Public names are importable from here.
+:mod:`sealkeep.hsm_listing` (listing a slot), :mod:`sealkeep.hsm_marker` (the domain's
+public marker), :mod:`sealkeep.hsm_setkeys` (a slot's set keys), :mod:`sealkeep.hsm_sets`
+(backup and restore of a slot's keys), :mod:`sealkeep.hsm_proof` (proving a restored key by
+use). Public names are importable from here.
 
 Nothing here is specific to one vendor. Where SoftHSM2 needs a workaround it says so.
 

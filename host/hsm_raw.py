@@ -236,9 +236,8 @@ class PackedTemplate:
             data = _pack_value(value)
             placed.append((i, offset, len(data)))
             chunks.append(data)
-            padding = -len(data) % 8 or (8 if not data else 0)
-            if padding:
-                chunks.append(bytes(padding))
+            padding = -len(data) % 8 if data else 8  # an empty value still points inside
+            chunks.append(bytes(padding))
             offset += len(data) + padding
         if placed:
             values = ctypes.create_string_buffer(b"".join(chunks), offset)
