@@ -365,6 +365,20 @@ def _backed_up_then_emptied(session: HsmSession) -> tuple[SetKey, list[KeyEntry]
     return kek, list(manifest.unseal(blob, kek).entries)
 
 
+def _two_keys(session: HsmSession, key_type: KeyType, labels: tuple[str, str]) -> None:
+    """Two extractable, sensitive token keys (RSA: key pairs) with ``labels``, ids 1 and 2."""
+    protected = {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}
+    for label, key_id in zip(labels, (b"\x01", b"\x02"), strict=True):
+        if key_type == KeyType.RSA:
+            session.session.generate_keypair(
+                KeyType.RSA, 2048, label=label, id=key_id, store=True, private_template=protected
+            )
+        else:
+            session.session.generate_key(
+                KeyType.AES, 256, label=label, id=key_id, store=True, template=protected
+            )
+
+
 def test_a_restored_key_stays_sensitive(token: Token) -> None:
     """A key that was sensitive in its slot is sensitive once restored: a PIN holder reads
     no more of it than before the backup. openCryptoki 3.8 takes CKA_SENSITIVE in
@@ -402,11 +416,7 @@ def test_a_key_the_hsm_will_not_recreate_is_named_and_nothing_is_left(token: Tok
     left half-made under its name, and the other keys are restored."""
     with token.open() as source:
         import_domain(token, source)
-        for label, key_id in (("aes-cut", b"\x01"), ("aes-whole", b"\x02")):
-            source.session.generate_key(
-                KeyType.AES, 256, label=label, id=key_id, store=True,
-                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-            )  # fmt: skip
+        _two_keys(source, KeyType.AES, ("aes-cut", "aes-whole"))
         kek, entries = _backed_up_then_emptied(source)
         entries = [
             dataclasses.replace(e, wrapped=e.wrapped[:-1]) if e.label == "aes-cut" and e.wrapped
@@ -428,11 +438,7 @@ def test_a_restored_key_that_fails_its_proof_is_removed(token: Token) -> None:
     where applications would take it for the original; the other keys are restored."""
     with token.open() as source:
         import_domain(token, source)
-        for label, key_id in (("rsa-a", b"\x01"), ("rsa-b", b"\x02")):
-            source.session.generate_keypair(
-                KeyType.RSA, 2048, label=label, id=key_id, store=True,
-                private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-            )  # fmt: skip
+        _two_keys(source, KeyType.RSA, ("rsa-a", "rsa-b"))
         kek, entries = _backed_up_then_emptied(source)
         modulus = int(Attribute.MODULUS)
         other = next(
