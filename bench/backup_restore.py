@@ -18,8 +18,8 @@ Prints:
     3.8), the bare loop's keys come out readable; a restore then sets it on each key, and
     `restore_ratio_to_sensitive_loop` compares with a bare loop that does the same.
     `restore_ratio_cpu` compares the CPU time of this process (user and system: the module
-    runs in it) instead of the time on the clock, which other work on a shared machine
-    does not change; it leaves out what the drive does to send the set
+    runs in it, and so does the emulator's relay) instead of the time on the clock, which
+    other work on a shared machine does not change; it leaves out the drive processes
   - the size of the set per object, and the time of `domain recover` from 3 of the 5 drives
     with the production Argon2id parameters
 
