@@ -206,6 +206,8 @@ class SetContents:
         finally:
             with suppress(PKCS11Error):
                 throwaway.destroy()
+        if all(refusal is None for refusal in verdicts.values()):
+            return list(objects)  # the usual case: nothing to mark, no second pass
         checked = []
         for item in objects:
             refusal = verdicts.get((item.object_class, item.key_type))
