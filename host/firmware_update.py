@@ -254,6 +254,12 @@ def _step(step: str) -> int:
     return messages.FIRMWARE_STEPS.index(step)
 
 
+def _ask_reboot(client: DriveClient) -> None:
+    """Ask the drive to restart; the session ends with it."""
+    client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
+    client.forget_session()
+
+
 def _refusal(code: int, text: str, serial: str, port: str) -> FirmwareRefused:
     reason = {
         codes.BAD_SIGNATURE: "the image's signature does not verify against its vendor key",
@@ -357,8 +363,7 @@ def update_drive(
             client.call(messages.FIRMWARE, {1: _step("install")}, messages.OK)
         else:  # an owner sends it like any object (resumable, pipelined, digest checked)
             resumed_from = client.put(IMAGE_OBJECT, image.data, progress).resumed_from
-            client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
-            client.forget_session()
+            _ask_reboot(client)
     finally:
         client.close()
     # The drive restarts, checks and unpacks the image, and restarts into it on trial.
@@ -382,13 +387,11 @@ def update_drive(
                 # would be stored on the firmware it went back to, an object nobody uses.
                 client.max_recoveries = 0
                 client.put(CONFIRM_OBJECT, f"{trial.active} {image.version}".encode())
-                client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
-                client.forget_session()
+                _ask_reboot(client)
         except SealkeepError as exc:
             failed = exc
             with contextlib.suppress(SealkeepError):
-                client.call(messages.FIRMWARE, {1: _step("reboot")}, messages.OK)
-                client.forget_session()
+                _ask_reboot(client)
     finally:
         client.close()
     client = reconnect_after_reboot(port, serial, timeout, reboot_wait)
