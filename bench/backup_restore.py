@@ -12,7 +12,10 @@ Prints:
     before it is sealed (sets of format 4), so the write moves about a third of the bytes
   - restore of N AES keys of that set into a token, against a bare unwrap-into-token loop
     over the same wrapped keys into the same token (goal >= 0.95); the median of
-    --restore-runs restores, each between two bare loops. A restore also reads the set from
+    --restore-runs restores, each between two bare loops. Where the module allows threads
+    (`restore_sessions`), a restore unwraps in several sessions of its own at once, and
+    `restore_ratio_to_parallel_loop` compares with a bare loop over as many sessions (what
+    the restore adds to the token's own work). A restore also reads the set from
     a drive (the slot is listed meanwhile), proves each key by use and reads its
     attributes back. Where the token ignores CKA_SENSITIVE in C_UnwrapKey (openCryptoki
     3.8), the bare loop's keys come out readable; a restore then sets it on each key, and
@@ -53,6 +56,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,6 +67,8 @@ from sealkeep.backupset import authenticate_copy, backup, set_object_name
 from sealkeep.domain import ENV_KDF_MEMORY, ENV_KDF_TIME, DriveGroup, create_domain, owner_login
 from sealkeep.emulator import Emulator
 from sealkeep.hsm import Hsm, HsmSession
+from sealkeep.hsm_keys import Wrapping
+from sealkeep.hsm_unwrap_pool import RESTORE_SESSIONS
 from sealkeep.kdf import KdfParams, derive_custodian_keys
 from sealkeep.manifest import KeyEntry, Manifest
 from sealkeep.pins import Passphrases
@@ -287,6 +293,54 @@ def bare_unwrap_loop(
     return BareLoop(elapsed, cpu, sensitive)
 
 
+def bare_parallel_unwrap_loop(
+    session: HsmSession, opened: Manifest, entries: Sequence[KeyEntry], sessions: int
+) -> float | None:
+    """Seconds of :func:`bare_unwrap_loop` (without making keys sensitive afterwards) done in
+    ``sessions`` sessions at once, as a restore unwraps; None where the module cannot."""
+    kek = session.open_set(opened.header)
+    template: dict[int, bool | int | bytes | str] = {
+        int(Attribute.CLASS): int(ObjectClass.SECRET_KEY),
+        int(Attribute.KEY_TYPE): int(KeyType.AES),
+        int(Attribute.TOKEN): True,
+        int(Attribute.SENSITIVE): True,
+    }
+    for flag in (Attribute.ENCRYPT, Attribute.DECRYPT):
+        template[int(flag)] = True
+    for flag in (Attribute.WRAP, Attribute.UNWRAP, Attribute.SIGN, Attribute.VERIFY):
+        template[int(flag)] = False
+    if kek.profile.iv_len == 0:
+        template[int(Attribute.EXTRACTABLE)] = True
+    pool = session.unwrap_sessions(kek.profile, sessions)
+    made: list[Any] = []
+    try:
+        if pool is None:
+            return None
+        with pool:
+            handle = int(kek.handle.handle)
+            labelled = [
+                {**template, int(Attribute.LABEL): e.label, int(Attribute.ID): e.id}
+                for e in entries
+            ]
+            start = time.perf_counter()
+            futures = [
+                pool.submit(partial(_unwrap_one, handle, entry.wrapped or b"", one))
+                for entry, one in zip(entries, labelled, strict=True)
+            ]
+            made = [future.result() for future in futures]
+            return time.perf_counter() - start
+    finally:
+        raw = session.hsm.raw()
+        for key in made:
+            if raw is not None:
+                raw.destroy_object(int(session.session.handle), key)
+        kek.destroy()
+
+
+def _unwrap_one(kek: int, wrapped: bytes, template: dict[int, Any], wrapping: Wrapping) -> int:
+    return wrapping.unwrap(kek, wrapped, template)
+
+
 def destroy_labelled(session: HsmSession, labels: set[str]) -> int:
     """Destroy the secret keys with these labels (what a restore put there)."""
     doomed = [
@@ -482,6 +536,11 @@ def measure(
                 ).seconds
                 figures["bare_unwrap_sensitive_s"] = like_a_restore
                 figures["restore_ratio_to_sensitive_loop"] = like_a_restore / seconds
+            figures["restore_sessions"] = RESTORE_SESSIONS if session.hsm.thread_safe else 1
+            parallel = bare_parallel_unwrap_loop(session, opened, wanted, RESTORE_SESSIONS)
+            if parallel is not None:
+                figures["bare_unwrap_parallel_s"] = parallel
+                figures["restore_ratio_to_parallel_loop"] = parallel / seconds
 
 
 def _read_set(port: str, session: HsmSession, set_id: bytes) -> bytes:

@@ -377,8 +377,8 @@ class DomainLogins:
     """Owner sessions on the drives of a domain, opened in parallel in the background.
 
     The credentials are computed in the HSM when this starts, so the background threads call
-    only the drives: the HSM is never called from two threads at once (python-pkcs11
-    initialises the module without locking). ``then`` runs on each drive once its session is
+    only the drives: the HSM is never called from two threads here (a module may be
+    initialised without locking). ``then`` runs on each drive once its session is
     open, in the same thread (what else a command asks every drive, e.g. its free space).
     :meth:`finish` waits, then reads the domain record from the first drive that has a valid
     one, its MAC checked in the HSM.

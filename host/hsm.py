@@ -27,7 +27,9 @@ the token built up front, and a session finds the domain keys once: from a listi
 slot where it made one (a backup does), else with one search. Keys this process makes or
 lists are used by handle through direct calls: python-pkcs11's view of a handle costs a
 search to find. python-pkcs11 initialises the module without locking, so the module is
-called from one thread only; drives are asked in other threads meanwhile.
+initialised again for threads where it takes that (:func:`initialise_for_threads`); then a
+restore unwraps in several sessions at once (:mod:`sealkeep.hsm_unwrap_pool`). Everything
+else calls the module from one thread; drives are asked in other threads meanwhile.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ from .hsm_protections import probe_protections
 from .hsm_raw import HsmCallError, RawError, RawModule, RawTemplate
 from .hsm_setkeys import SetKeys
 from .hsm_sets import SetContents
+from .hsm_unwrap_pool import UnwrapSessions
 from .manifest import Attributes, AttrValue, TokenInfo
 
 # --- module and session -------------------------------------------------------------------
@@ -149,11 +152,13 @@ __all__ = [
     "UnsealError",
     "class_name",
     "domain_id_from_secret",
+    "initialise_for_threads",
     "key_bits",
     "key_type_name",
     "new_domain_secret",
     "owner_credential_from_secret",
     "owner_root_hmac",
+    "reload_module",
     "replay_template",
     "resolve_module",
     "split_domain_secret",
@@ -171,26 +176,69 @@ _LOGIN_ERRORS: dict[int, type[PKCS11Error]] = {
 }
 
 
+# Per module path: whether it was last initialised to be called from several threads.
+_THREAD_SAFE: dict[str, bool] = {}
+
+
+def initialise_for_threads(module: str) -> bool:
+    """Initialise the loaded ``module`` again so several sessions of this process may call it
+    at once (see :meth:`RawModule.initialise_for_threads`): whether it can. Only where no
+    session of this process is open on it (just loaded, or just re-initialised)."""
+    try:
+        safe = RawModule(module).initialise_for_threads()
+    except RawError:
+        safe = False
+    except PKCS11Error as exc:
+        raise ModuleError(f"cannot initialise PKCS#11 module {module}: {exc}") from None
+    _THREAD_SAFE[module] = safe
+    return safe
+
+
+def reload_module(module: str) -> Any:
+    """python-pkcs11's library object for ``module``, initialised again (for threads where
+    it can be) so that it sees every token there is now; every session of this process on
+    it ends."""
+    lib = pkcs11.lib(module)
+    lib.reinitialize()
+    initialise_for_threads(module)
+    return lib
+
+
 class Hsm:
     """A loaded PKCS#11 module.
 
     python-pkcs11 keeps one library object per module path for the whole process, and the
     module reads its token list when it is first initialised (SoftHSM2 does not see tokens
-    created afterwards by another process).
+    created afterwards by another process). A module loaded here for the first time is
+    initialised for threads where it can be: a restore then unwraps in several sessions.
     """
 
     def __init__(self, module: str | None = None) -> None:
         self.module = resolve_module(module)
+        # python-pkcs11 (re)initialises a module it has not loaded, or that was finalised:
+        # no session of this process is open on it then, so it may be initialised again.
+        # (Where python-pkcs11 keeps its modules elsewhere, none is: one thread calls it.)
+        loaded = getattr(pkcs11, "_loaded", None)
+        fresh = isinstance(loaded, dict) and (
+            self.module not in loaded or not getattr(loaded[self.module], "initialized", True)
+        )
         try:
             self._lib = pkcs11.lib(self.module)
         except PKCS11Error as exc:
             raise ModuleError(f"cannot load PKCS#11 module {self.module}: {exc}") from None
+        if fresh:
+            initialise_for_threads(self.module)
         # Per slot: a digest of the PIN we logged in with and how many sessions are open.
         # PKCS#11 logs in per token and process, so a second session cannot check a PIN.
         self._pin_key = secrets.token_bytes(32)
         self._logins: dict[int, tuple[bytes, int]] = {}
         self._raw: RawModule | None = None
         self._raw_failed = False
+
+    @property
+    def thread_safe(self) -> bool:
+        """Whether sessions of this process may call the module from several threads."""
+        return _THREAD_SAFE.get(self.module, False) and self.raw() is not None
 
     def raw(self) -> RawModule | None:
         """Direct calls into the module for fast listing, or None where they do not work."""
@@ -550,6 +598,15 @@ class HsmSession(SlotListing, SetKeys, SetContents):
             raise DomainError(
                 f"the domain owner key of {self.where} cannot compute an HMAC: {exc!r}"
             ) from None
+
+    def unwrap_sessions(self, profile: Profile, count: int) -> UnwrapSessions | None:
+        """``count`` more sessions on this slot for a restore's unwraps, or None where the
+        module cannot be called from several threads (or grants no more sessions)."""
+        raw = self.hsm.raw()
+        if raw is None or not self.hsm.thread_safe or count < 1:
+            return None
+        pool = UnwrapSessions(raw, self.slot_id, profile, count)
+        return pool if pool.usable else None
 
     def _direct(self) -> RawModule:
         raw = self.hsm.raw()

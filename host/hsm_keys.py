@@ -609,12 +609,6 @@ class SetKey:
             object_class, key_type, body, mechanism=self.profile.wrap_mechanism, **options
         )
 
-    def unwrap_direct(self, wrapped: bytes, template: RawTemplate) -> int:
-        """:meth:`unwrap` by one direct call (only where :attr:`direct`): the new key's handle."""
-        if self._wrapping is None:
-            raise HsmError("this set's keys were not made by direct calls")
-        return self._wrapping.unwrap(int(self.handle.handle), wrapped, template)
-
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Authenticated encryption in the HSM.
 

@@ -85,6 +85,13 @@ _FN_GENERATE_KEY = 58
 _FN_WRAP_KEY = 60
 _FN_UNWRAP_KEY = 61
 _FN_COUNT = 68
+_FN_INITIALIZE = 0
+_FN_FINALIZE = 1
+_FN_OPEN_SESSION = 12
+_FN_CLOSE_SESSION = 13
+_CKF_OS_LOCKING_OK = 0x2
+_CKF_RW_SESSION = 0x2
+_CKF_SERIAL_SESSION = 0x4
 
 
 class CkAttribute(ctypes.Structure):
@@ -93,6 +100,17 @@ class CkAttribute(ctypes.Structure):
 
 class _CkFunctionList(ctypes.Structure):
     _fields_ = (("version", ctypes.c_ubyte * 2), ("functions", ctypes.c_void_p * _FN_COUNT))
+
+
+class _CkInitializeArgs(ctypes.Structure):
+    _fields_ = (
+        ("CreateMutex", ctypes.c_void_p),
+        ("DestroyMutex", ctypes.c_void_p),
+        ("LockMutex", ctypes.c_void_p),
+        ("UnlockMutex", ctypes.c_void_p),
+        ("flags", CK_ULONG),
+        ("pReserved", ctypes.c_void_p),
+    )
 
 
 class RawError(Exception):
@@ -382,8 +400,41 @@ class RawModule:
             CK_ULONG,
             handle_out,
         )
+        self._initialize = bind(_FN_INITIALIZE, ctypes.c_void_p)
+        self._finalize = bind(_FN_FINALIZE, ctypes.c_void_p)
+        self._open_session = bind(
+            _FN_OPEN_SESSION, CK_ULONG, CK_ULONG, ctypes.c_void_p, ctypes.c_void_p, handle_out
+        )
+        self._close_session = bind(_FN_CLOSE_SESSION, CK_ULONG)
         self._templates: dict[tuple[int, ...], _Template] = {}
         self._lock = threading.Lock()  # the templates' buffers are shared
+
+    # -- the module as a whole -------------------------------------------------------------
+
+    def initialise_for_threads(self) -> bool:
+        """Initialise the module again, telling it that it may be called from several threads
+        at once (CKF_OS_LOCKING_OK): whether it took that. python-pkcs11 initialises it with
+        NULL arguments, which tells a module it need not lock (SoftHSM2 then turns its locks
+        off). Every session of this process on the module ends here: call it before any is
+        opened. A module that cannot lock is initialised as python-pkcs11 had it."""
+        self._finalize(None)
+        arguments = _CkInitializeArgs(None, None, None, None, _CKF_OS_LOCKING_OK, None)
+        if self._initialize(ctypes.byref(arguments)) == _CKR_OK:
+            return True
+        _check("C_Initialize", self._initialize(None))
+        return False
+
+    def open_session(self, slot_id: int) -> int:
+        """C_OpenSession, read/write: the handle (it shares the login of the other sessions
+        of this process on the token)."""
+        handle = CK_ULONG()
+        flags = _CKF_SERIAL_SESSION | _CKF_RW_SESSION
+        _check("C_OpenSession", self._open_session(slot_id, flags, None, None, handle))
+        return handle.value
+
+    def close_session(self, session: int) -> None:
+        """C_CloseSession."""
+        _check("C_CloseSession", self._close_session(session))
 
     # -- keys, with templates python-pkcs11 cannot pass ------------------------------------
 

@@ -7,8 +7,10 @@ recreating entries in a slot, each proven by use.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from pkcs11 import (
@@ -48,6 +50,7 @@ from .hsm_proof import (
     _prove,
 )
 from .hsm_raw import TEMPLATE_REFUSALS, HsmCallError, RawTemplate
+from .hsm_unwrap_pool import RESTORE_SESSIONS, UnwrapSessions
 from .manifest import Attributes, KeyEntry, SkippedEntry
 
 # SENSITIVE is made true on purpose (a restored key is never more readable than it left).
@@ -92,6 +95,45 @@ class _RestoredKey(_ListedObject):
         self._direct.raw.destroy_object(self._direct.session, self._handle)
 
 
+@dataclass
+class _Plan:
+    """An entry a restore is to make: its status once made, the object it replaces."""
+
+    entry: KeyEntry
+    ident: tuple[int, str, bytes]
+    status: str  # "restored" or "replaced"
+    existing: Any | None
+    public: Attributes | None
+    made: Future[Any] | None = None  # the key, where the workers unwrap it
+
+
+def _outcome(
+    entry: KeyEntry, status: str, detail: str = "", proof: Proof | None = None
+) -> RestoreOutcome:
+    return RestoreOutcome(
+        entry.object_class, entry.key_type, entry.label, entry.id, status, detail, proof
+    )
+
+
+def _unwraps_directly(kek: SetKey, entry: KeyEntry) -> bool:
+    """Whether the entry is a secret key unwrapped by a direct call (what workers do)."""
+    return (
+        kek.direct is not None
+        and entry.object_class == ObjectClass.SECRET_KEY
+        and entry.wrapped is not None
+        and entry.key_type is not None
+    )
+
+
+def _discard(plan: _Plan) -> None:
+    """Destroy the key the workers made for a plan the restore did not get to report."""
+    if plan.made is None or not plan.made.done() or plan.made.cancelled():
+        return
+    if plan.made.exception() is None:
+        with suppress(PKCS11Error):
+            plan.made.result().destroy()
+
+
 def _known_attribute(kind: int) -> bool:
     try:
         Attribute(kind)
@@ -104,10 +146,14 @@ class SetContents:
     """Backup and restore of a slot's objects under a set's keys (a part of HsmSession)."""
 
     session: Any
+    slot_id: int
     _mapper: AttributeMapper
     _refused_attributes: dict[tuple[int, int], Attribute]
 
     def objects(self) -> list[ObjectInfo]:
+        raise NotImplementedError
+
+    def unwrap_sessions(self, profile: Profile, count: int) -> UnwrapSessions | None:
         raise NotImplementedError
 
     def present_keys(self) -> set[tuple[int, str, bytes]]:
@@ -228,6 +274,7 @@ class SetContents:
         replace: bool = False,
         dry_run: bool = False,
         present: set[tuple[int, str, bytes]] | None = None,
+        sessions: int = RESTORE_SESSIONS,
     ) -> list[RestoreOutcome]:
         """Recreate the entries (or those whose label is in ``labels``) in this slot.
 
@@ -240,6 +287,8 @@ class SetContents:
         its place (``"replaced"``). With ``dry_run`` nothing is created or destroyed: what
         would be is ``"would restore"`` or ``"would replace"``. ``present`` is
         :meth:`present_keys` where the caller listed the slot already (it is added to).
+        Secret keys are unwrapped in up to ``sessions`` sessions at once where the module
+        allows threads (see :mod:`sealkeep.hsm_unwrap_pool`); the outcomes are the same.
         """
         present = self.present_keys() if present is None else present
         publics = {
@@ -252,12 +301,65 @@ class SetContents:
         chosen.sort(
             key=lambda e: e.object_class not in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
         )
-        outcomes = []
-        for done, entry in enumerate(chosen, 1):
-            outcomes.append(self._restore_one(kek, entry, present, publics, replace, dry_run))
+        outcomes: list[RestoreOutcome] = []
+
+        def report(outcome: RestoreOutcome) -> None:
+            outcomes.append(outcome)
             if progress is not None:
-                progress(done, len(chosen))
+                progress(len(outcomes), len(chosen))
+
+        pooled = sum(1 for e in chosen if _unwraps_directly(kek, e))
+        pool = None
+        if not dry_run and sessions > 1 and pooled > 1:
+            pool = self.unwrap_sessions(kek.profile, min(sessions, pooled))
+        if pool is None:
+            for entry in chosen:
+                report(self._restore_one(kek, entry, present, publics, replace, dry_run))
+            return outcomes
+        with pool:
+            self._refusals()  # made here, not raced for by the workers
+            steps = self._plan(kek, chosen, present, publics, replace, pool)
+            try:
+                for step in steps:
+                    if isinstance(step, RestoreOutcome):
+                        report(step)
+                    elif isinstance(step, _Plan):
+                        report(self._settle(kek, step, present))
+                    else:  # as it would be alone, now that those before it are settled
+                        report(self._restore_one(kek, step, present, publics, replace, dry_run))
+            except BaseException:
+                pool.close()  # no more unwraps: what is made and not reported is removed
+                for step in steps[len(outcomes) :]:
+                    if isinstance(step, _Plan):
+                        _discard(step)
+                raise
         return outcomes
+
+    def _plan(
+        self,
+        kek: SetKey,
+        chosen: Sequence[KeyEntry],
+        present: set[tuple[int, str, bytes]],
+        publics: dict[tuple[int | None, bytes], Attributes],
+        replace: bool,
+        pool: UnwrapSessions,
+    ) -> list[RestoreOutcome | _Plan | KeyEntry]:
+        """Each entry's step, in order: an outcome known already, a plan whose key the pool
+        is unwrapping, or the entry itself, to restore in its turn (what the pool does not
+        unwrap, and a second entry under a name another one of the set takes)."""
+        steps: list[RestoreOutcome | _Plan | KeyEntry] = []
+        claimed: set[tuple[int, str, bytes]] = set()
+        for entry in chosen:
+            ident = _ident(entry.attributes)
+            if ident in claimed or not _unwraps_directly(kek, entry):
+                steps.append(entry)
+                continue
+            claimed.add(ident)
+            step = self._prepare(kek, entry, present, publics, replace, dry_run=False)
+            if isinstance(step, _Plan):
+                step.made = pool.submit(partial(self._recreate, kek, entry))
+            steps.append(step)
+        return steps
 
     def _restore_one(
         self,
@@ -268,11 +370,22 @@ class SetContents:
         replace: bool = False,
         dry_run: bool = False,
     ) -> RestoreOutcome:
-        def outcome(status: str, detail: str = "", proof: Proof | None = None) -> RestoreOutcome:
-            return RestoreOutcome(
-                entry.object_class, entry.key_type, entry.label, entry.id, status, detail, proof
-            )
+        step = self._prepare(kek, entry, present, publics, replace, dry_run)
+        if isinstance(step, RestoreOutcome):
+            return step
+        return self._settle(kek, step, present)
 
+    def _prepare(
+        self,
+        kek: SetKey,
+        entry: KeyEntry,
+        present: set[tuple[int, str, bytes]],
+        publics: dict[tuple[int | None, bytes], Attributes],
+        replace: bool,
+        dry_run: bool,
+    ) -> RestoreOutcome | _Plan:
+        """What becomes of the entry before anything is made: an outcome (present,
+        different, a dry run's), or the plan to make it."""
         ident = _ident(entry.attributes)
         public = publics.get((entry.key_type, entry.id))
         status = "restored"
@@ -280,25 +393,33 @@ class SetContents:
             existing = self._present_object(entry)
             verdict, detail = self._compare(existing, entry, kek, public)
             if verdict != "different":
-                return outcome("present", detail)
+                return _outcome(entry, "present", detail)
             if not replace:
-                return outcome(
+                return _outcome(
+                    entry,
                     "different",
                     f"the slot holds another object with this class, label and id ({detail}); "
                     "restore with --replace to put the set's in its place",
                 )
             if dry_run:
-                return outcome("would replace", detail)
+                return _outcome(entry, "would replace", detail)
             status = "replaced"
         else:
             existing = None
         if dry_run:
             present.add(ident)
-            return outcome("would restore")
+            return _outcome(entry, "would restore")
+        return _Plan(entry, ident, status, existing, public)
+
+    def _settle(
+        self, kek: SetKey, plan: _Plan, present: set[tuple[int, str, bytes]]
+    ) -> RestoreOutcome:
+        """Make the planned object (or take the one the pool made), check and prove it."""
+        entry, ident, existing = plan.entry, plan.ident, plan.existing
         try:
-            obj = self._recreate(kek, entry)
+            obj = self._recreate(kek, entry) if plan.made is None else plan.made.result()
         except (PKCS11Error, ValueError) as exc:
-            return outcome("failed", f"the HSM refused to recreate it ({_error_name(exc)})")
+            return _outcome(entry, "failed", f"the HSM refused to recreate it ({_error_name(exc)})")
         recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
         kinds = [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
         now = self.read_attributes(obj, [*kinds, A.SENSITIVE])  # one call for both checks
@@ -307,9 +428,9 @@ class SetContents:
             if refusal is not None:
                 with suppress(PKCS11Error):
                     obj.destroy()
-                return outcome("failed", refusal)
+                return _outcome(entry, "failed", refusal)
         present.add(ident)
-        proof = self.prove(obj, entry, kek, public)
+        proof = self.prove(obj, entry, kek, plan.public)
         if existing is None and not proof.ok and proof.method not in ("none", "error"):
             # A check told it apart from the set's key: it does not stay under the set's
             # label, where applications would take it for the original.
@@ -320,8 +441,8 @@ class SetContents:
                 fate = f"removing the key the HSM made failed ({_error_name(exc)}): delete it"
             else:
                 present.discard(ident)
-            return outcome(
-                "failed", f"its proof failed ({proof.method}: {proof.detail}); {fate}", proof
+            return _outcome(
+                entry, "failed", f"its proof failed ({proof.method}: {proof.detail}); {fate}", proof
             )
         if existing is not None:
             # The other object goes only once the set's stands proven beside it: a replace
@@ -329,21 +450,23 @@ class SetContents:
             if not proof.ok:
                 with suppress(PKCS11Error):
                     obj.destroy()
-                return outcome(
-                    "different", f"not replaced: the set's copy is not proven ({proof.detail})"
+                return _outcome(
+                    entry,
+                    "different",
+                    f"not replaced: the set's copy is not proven ({proof.detail})",
                 )
             try:
                 existing.destroy()
             except PKCS11Error as exc:
                 with suppress(PKCS11Error):
                     obj.destroy()
-                return outcome("different", f"it cannot be replaced ({_error_name(exc)})")
+                return _outcome(entry, "different", f"it cannot be replaced ({_error_name(exc)})")
         return RestoreOutcome(
             entry.object_class,
             entry.key_type,
             entry.label,
             entry.id,
-            status,
+            plan.status,
             proof=proof,
             not_taken=attributes_not_taken(recorded, now),
         )
@@ -405,7 +528,9 @@ class SetContents:
             f"check tells whether it is the set's ({proof.detail or 'no check applies'})"
         )
 
-    def _recreate(self, kek: SetKey, entry: KeyEntry) -> Any:
+    def _recreate(self, kek: SetKey, entry: KeyEntry, wrapping: Wrapping | None = None) -> Any:
+        """The entry made in the slot; a secret key of a set whose keys were made by direct
+        calls is unwrapped in ``wrapping``'s session (by default the set's)."""
         object_class = ObjectClass(entry.object_class)
         template = replay_template(entry.attributes)
         if object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
@@ -421,7 +546,7 @@ class SetContents:
             for flag in _CAPABILITY_FLAGS:
                 template.setdefault(flag, DEFAULT)
             wrapped = entry.wrapped
-            direct = kek.direct if object_class == ObjectClass.SECRET_KEY else None
+            direct = (wrapping or kek.direct) if object_class == ObjectClass.SECRET_KEY else None
 
             def unwrap(chosen: dict[Attribute, Any]) -> Any:
                 if direct is not None:
@@ -436,21 +561,33 @@ class SetContents:
     def _unwrap_direct(
         self, kek: SetKey, direct: Wrapping, wrapped: bytes, template: dict[Attribute, Any]
     ) -> _RestoredKey:
-        """The key unwrapped by one direct call, with the template python-pkcs11 would pass
-        (the same values packed by the same mapper; DEFAULT leaves an attribute out)."""
+        """The key unwrapped by one direct call in ``direct``'s session, with the template
+        python-pkcs11 would pass (the same values packed by the same mapper; DEFAULT leaves an
+        attribute out); later calls on it go through the set's session."""
         packed: RawTemplate = {
             int(kind): self._mapper.pack_attribute(kind, value)
             for kind, value in template.items()
             if value is not DEFAULT
         }
-        handle = kek.unwrap_direct(wrapped, packed)
+        handle = direct.unwrap(int(kek.handle.handle), wrapped, packed)
         found_by = {
             A.TOKEN: True,
             A.CLASS: template[A.CLASS],
             A.LABEL: template.get(A.LABEL, ""),
             A.ID: template.get(A.ID, b""),
         }
-        return _RestoredKey(self.session, handle, found_by, direct, self._mapper)
+        own = kek.direct or direct  # the worker's session closes once the restore is done
+        return _RestoredKey(self.session, handle, found_by, own, self._mapper)
+
+    def _refusals(self) -> dict[tuple[int, int], Attribute]:
+        """Per (class, key type), the attribute the token refuses in an unwrap template."""
+        refused: dict[tuple[int, int], Attribute] | None = getattr(
+            self, "_refused_attributes", None
+        )
+        if refused is None:
+            refused = {}
+            self._refused_attributes = refused
+        return refused
 
     def _with_refused_attribute_left_out(
         self,
@@ -463,21 +600,20 @@ class SetContents:
         openCryptoki 3.8.1 refuses CKA_EXTRACTABLE in C_UnwrapKey, "read only"), ``make``
         without it. The one left out is found once per class and key type, by trying each;
         the restore's read-back then names what the key did not keep."""
-        refused: dict[tuple[int, int], Attribute] | None = getattr(
-            self, "_refused_attributes", None
-        )
-        if refused is None:
-            refused = {}
-            self._refused_attributes = refused
+        refused = self._refusals()
         kind = (int(object_class), int(key_type))
-        if kind in refused:
-            template = {k: v for k, v in template.items() if k != refused[kind]}
+        known = refused.get(kind)  # once: the restore's workers may find it meanwhile
+        if known is not None:
+            template = {k: v for k, v in template.items() if k != known}
         try:
             return make(template)
         except PKCS11Error as first:
-            if kind in refused or not _refuses_template(first):
+            if known is not None or not _refuses_template(first):
                 raise
-            for attribute in [k for k in template if k not in _NEVER_LEFT_OUT]:
+            found = refused.get(kind)  # by another worker since: tried first
+            candidates = [k for k in template if k not in _NEVER_LEFT_OUT]
+            candidates.sort(key=lambda k: k != found)
+            for attribute in candidates:
                 try:
                     made = make({k: v for k, v in template.items() if k != attribute})
                 except PKCS11Error as again:

@@ -16,9 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pkcs11
-
-from .hsm import ModuleError, resolve_module
+from .hsm import ModuleError, reload_module, resolve_module
 
 __all__ = ["SoftHsmFarm", "SoftHsmToken"]
 
@@ -84,8 +82,7 @@ class SoftHsmFarm:
         if self._saved_conf is None:
             self._saved_conf = os.environ.get(CONF_VAR, "")
         os.environ[CONF_VAR] = str(self.conf)
-        lib = pkcs11.lib(self.module)
-        lib.reinitialize()
+        lib = reload_module(self.module)
         for slot in lib.get_slots(token_present=True):
             token = slot.get_token()
             if token.label in self.tokens:

@@ -5,6 +5,7 @@ there the sample keys are AES, RSA and a certificate, each proven by use all the
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pkcs11
@@ -19,6 +20,7 @@ from sealkeep.hsm import (
     HsmSession,
     ModuleError,
     PinError,
+    RestoreOutcome,
     SetKey,
     SetKeyError,
     SlotError,
@@ -28,6 +30,7 @@ from sealkeep.hsm import (
     replay_template,
 )
 from sealkeep.hsm_caps import profile_named
+from sealkeep.hsm_keys import Wrapping
 from sealkeep.manifest import KeyEntry, ManifestError
 
 if TYPE_CHECKING:
@@ -461,6 +464,116 @@ def test_a_restored_key_that_fails_its_proof_is_removed(token: Token) -> None:
     assert all(o.ok for key, o in outcomes.items() if key != ("rsa-a", ObjectClass.PRIVATE_KEY))
     assert ("rsa-a", ObjectClass.PRIVATE_KEY) not in left
     assert ("rsa-b", ObjectClass.PRIVATE_KEY) in left and ("rsa-a", ObjectClass.PUBLIC_KEY) in left
+
+
+def _many_keys(session: HsmSession, count: int) -> None:
+    """``count`` extractable, sensitive AES token keys "aes-0", "aes-1", ... and an RSA pair."""
+    protected = {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}
+    for number in range(count):
+        session.session.generate_key(
+            KeyType.AES, 256, label=f"aes-{number}", id=bytes([number]), store=True,
+            template=protected,
+        )  # fmt: skip
+    session.session.generate_keypair(
+        KeyType.RSA, 2048, label="rsa-sign", id=b"\xff", store=True, private_template=protected
+    )
+
+
+def _emptied(session: HsmSession) -> None:
+    for obj in session.objects():
+        if not obj.is_domain_key:
+            obj.handle.destroy()
+
+
+def _summary(outcomes: list[RestoreOutcome]) -> list[tuple[str, int, str, str]]:
+    return [
+        (o.label, o.object_class, o.status, o.proof.method if o.proof else "") for o in outcomes
+    ]
+
+
+def test_a_restore_in_several_sessions_gives_what_one_gives(
+    token: Token, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module is initialised for threads, and a restore unwraps its secret keys in
+    sessions of its own at once: the outcomes, their order, the proofs and the keys in the
+    slot are those of a restore in one session, and every session it opened is closed."""
+    assert token.hsm.thread_safe
+    used: set[tuple[int, int]] = set()  # (thread, session) of each unwrap
+    unwrap = Wrapping.unwrap
+
+    def spied(wrapping: Wrapping, unwrapping_key: int, wrapped: bytes, template: Any) -> int:
+        used.add((threading.get_ident(), wrapping.session))
+        return unwrap(wrapping, unwrapping_key, wrapped, template)
+
+    monkeypatch.setattr(Wrapping, "unwrap", spied)
+    with token.open() as source:
+        import_domain(token, source)
+        _many_keys(source, 12)
+        kek, entries = _backed_up_then_emptied(source)
+        before = token.open_sessions()
+        used.clear()  # opening the set unwrapped its keys in the session
+        # Several first: its workers, not an earlier restore, find what the token refuses in
+        # an unwrap template (openCryptoki 3.8: CKA_EXTRACTABLE), all at once.
+        several = source.restore(kek, entries, sessions=4)
+        several_made = sorted((o.label, o.object_class) for o in source.objects())
+        after = token.open_sessions()
+        workers = {session for _, session in used}
+        _emptied(source)
+        used.clear()
+        one = source.restore(kek, entries, sessions=1)
+        one_made = sorted((o.label, o.object_class) for o in source.objects())
+        assert {session for _, session in used} == {kek.direct.session if kek.direct else -1}
+    assert all(o.ok for o in one), [o.to_json() for o in one]
+    assert _summary(several) == _summary(one)
+    assert sum(o.status == "restored" for o in several) == len(entries)
+    assert several_made == one_made
+    assert len(workers) == 4
+    assert kek.direct is not None and kek.direct.session not in workers
+    assert after == before  # None where the module does not count them
+    assert not [t for t in threading.enumerate() if t.name.startswith("sealkeep-unwrap")]
+
+
+def test_an_interrupted_restore_leaves_only_what_it_reported(token: Token) -> None:
+    """Ctrl-C during a restore in several sessions: the keys it reported stay, those the
+    workers had unwrapped already and it had not reported are removed, and no worker is
+    left running."""
+    with token.open() as source:
+        import_domain(token, source)
+        _many_keys(source, 12)
+        kek, entries = _backed_up_then_emptied(source)
+        reported: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            reported.append(done)
+            if done == 3:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            source.restore(kek, entries, progress=progress, sessions=4)
+        left = sorted(o.label for o in source.objects() if not o.is_domain_key)
+    # A restore goes through the set's keys in its order, the public objects after them.
+    keys = [e.label for e in entries if e.object_class != ObjectClass.PUBLIC_KEY]
+    assert reported == [1, 2, 3]
+    assert left == sorted(keys[:3])
+    assert not [t for t in threading.enumerate() if t.name.startswith("sealkeep-unwrap")]
+
+
+def test_a_name_twice_in_a_set_is_made_once(token: Token) -> None:
+    """An entry repeated in a set (same class, label and id) is restored once, and the
+    repeat is found present, in several sessions as in one."""
+    with token.open() as source:
+        import_domain(token, source)
+        _two_keys(source, KeyType.AES, ("aes-a", "aes-b"))
+        kek, entries = _backed_up_then_emptied(source)
+        twice = [*entries, next(e for e in entries if e.label == "aes-a")]
+        outcomes = source.restore(kek, twice, sessions=4)
+        left = sorted(o.label for o in source.objects() if not o.is_domain_key)
+    assert [(o.label, o.status) for o in outcomes] == [
+        ("aes-a", "restored"),
+        ("aes-b", "restored"),
+        ("aes-a", "present"),
+    ]
+    assert left == ["aes-a", "aes-b"]
 
 
 def test_restore_selected_keys_only(token: Token) -> None:

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pkcs11
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import OctetString, encode_named_curve_parameters
-from sealkeep.hsm import Hsm, HsmSession, resolve_module
+from sealkeep.hsm import Hsm, HsmSession, reload_module, resolve_module
 
 from .common import Ctx
 
@@ -77,8 +76,7 @@ def farm(ctx: Ctx) -> Farm:
     saved = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     module = resolve_module(None)
-    lib = pkcs11.lib(module)
-    lib.reinitialize()
+    lib = reload_module(module)
     slots: dict[str, int] = {}
     for slot in lib.get_slots(token_present=True):
         label = slot.get_token().label
