@@ -149,6 +149,7 @@ class SetContents:
     slot_id: int
     _mapper: AttributeMapper
     _refused_attributes: dict[tuple[int, int], Attribute]
+    _sensitive_set_after: bool  # the token ignored CKA_SENSITIVE in an unwrap template
 
     def objects(self) -> list[ObjectInfo]:
         raise NotImplementedError
@@ -357,7 +358,7 @@ class SetContents:
             claimed.add(ident)
             step = self._prepare(kek, entry, present, publics, replace, dry_run=False)
             if isinstance(step, _Plan):
-                step.made = pool.submit(partial(self._recreate, kek, entry))
+                step.made = pool.submit(partial(self._recreate_in_worker, kek, entry))
             steps.append(step)
         return steps
 
@@ -471,6 +472,18 @@ class SetContents:
             not_taken=attributes_not_taken(recorded, now),
         )
 
+    def _recreate_in_worker(self, kek: SetKey, entry: KeyEntry, wrapping: Wrapping) -> Any:
+        """:meth:`_recreate` in a worker's session. Where the token was seen to ignore
+        CKA_SENSITIVE in an unwrap template, the worker sets it as well, as
+        :meth:`_keep_sensitive` would (which still reads it back on every key)."""
+        obj = self._recreate(kek, entry, wrapping)
+        if getattr(self, "_sensitive_set_after", False):
+            with suppress(PKCS11Error):
+                wrapping.raw.set_attributes(
+                    wrapping.session, int(obj.handle), {int(A.SENSITIVE): True}
+                )
+        return obj
+
     def _keep_sensitive(self, obj: Any, read: Attributes) -> str | None:
         """Make sure a restored key is sensitive (None), else say why it cannot stay;
         ``read`` is what was read of it as it was made.
@@ -487,6 +500,7 @@ class SetContents:
             detail = _error_name(exc)
         else:
             if _bool(self.read_attributes(obj, [A.SENSITIVE]), A.SENSITIVE) is True:
+                self._sensitive_set_after = True
                 return None
             detail = "it reads back not sensitive"
         return (
