@@ -319,12 +319,11 @@ class SetContents:
             return outcomes
         with pool:
             self._refusals()  # made here, not raced for by the workers
-            steps = self._plan(kek, chosen, present, publics, replace, pool)
+            steps: list[_Plan | KeyEntry] = []
             try:
+                self._plan(kek, chosen, present, publics, pool, steps)
                 for step in steps:
-                    if isinstance(step, RestoreOutcome):
-                        report(step)
-                    elif isinstance(step, _Plan):
+                    if isinstance(step, _Plan):
                         report(self._settle(kek, step, present))
                     else:  # as it would be alone, now that those before it are settled
                         report(self._restore_one(kek, step, present, publics, replace, dry_run))
@@ -342,25 +341,23 @@ class SetContents:
         chosen: Sequence[KeyEntry],
         present: set[tuple[int, str, bytes]],
         publics: dict[tuple[int | None, bytes], Attributes],
-        replace: bool,
         pool: UnwrapSessions,
-    ) -> list[RestoreOutcome | _Plan | KeyEntry]:
-        """Each entry's step, in order: an outcome known already, a plan whose key the pool
-        is unwrapping, or the entry itself, to restore in its turn (what the pool does not
-        unwrap, and a second entry under a name another one of the set takes)."""
-        steps: list[RestoreOutcome | _Plan | KeyEntry] = []
+        steps: list[_Plan | KeyEntry],
+    ) -> None:
+        """Each entry's step into ``steps``, in order: a plan whose key the pool is
+        unwrapping, or the entry itself, restored in its turn as it would be alone (what the
+        pool does not unwrap, a name the slot holds already, which is compared then, and a
+        second entry under a name another one of the set takes)."""
         claimed: set[tuple[int, str, bytes]] = set()
         for entry in chosen:
             ident = _ident(entry.attributes)
-            if ident in claimed or not _unwraps_directly(kek, entry):
+            if ident in claimed or ident in present or not _unwraps_directly(kek, entry):
                 steps.append(entry)
                 continue
             claimed.add(ident)
-            step = self._prepare(kek, entry, present, publics, replace, dry_run=False)
-            if isinstance(step, _Plan):
-                step.made = pool.submit(partial(self._recreate_in_worker, kek, entry))
-            steps.append(step)
-        return steps
+            plan = _Plan(entry, ident, "restored", None, publics.get((entry.key_type, entry.id)))
+            plan.made = pool.submit(partial(self._recreate_in_worker, kek, entry))
+            steps.append(plan)
 
     def _restore_one(
         self,

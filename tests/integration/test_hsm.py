@@ -525,6 +525,9 @@ def test_a_restore_in_several_sessions_gives_what_one_gives(
             and o.handle[Attribute.SENSITIVE] is not True
         ]
         assert readable == []  # openCryptoki 3.8 ignores it in C_UnwrapKey: set after
+        again = source.restore(kek, entries, sessions=4)  # compared, nothing made twice
+        assert {o.status for o in again} == {"present"}
+        assert sorted((o.label, o.object_class) for o in source.objects()) == several_made
         after = token.open_sessions()
         workers = {session for _, session in used}
         _emptied(source)
