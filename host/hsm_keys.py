@@ -586,14 +586,16 @@ class SetKey:
             return HIERARCHY_SHARED_KEK
         return HIERARCHY_PER_PURPOSE
 
-    def wrap(self, obj: Any, like: bytes | None = None) -> bytes:
-        """``obj`` wrapped under the KEK. Under ``portable`` the IV is fresh, or that of
-        ``like`` (a wrapped value of the set: wrapping again with its IV must give it back)."""
+    def wrap(self, obj: Any, like: bytes | None = None, via: Wrapping | None = None) -> bytes:
+        """``obj`` wrapped under the KEK (by direct calls in ``via``'s session where given).
+        Under ``portable`` the IV is fresh, or that of ``like`` (a wrapped value of the set:
+        wrapping again with its IV must give it back)."""
         iv: bytes | None = None
         if like is not None and self.profile.iv_len and len(like) > self.profile.iv_len:
             iv = bytes(like[: self.profile.iv_len])
-        if self._wrapping is not None:
-            return self._wrapping.wrap(int(self.handle.handle), int(obj.handle), iv)
+        wrapping = via or self._wrapping
+        if wrapping is not None:
+            return wrapping.wrap(int(self.handle.handle), int(obj.handle), iv)
         if not self.profile.iv_len:
             return bytes(self.handle.wrap_key(obj, mechanism=self.profile.wrap_mechanism))
         iv = iv or secrets.token_bytes(self.profile.iv_len)

@@ -120,7 +120,15 @@ class _KeyUse:
         return _use(lambda: direct_call(session, int(mechanism), key, data, iv))
 
 
-def _prove(obj: Any, entry: KeyEntry, kek: SetKey | None, public: Attributes | None) -> Proof:
+def _prove(
+    obj: Any,
+    entry: KeyEntry,
+    kek: SetKey | None,
+    public: Attributes | None,
+    via: Wrapping | None = None,
+) -> Proof:
+    """The proof of :meth:`SetContents.prove`; a secret key's calls go through ``via``'s
+    session where given (a restore's worker), else the set's."""
     attrs = entry.attributes
     if entry.object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE, ObjectClass.DATA):
         names = [a for a in (A.VALUE, A.MODULUS, A.PUBLIC_EXPONENT, A.EC_POINT) if int(a) in attrs]
@@ -133,7 +141,7 @@ def _prove(obj: Any, entry: KeyEntry, kek: SetKey | None, public: Attributes | N
     methods: list[str] = []
     notes: list[str] = []
     try:
-        use = _KeyUse(obj, kek.direct if kek is not None else None)
+        use = _KeyUse(obj, via or (kek.direct if kek is not None else None))
         failure = _prove_by_use(obj, attrs, public, methods, use)
     except _Refused as exc:
         # Not a verdict on the key: the checks below still establish its value.
@@ -143,7 +151,7 @@ def _prove(obj: Any, entry: KeyEntry, kek: SetKey | None, public: Attributes | N
         return failure
     if kek is not None and entry.wrapped is not None and _bool(attrs, A.EXTRACTABLE):
         try:
-            rewrapped = kek.wrap(obj, like=entry.wrapped)
+            rewrapped = kek.wrap(obj, like=entry.wrapped, via=via)
         except PKCS11Error as exc:
             notes.append(f"value check refused ({_error_name(exc)})")
         else:

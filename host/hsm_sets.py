@@ -49,7 +49,7 @@ from .hsm_keys import (
 from .hsm_proof import (
     _prove,
 )
-from .hsm_raw import TEMPLATE_REFUSALS, HsmCallError, RawTemplate
+from .hsm_raw import TEMPLATE_REFUSALS, HsmCallError, RawError, RawTemplate
 from .hsm_unwrap_pool import RESTORE_SESSIONS, UnwrapSessions
 from .manifest import Attributes, KeyEntry, SkippedEntry
 
@@ -104,7 +104,18 @@ class _Plan:
     status: str  # "restored" or "replaced"
     existing: Any | None
     public: Attributes | None
-    made: Future[Any] | None = None  # the key, where the workers unwrap it
+    made: Future[_Made] | None = None  # where a worker makes it
+
+
+@dataclass
+class _Made:
+    """An object a restore made, checked and proven; ``obj`` None where it was not made or
+    was removed again (``failure`` says why)."""
+
+    obj: Any | None
+    failure: str = ""
+    proof: Proof | None = None
+    not_taken: tuple[str, ...] = ()
 
 
 def _outcome(
@@ -129,9 +140,10 @@ def _discard(plan: _Plan) -> None:
     """Destroy the key the workers made for a plan the restore did not get to report."""
     if plan.made is None or not plan.made.done() or plan.made.cancelled():
         return
-    if plan.made.exception() is None:
+    made = plan.made.result() if plan.made.exception() is None else None
+    if made is not None and made.obj is not None:
         with suppress(PKCS11Error):
-            plan.made.result().destroy()
+            made.obj.destroy()
 
 
 def _known_attribute(kind: int) -> bool:
@@ -149,7 +161,6 @@ class SetContents:
     slot_id: int
     _mapper: AttributeMapper
     _refused_attributes: dict[tuple[int, int], Attribute]
-    _sensitive_set_after: bool  # the token ignored CKA_SENSITIVE in an unwrap template
 
     def objects(self) -> list[ObjectInfo]:
         raise NotImplementedError
@@ -164,6 +175,9 @@ class SetContents:
         raise NotImplementedError
 
     def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
+        raise NotImplementedError
+
+    def _decode(self, values: dict[int, bytes]) -> Attributes:
         raise NotImplementedError
 
     # -- backup ----------------------------------------------------------------------------
@@ -356,7 +370,7 @@ class SetContents:
                 continue
             claimed.add(ident)
             plan = _Plan(entry, ident, "restored", None, publics.get((entry.key_type, entry.id)))
-            plan.made = pool.submit(partial(self._recreate_in_worker, kek, entry))
+            plan.made = pool.submit(partial(self._make_checked, kek, entry, plan.public))
             steps.append(plan)
 
     def _restore_one(
@@ -412,23 +426,17 @@ class SetContents:
     def _settle(
         self, kek: SetKey, plan: _Plan, present: set[tuple[int, str, bytes]]
     ) -> RestoreOutcome:
-        """Make the planned object (or take the one the pool made), check and prove it."""
+        """The planned object made, checked and proven (or taken as a worker made it), then
+        kept, removed, or put in place of the one it replaces."""
         entry, ident, existing = plan.entry, plan.ident, plan.existing
-        try:
-            obj = self._recreate(kek, entry) if plan.made is None else plan.made.result()
-        except (PKCS11Error, ValueError) as exc:
-            return _outcome(entry, "failed", f"the HSM refused to recreate it ({_error_name(exc)})")
-        recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
-        kinds = [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
-        now = self.read_attributes(obj, [*kinds, A.SENSITIVE])  # one call for both checks
-        if entry.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
-            refusal = self._keep_sensitive(obj, now)
-            if refusal is not None:
-                with suppress(PKCS11Error):
-                    obj.destroy()
-                return _outcome(entry, "failed", refusal)
+        if plan.made is None:
+            made = self._make_checked(kek, entry, plan.public)
+        else:
+            made = plan.made.result()
+        if made.obj is None or made.proof is None:
+            return _outcome(entry, "failed", made.failure)
+        obj, proof = made.obj, made.proof
         present.add(ident)
-        proof = self.prove(obj, entry, kek, plan.public)
         if existing is None and not proof.ok and proof.method not in ("none", "error"):
             # A check told it apart from the set's key: it does not stay under the set's
             # label, where applications would take it for the original.
@@ -466,22 +474,49 @@ class SetContents:
             entry.id,
             plan.status,
             proof=proof,
-            not_taken=attributes_not_taken(recorded, now),
+            not_taken=made.not_taken,
         )
 
-    def _recreate_in_worker(self, kek: SetKey, entry: KeyEntry, wrapping: Wrapping) -> Any:
-        """:meth:`_recreate` in a worker's session. Where the token was seen to ignore
-        CKA_SENSITIVE in an unwrap template, the worker sets it as well, as
-        :meth:`_keep_sensitive` would (which still reads it back on every key)."""
-        obj = self._recreate(kek, entry, wrapping)
-        if getattr(self, "_sensitive_set_after", False):
-            with suppress(PKCS11Error):
-                wrapping.raw.set_attributes(
-                    wrapping.session, int(obj.handle), {int(A.SENSITIVE): True}
-                )
-        return obj
+    def _make_checked(
+        self,
+        kek: SetKey,
+        entry: KeyEntry,
+        public: Attributes | None,
+        via: Wrapping | None = None,
+    ) -> _Made:
+        """The entry made in the slot, read back, made sensitive where it is a key, and
+        proven: every call in ``via``'s session where given (a restore's worker: each has a
+        session of its own), else in this one. A key that cannot stay is removed again."""
+        try:
+            obj = self._recreate(kek, entry, via)
+        except (PKCS11Error, ValueError) as exc:
+            return _Made(None, f"the HSM refused to recreate it ({_error_name(exc)})")
+        recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
+        kinds = [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
+        now = self._read_back(obj, [*kinds, A.SENSITIVE], via)  # one call for both checks
+        if entry.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+            refusal = self._keep_sensitive(obj, now, via)
+            if refusal is not None:
+                with suppress(PKCS11Error):
+                    if via is None:
+                        obj.destroy()
+                    else:
+                        via.raw.destroy_object(via.session, int(obj.handle))
+                return _Made(None, refusal)
+        proof = self.prove(obj, entry, kek, public, via=via)
+        return _Made(obj, "", proof, attributes_not_taken(recorded, now))
 
-    def _keep_sensitive(self, obj: Any, read: Attributes) -> str | None:
+    def _read_back(self, obj: Any, kinds: Sequence[Attribute], via: Wrapping | None) -> Attributes:
+        """:meth:`read_attributes`, in ``via``'s session where given."""
+        if via is not None:
+            with suppress(RawError, PKCS11Error):
+                types = tuple(int(a) for a in kinds)
+                return self._decode(via.raw.read(via.session, int(obj.handle), types))
+        return self.read_attributes(obj, kinds)
+
+    def _keep_sensitive(
+        self, obj: Any, read: Attributes, via: Wrapping | None = None
+    ) -> str | None:
         """Make sure a restored key is sensitive (None), else say why it cannot stay;
         ``read`` is what was read of it as it was made.
 
@@ -492,12 +527,15 @@ class SetContents:
         if _bool(read, A.SENSITIVE) is True:
             return None
         try:
-            obj[A.SENSITIVE] = True
+            if via is None:
+                obj[A.SENSITIVE] = True
+            else:
+                packed = {int(A.SENSITIVE): self._mapper.pack_attribute(A.SENSITIVE, True)}
+                via.raw.set_attributes(via.session, int(obj.handle), packed)
         except PKCS11Error as exc:
             detail = _error_name(exc)
         else:
-            if _bool(self.read_attributes(obj, [A.SENSITIVE]), A.SENSITIVE) is True:
-                self._sensitive_set_after = True
+            if _bool(self._read_back(obj, [A.SENSITIVE], via), A.SENSITIVE) is True:
                 return None
             detail = "it reads back not sensitive"
         return (
@@ -641,8 +679,10 @@ class SetContents:
         entry: KeyEntry,
         kek: SetKey | None = None,
         public: Attributes | None = None,
+        via: Wrapping | None = None,
     ) -> Proof:
-        """Prove a restored object is the one backed up, by using it where it allows.
+        """Prove a restored object is the one backed up, by using it where it allows (a
+        secret key's calls in ``via``'s session where given).
 
         - RSA / EC / Ed25519 private keys: sign in the HSM, verify here against the public
           half from the set (RSA decrypt-only keys: encrypt here, decrypt in the HSM);
@@ -653,6 +693,6 @@ class SetContents:
         - public keys and certificates: their values read back from the token.
         """
         try:
-            return _prove(obj, entry, kek, public)
+            return _prove(obj, entry, kek, public, via)
         except PKCS11Error as exc:
             return Proof(False, "error", f"the HSM failed while proving it ({_error_name(exc)})")
