@@ -4,8 +4,9 @@ A token that keeps its objects in files spends most of an unwrap into a token ob
 file system (SoftHSM2 rewrites a new object's file some 35 times as it fills in its
 attributes), and one session leaves the rest of the machine idle: on SoftHSM2, two sessions
 unwrap ~1.9 times and four ~2.5 times the keys per second of one. Network HSMs are driven
-the same way, one session per thread. Only the unwraps run in the workers; what a restore
-decides, proves and reports stays in the caller's thread, in the set's order.
+the same way, one session per thread. A worker makes a key, reads it back, makes it
+sensitive and proves it, all in its own session; what a restore keeps, removes and reports
+is decided in the caller's thread, in the set's order.
 
 It needs a module initialised for threads (:func:`sealkeep.hsm.initialise_for_threads`):
 python-pkcs11's own initialisation tells a module that it need not lock.
