@@ -98,13 +98,17 @@ class SlotListing:
             return None
         return value
 
-    def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
-        """What :func:`_read` gives for ``obj``, in one direct call where that works."""
+    def read_attributes(
+        self, obj: Any, attributes: Sequence[Attribute], session: int | None = None
+    ) -> Attributes:
+        """What :func:`_read` gives for ``obj``, in one direct call where that works (in
+        ``session`` where given, else this one's)."""
         raw = self.hsm.raw()
         if raw is not None:
+            handle = int(self.session.handle) if session is None else session
             with suppress(RawError, PKCS11Error):
                 types = tuple(int(a) for a in attributes)
-                return self._decode(raw.read(int(self.session.handle), int(obj.handle), types))
+                return self._decode(raw.read(handle, int(obj.handle), types))
         return _read(obj, attributes)
 
     def _listed(self, handle: int, attrs: Attributes) -> _ListedObject:

@@ -49,7 +49,7 @@ from .hsm_keys import (
 from .hsm_proof import (
     _prove,
 )
-from .hsm_raw import TEMPLATE_REFUSALS, HsmCallError, RawError, RawTemplate
+from .hsm_raw import TEMPLATE_REFUSALS, HsmCallError, RawTemplate
 from .hsm_unwrap_pool import RESTORE_SESSIONS, UnwrapSessions
 from .manifest import Attributes, KeyEntry, SkippedEntry
 
@@ -174,10 +174,9 @@ class SetContents:
     def wrap_check_profile(self) -> Profile:
         raise NotImplementedError
 
-    def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
-        raise NotImplementedError
-
-    def _decode(self, values: dict[int, bytes]) -> Attributes:
+    def read_attributes(
+        self, obj: Any, attributes: Sequence[Attribute], session: int | None = None
+    ) -> Attributes:
         raise NotImplementedError
 
     # -- backup ----------------------------------------------------------------------------
@@ -323,7 +322,10 @@ class SetContents:
             if progress is not None:
                 progress(len(outcomes), len(chosen))
 
-        pooled = sum(1 for e in chosen if _unwraps_directly(kek, e))
+        # What the workers would make: secret keys under names the slot does not hold yet.
+        pooled = sum(
+            1 for e in chosen if _unwraps_directly(kek, e) and _ident(e.attributes) not in present
+        )
         pool = None
         if not dry_run and sessions > 1 and pooled > 1:
             pool = self.unwrap_sessions(kek.profile, min(sessions, pooled))
@@ -493,7 +495,8 @@ class SetContents:
             return _Made(None, f"the HSM refused to recreate it ({_error_name(exc)})")
         recorded = {k: v for k, v in entry.attributes.items() if k not in _NOT_COMPARED}
         kinds = [Attribute(k) for k in sorted(recorded) if _known_attribute(k)]
-        now = self._read_back(obj, [*kinds, A.SENSITIVE], via)  # one call for both checks
+        session = via.session if via is not None else None
+        now = self.read_attributes(obj, [*kinds, A.SENSITIVE], session)  # both checks
         if entry.object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
             refusal = self._keep_sensitive(obj, now, via)
             if refusal is not None:
@@ -505,14 +508,6 @@ class SetContents:
                 return _Made(None, refusal)
         proof = self.prove(obj, entry, kek, public, via=via)
         return _Made(obj, "", proof, attributes_not_taken(recorded, now))
-
-    def _read_back(self, obj: Any, kinds: Sequence[Attribute], via: Wrapping | None) -> Attributes:
-        """:meth:`read_attributes`, in ``via``'s session where given."""
-        if via is not None:
-            with suppress(RawError, PKCS11Error):
-                types = tuple(int(a) for a in kinds)
-                return self._decode(via.raw.read(via.session, int(obj.handle), types))
-        return self.read_attributes(obj, kinds)
 
     def _keep_sensitive(
         self, obj: Any, read: Attributes, via: Wrapping | None = None
@@ -535,7 +530,8 @@ class SetContents:
         except PKCS11Error as exc:
             detail = _error_name(exc)
         else:
-            if _bool(self._read_back(obj, [A.SENSITIVE], via), A.SENSITIVE) is True:
+            session = via.session if via is not None else None
+            if _bool(self.read_attributes(obj, [A.SENSITIVE], session), A.SENSITIVE) is True:
                 return None
             detail = "it reads back not sensitive"
         return (

@@ -29,7 +29,9 @@ class _Key:
 
 
 class _Slot(SetContents):
-    def read_attributes(self, obj: Any, attributes: Sequence[Attribute]) -> Attributes:
+    def read_attributes(
+        self, obj: Any, attributes: Sequence[Attribute], session: int | None = None
+    ) -> Attributes:
         assert list(attributes) == [Attribute.SENSITIVE]
         return {int(Attribute.SENSITIVE): obj.sensitive}
 
